@@ -1,0 +1,1 @@
+//! DirectorySync resource types.

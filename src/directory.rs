@@ -1,0 +1,136 @@
+//! The one small seam between the pure sync core and the systems it talks to.
+//!
+//! Microsoft Graph and SCIM both implement [`Directory`]; either can be the source or the
+//! destination of a run (SPEC §6), so the plan, the guard and the preview never know which
+//! system is on which side. Nothing here does I/O.
+
+use async_trait::async_trait;
+
+/// A user in the common model: what a directory says about one account, in that directory's
+/// own terms (no mapping applied). Field meanings per side:
+///
+/// | field              | Graph (Entra ID)                         | SCIM                                   |
+/// |--------------------|------------------------------------------|----------------------------------------|
+/// | `id`               | object id (GUID)                         | server-assigned `id`                   |
+/// | `user_name`        | `userPrincipalName`                      | `userName`                             |
+/// | `upn`              | `userPrincipalName`                      | the `userPrincipalNameAttribute`, if set |
+/// | `display_name`     | `displayName`                            | `displayName`                          |
+/// | `given_name`       | `givenName`                              | `name.givenName`                       |
+/// | `surname`          | `surname`                                | `name.familyName`                      |
+/// | `email`            | `mail`                                   | primary (else first) `emails[].value`  |
+/// | `proxy_addresses`  | `proxyAddresses`                         | empty                                  |
+/// | `active`           | `accountEnabled`                         | `active`                               |
+/// | `immutable_id`     | `onPremisesImmutableId`                  | `externalId`                           |
+/// | `guest`            | `userType == "Guest"`                    | false                                  |
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub user_name: String,
+    pub upn: Option<String>,
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub email: Option<String>,
+    pub proxy_addresses: Vec<String>,
+    pub active: bool,
+    pub immutable_id: Option<String>,
+    pub guest: bool,
+}
+
+/// Which users a listing should return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListScope {
+    /// Every user of the directory (a destination is read whole, so that userName collisions
+    /// and stray accounts are visible whatever the UPN mode).
+    All,
+    /// Users whose user name ends in `@<domain>`, case-insensitively (a Graph source uses the
+    /// advanced-query `endswith` filter).
+    Domain(String),
+}
+
+/// The values a destination user should have after a write: the sync items after mapping.
+/// `None` means "absent" (the attribute is removed or left unset).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredUser {
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub email: Option<String>,
+    pub active: bool,
+    /// Written as the destination's `externalId`.
+    pub immutable_id: String,
+    /// Written to the destination's `userPrincipalNameAttribute` when that is configured.
+    pub upn: Option<String>,
+}
+
+/// Why a directory call failed, in the classes the run and the operator act on.
+/// Messages are already cut to a status and an error code (SPEC §4): never a server's
+/// whole body, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    /// The credentials were refused (token endpoint 400/401, or 401/403 from the API).
+    #[error("credentials refused: {0}")]
+    InvalidCredentials(String),
+    /// The system could not be reached or kept failing after the bounded retries
+    /// (connect errors, timeouts, 429/5xx exhausted). Worth retrying the run later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The endpoint is refused by the outbound policy (SPEC §8).
+    #[error("endpoint not allowed: {0}")]
+    EndpointNotAllowed(String),
+    /// A create collided with an existing user (SCIM 409): the run re-plans this user.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The target user is gone.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The target's `externalId` no longer equals the recorded Immutable ID, so the write was
+    /// not sent (SPEC §2.4).
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// The server answered something that breaks the protocol or a safety bound: a body over
+    /// the cap, a repeated skiptoken, a nextLink to another host, a redirect, a record missing
+    /// a selected field, totals that do not add up. The run is aborted.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Any other refusal of a single request (e.g. SCIM 400 invalidValue).
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// A directory of users that a run can read from and write to.
+///
+/// Writes take the Immutable ID the caller expects the target to carry right now
+/// (`expected_immutable_id`; `None` = it must carry none, as when adopting), so an update or
+/// delete is sent only while the target still belongs to us (SPEC §2.4). A mismatch is
+/// [`DirectoryError::PreconditionFailed`] and nothing is written.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Reads every user in `scope`. A listing that fails part-way is an error, never a
+    /// shorter list.
+    async fn list_users(&self, scope: &ListScope) -> Result<Vec<User>, DirectoryError>;
+
+    /// Reads one user by its `id`; `Ok(None)` when it does not exist. Used to tell a user who
+    /// left this resource's domain for another synced domain (handed over, never deleted)
+    /// from one who left the tenant.
+    async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError>;
+
+    /// Finds users by exact user name (case-insensitive), e.g. to re-plan after a 409 on create.
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError>;
+
+    /// Creates a user and returns it as the directory stored it (with its new `id`).
+    async fn create_user(&self, user: &DesiredUser) -> Result<User, DirectoryError>;
+
+    /// Brings user `id` to `desired`. `current` is the user as listed at plan time.
+    async fn update_user(
+        &self,
+        id: &str,
+        current: &User,
+        desired: &DesiredUser,
+        expected_immutable_id: Option<&str>,
+    ) -> Result<(), DirectoryError>;
+
+    /// Deletes user `id`.
+    async fn delete_user(&self, id: &str, expected_immutable_id: Option<&str>) -> Result<(), DirectoryError>;
+}

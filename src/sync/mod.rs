@@ -1,0 +1,1 @@
+//! The pure sync core: no Kubernetes, no HTTP.
