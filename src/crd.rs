@@ -1,1 +1,367 @@
-//! DirectorySync resource types.
+//! The `DirectorySync` resource (SPEC §1). The CRD in `crds/` is generated from these types
+//! (`dirsync crd`), and the command line reads the same YAML, so validation lives here: in the
+//! schema and its CEL rules, where the API server enforces it before the operator sees an object.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub use crate::sync::config::{DeletionPolicy, UpnMode};
+
+/// API group of the resource.
+pub const GROUP: &str = "dirsync.io";
+/// Annotation whose new non-empty value asks for a run now (SPEC §1).
+pub const SYNC_NOW_ANNOTATION: &str = "dirsync.io/sync-now";
+/// The message the API server gives when `domain` or `upnMode` is changed (SPEC §1).
+pub const IMMUTABLE_MESSAGE: &str = "upnMode and domain cannot be changed after creation: every destination userName would change. Create a new DirectorySync; deleting this one never deletes destination users.";
+
+/// Keeps the users of one domain of a Microsoft Entra ID tenant in step with a SCIM 2.0 user
+/// directory.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dirsync.io",
+    version = "v1alpha1",
+    kind = "DirectorySync",
+    plural = "directorysyncs",
+    shortname = "dsync",
+    namespaced,
+    status = "DirectorySyncStatus",
+    doc = "DirectorySync keeps the users of one Entra ID domain in step with a SCIM 2.0 user directory: it previews (DryRun), applies once (Once) or applies on a schedule (Periodic).",
+    validation = Rule::new("self.spec.domain == oldSelf.spec.domain && self.spec.upnMode == oldSelf.spec.upnMode").message("upnMode and domain cannot be changed after creation: every destination userName would change. Create a new DirectorySync; deleting this one never deletes destination users."),
+    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastRun.result"),
+    printcolumn(name = "Adds", type_ = "integer", json_path = ".status.lastRun.adds"),
+    printcolumn(name = "Updates", type_ = "integer", json_path = ".status.lastRun.updates"),
+    printcolumn(name = "Deletes", type_ = "integer", json_path = ".status.lastRun.deletes"),
+    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRunTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectorySyncSpec {
+    /// The domain to synchronise: every Entra ID user whose userPrincipalName ends in
+    /// "@<domain>" (case-insensitive). Guests are never synchronised. Cannot be changed after
+    /// creation.
+    #[schemars(length(min = 3, max = 253), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"))]
+    pub domain: String,
+
+    /// How the destination userName is formed. Enabled: the full userPrincipalName
+    /// ("alice@example.com"). Disabled: the part before "@" ("alice"). Cannot be changed after
+    /// creation, because every destination userName would change.
+    pub upn_mode: UpnMode,
+
+    /// Deletion guard, in percent (0–100) of the users this resource manages. If a run would
+    /// delete or deactivate that share or more, the whole run is cancelled before any write.
+    /// 0 cancels any deletion; 100 cancels only deleting everyone. Dry runs are never cancelled.
+    #[schemars(range(min = 0, max = 100))]
+    pub max_allowed_deletions: i32,
+
+    /// DryRun: preview only, never write to the destination. Once: preview and apply once per
+    /// change of the spec (or per new value of the dirsync.io/sync-now annotation), then idle.
+    /// Periodic: preview at once, then apply at every slot of `interval`.
+    #[serde(default)]
+    pub mode: SyncMode,
+
+    /// Periodic only: how often to apply, as a duration such as "1h" or "30m" (default 1h).
+    /// Slots are multiples of the interval since the Unix epoch (UTC), shifted by a stable
+    /// per-resource offset. The operator's --min-interval (default 5m) is the lower bound.
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub interval: String,
+
+    /// What happens to a managed destination user who is no longer in the source. Delete
+    /// (default): the destination user is deleted. Deactivate: it is kept with active=false.
+    /// Both count towards maxAllowedDeletions.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Take over pre-existing destination users whose userName matches a source user and who
+    /// carry no externalId (shown as Update rows that set externalId). When false, such users
+    /// are reported as Conflict and left alone.
+    #[serde(default)]
+    pub adopt_existing: bool,
+
+    /// Destination userNames (case-insensitive) that are never adopted, updated or deleted,
+    /// e.g. the service's initial administrator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub protected_user_names: Vec<String>,
+
+    /// Leave out accounts that look like rooms, equipment or shared mailboxes (disabled, with
+    /// neither given name nor surname). When false they are synchronised and flagged in the
+    /// preview.
+    #[serde(default)]
+    pub exclude_resource_like_accounts: bool,
+
+    /// Where users are read from.
+    pub source: SourceSpec,
+
+    /// Where users are written to.
+    pub destination: DestinationSpec,
+}
+
+fn default_interval() -> String {
+    "1h".to_string()
+}
+
+/// When the resource runs and whether it writes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum SyncMode {
+    /// Plan only and publish the preview; never write to the destination.
+    #[default]
+    DryRun,
+    /// Plan and apply once per spec generation or dirsync.io/sync-now value.
+    Once,
+    /// Preview at once, then apply at every slot of spec.interval.
+    Periodic,
+}
+
+/// The source directory.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Microsoft Entra ID, read through Microsoft Graph. The app registration needs the Graph
+    /// application permission User.Read.All (with admin consent).
+    #[serde(rename = "entraID")]
+    pub entra_id: EntraIdSource,
+}
+
+/// A Microsoft Entra ID tenant and the app registration used to read it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.clientSecretRef), has(self.clientCertificateRef), has(self.workloadIdentity)].filter(x, x).size() == 1").message("exactly one of clientSecretRef, clientCertificateRef and workloadIdentity must be set"))]
+pub struct EntraIdSource {
+    /// The tenant: its directory (tenant) ID, a GUID, or one of its domain names. Cannot be
+    /// changed after creation.
+    #[serde(rename = "tenantID")]
+    #[schemars(length(min = 3, max = 253), regex(pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("source.entraID.tenantID cannot be changed after creation: the managed users belong to this tenant. Create a new DirectorySync; deleting this one never deletes destination users."))]
+    pub tenant_id: String,
+
+    /// The application (client) ID of the app registration, a GUID.
+    #[serde(rename = "clientID")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub client_id: String,
+
+    /// A key of a Secret in this namespace holding the app's client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+
+    /// A key of a Secret in this namespace holding the app's certificate and its private key,
+    /// both PEM, in one value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<SecretKeyRef>,
+
+    /// Azure workload identity: the operator requests a token for this ServiceAccount and
+    /// presents it as a federated credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<WorkloadIdentity>,
+
+    /// The Microsoft identity platform authority (https, no user-info). Change it for a
+    /// sovereign cloud or a local emulator.
+    #[serde(default = "default_authority_host")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https://[^/?#@\s]+(/[^?#@\s]*)?$"))]
+    pub authority_host: String,
+
+    /// The Microsoft Graph endpoint (https, no user-info).
+    #[serde(default = "default_graph_endpoint")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https://[^/?#@\s]+(/[^?#@\s]*)?$"))]
+    pub graph_endpoint: String,
+
+    /// A key of a Secret in this namespace holding extra trusted CA certificates (PEM) for the
+    /// authority and Graph. It only adds trust; certificate checks are never turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<SecretKeyRef>,
+}
+
+fn default_authority_host() -> String {
+    "https://login.microsoftonline.com".to_string()
+}
+
+fn default_graph_endpoint() -> String {
+    "https://graph.microsoft.com".to_string()
+}
+
+/// The ServiceAccount whose token is exchanged for an Entra ID token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadIdentity {
+    /// A ServiceAccount in this namespace. It must carry the annotation
+    /// azure.workload.identity/client-id equal to clientID.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub service_account_name: String,
+}
+
+/// The destination directory.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationSpec {
+    /// A SCIM 2.0 service provider.
+    pub scim: ScimDestination,
+}
+
+/// A SCIM 2.0 service provider (RFC 7643/7644).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimDestination {
+    /// The SCIM base URL, e.g. https://access-control.example.net/scim/v2 (no user-info).
+    /// Cannot be changed after creation.
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^/?#@\s]+(/[^?#@\s]*)?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("destination.scim.endpoint cannot be changed after creation: the managed users live in this destination. Create a new DirectorySync; deleting this one never deletes destination users."))]
+    pub endpoint: String,
+
+    /// A key of a Secret in this namespace holding the SCIM bearer token.
+    pub bearer_token_ref: SecretKeyRef,
+
+    /// A key of a Secret in this namespace holding extra trusted CA certificates (PEM) for the
+    /// SCIM endpoint. It only adds trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<SecretKeyRef>,
+
+    /// Optional SCIM attribute path that carries the source userPrincipalName (for example
+    /// "nickName" or an enterprise-extension attribute). Empty: not written.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
+    pub user_principal_name_attribute: String,
+}
+
+/// A key of a Secret in the resource's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret (in the resource's namespace).
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// What the operator observed and did (SPEC §4).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectorySyncStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Reconciling and Stalled (kstatus conventions), with reasons such as
+    /// PreviewReady, Synced, PartiallyFailed, DeletionThresholdExceeded, InvalidCredentials,
+    /// SecretNotFound, SourceUnavailable and DestinationUnavailable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The most recent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
+
+    /// The preview of the most recent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewStatus>,
+
+    /// How many destination users this resource manages (created or adopted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_users: Option<i64>,
+
+    /// When the next run is due (Periodic), or when a failed run is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Time>,
+
+    /// The dirsync.io/sync-now value the latest on-demand run answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_now: Option<String>,
+
+    /// The metadata.generation whose spec was last applied (Once and Periodic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
+
+    /// The run currently claimed by an operator replica; set under a resourceVersion
+    /// precondition so that two replicas never apply the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<RunClaim>,
+
+    /// Recent runs, newest first (the sync log).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub history: Vec<RunRecord>,
+}
+
+/// One run: what it was, when, and how it ended.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// A unique id of the run.
+    pub id: String,
+    /// DryRun, Once or Periodic: the mode the run ran in.
+    pub mode: SyncMode,
+    /// Whether the run was allowed to write to the destination.
+    pub applied: bool,
+    /// Start of the run.
+    pub start_time: Time,
+    /// End of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// Outcome, one of the condition reasons: PreviewReady, Synced, PartiallyFailed,
+    /// DeletionThresholdExceeded, NoSourceUsers, DomainNotFound, InvalidCredentials,
+    /// SecretNotFound, SourceUnavailable, DestinationUnavailable, EndpointNotAllowed.
+    pub result: String,
+    /// Users added (or, for a preview, to add).
+    pub adds: i64,
+    /// Users updated (or to update).
+    pub updates: i64,
+    /// Users deleted or deactivated (or to delete or deactivate).
+    pub deletes: i64,
+    /// Conflicts reported (never applied).
+    pub conflicts: i64,
+    /// Unmanaged destination users in this domain's scope (never applied).
+    pub unmanaged: i64,
+    /// Writes that failed.
+    #[serde(default)]
+    pub failed: i64,
+}
+
+/// Where the preview of the most recent run is and what it holds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewStatus {
+    /// The ConfigMaps (or Secrets) holding it, the first one carrying summary.json.
+    pub config_maps: Vec<String>,
+    /// Data rows in the CSV.
+    pub rows: i64,
+    /// SHA-256 (hex) of the CSV bytes.
+    pub sha256: String,
+    /// When it was made.
+    pub generated_at: Time,
+    /// When the operator removes it.
+    pub expires_at: Time,
+}
+
+/// A replica's claim on the run it is executing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunClaim {
+    /// Identity of the replica.
+    pub holder: String,
+    /// The run id.
+    pub run_id: String,
+    /// When the claim was taken; a claim older than the run deadline is stale.
+    pub since: Time,
+}
+
+impl DirectorySyncSpec {
+    /// The pure core's view of this resource.
+    pub fn sync_config(&self) -> crate::sync::config::SyncConfig {
+        crate::sync::config::SyncConfig {
+            domain: self.domain.to_ascii_lowercase(),
+            upn_mode: self.upn_mode,
+            max_allowed_deletions: u8::try_from(self.max_allowed_deletions.clamp(0, 100)).unwrap_or(100),
+            deletion_policy: self.deletion_policy,
+            adopt_existing: self.adopt_existing,
+            protected_user_names: self.protected_user_names.clone(),
+            exclude_resource_like_accounts: self.exclude_resource_like_accounts,
+            upn_attribute: Some(self.destination.scim.user_principal_name_attribute.clone()).filter(|a| !a.is_empty()),
+        }
+    }
+}

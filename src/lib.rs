@@ -4,8 +4,10 @@
 //! - [`directory`]: the common user model and the `Directory` trait both systems implement;
 //! - [`sync`]: the pure core (mapping, Immutable ID, matching, plan, guard, CSV, managed set),
 //!   with no Kubernetes and no HTTP in it;
-//! - [`crd`]: the `DirectorySync` resource types (the CRD is generated from them).
+//! - [`crd`]: the `DirectorySync` resource types (the CRD is generated from them);
+//! - [`cli`]: the command line.
 
+pub mod cli;
 pub mod crd;
 pub mod directory;
 pub mod sync;

@@ -1,1 +1,3 @@
 //! The pure sync core: no Kubernetes, no HTTP.
+
+pub mod config;

@@ -1,0 +1,60 @@
+//! Command-line entry points (SPEC §5). Exit codes: 0 done, 1 error, 2 usage, 3 guard
+//! tripped, 4 partially failed.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+
+use crate::crd::DirectorySync;
+
+/// Exit codes of the command line (SPEC §5).
+pub mod exit {
+    pub const DONE: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const GUARD_TRIPPED: u8 = 3;
+    pub const PARTIALLY_FAILED: u8 = 4;
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "dirsync", version, about = "Keeps a SCIM 2.0 user directory in step with Microsoft Entra ID")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the DirectorySync CustomResourceDefinition (YAML).
+    Crd,
+}
+
+/// Parses the command line and runs it.
+pub async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout with success, usage errors to stderr with 2.
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { exit::DONE });
+        }
+    };
+    match cli.command {
+        Command::Crd => match crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::from(exit::DONE)
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(exit::ERROR)
+            }
+        },
+    }
+}
+
+/// The CRD as committed in `crds/directorysyncs.dirsync.io.yaml`.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(&DirectorySync::crd())
+}

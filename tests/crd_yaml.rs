@@ -1,0 +1,64 @@
+//! The committed CRD must be exactly what the Rust types generate (`dirsync crd`).
+
+#[test]
+fn committed_crd_matches_the_rust_types() {
+    let generated = dirsync::cli::crd_yaml().expect("CRD serialises");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/directorysyncs.dirsync.io.yaml");
+    let committed = std::fs::read_to_string(path).expect("crds/directorysyncs.dirsync.io.yaml exists");
+    assert!(
+        committed == generated,
+        "crds/directorysyncs.dirsync.io.yaml is out of date; regenerate it with\n  \
+         cargo run --bin dirsync -- crd > crds/directorysyncs.dirsync.io.yaml"
+    );
+}
+
+#[test]
+fn crd_carries_the_validation_spec_1_asks_for() {
+    let yaml = dirsync::cli::crd_yaml().unwrap();
+    let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "dsync");
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object(), "status subresource");
+    let root = &version["schema"]["openAPIV3Schema"];
+    let spec = &root["properties"]["spec"];
+    let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for field in ["domain", "upnMode", "maxAllowedDeletions", "source", "destination"] {
+        assert!(required.contains(&field), "{field} is required");
+    }
+    let mad = &spec["properties"]["maxAllowedDeletions"];
+    assert_eq!(mad["minimum"], 0);
+    assert_eq!(mad["maximum"], 100);
+    assert_eq!(spec["properties"]["upnMode"]["enum"], serde_json::json!(["Enabled", "Disabled"]));
+    assert_eq!(spec["properties"]["mode"]["enum"], serde_json::json!(["DryRun", "Once", "Periodic"]));
+    assert_eq!(spec["properties"]["deletionPolicy"]["enum"], serde_json::json!(["Delete", "Deactivate"]));
+    let messages: Vec<String> = root["x-kubernetes-validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(messages.contains(&dirsync::crd::IMMUTABLE_MESSAGE.to_string()));
+    let entra = &spec["properties"]["source"]["properties"]["entraID"];
+    assert!(entra["x-kubernetes-validations"][0]["rule"].as_str().unwrap().contains("size() == 1"));
+    assert!(entra["properties"]["tenantID"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf");
+    // every spec field explains itself (kubectl explain)
+    fn all_described(schema: &serde_json::Value, path: &str) {
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, sub) in props {
+                let p = format!("{path}.{name}");
+                assert!(sub["description"].as_str().is_some_and(|d| !d.is_empty()), "{p} has no description");
+                all_described(sub, &p);
+                all_described(&sub["items"], &p);
+            }
+        }
+    }
+    all_described(spec, "spec");
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Domain", "Mode", "Ready", "Last Result", "Adds", "Updates", "Deletes", "Next Run", "Age"]);
+}
