@@ -1,0 +1,291 @@
+//! Accept loop (HTTP or HTTPS, HTTP/1.1 and h2), per-request plumbing: request ids,
+//! fault injection, common headers, counters.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::control;
+use crate::faults::{Endpoint, FaultKind, FaultSpec};
+use crate::http::{Body, Ctx, Resp, aad_error, graph_error, json_response, set_header};
+use crate::jwt::Jws;
+use crate::state::AppState;
+use crate::stats::RequestRecord;
+use crate::time;
+
+const MAX_BODY: usize = 1 << 20;
+
+pub fn classify(path: &str) -> Endpoint {
+    if path == control::PREFIX || path.starts_with("/_emulator/") {
+        return Endpoint::Control;
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["v1.0", "users"] | ["v1.0", "users", "$count"] => Endpoint::Users,
+        ["v1.0", "users", d] if crate::graph::is_delta_segment(d) => Endpoint::Delta,
+        ["v1.0", "users", _] => Endpoint::User,
+        ["v1.0", "domains", ..] => Endpoint::Domains,
+        ["v1.0", ..] => Endpoint::GraphOther,
+        [_, "oauth2", "v2.0", "token"] => Endpoint::Token,
+        [_, "v2.0", ".well-known", "openid-configuration"] | [_, "discovery", "v2.0", "keys"] => Endpoint::OpenId,
+        _ => Endpoint::Other,
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `(tenant id, app id)` from the bearer token, unverified (for throttle headers only).
+fn peek_token(h: &HeaderMap) -> (String, String) {
+    let tok = header(h, "authorization").and_then(|a| a.split_once(' ')).map(|x| x.1).unwrap_or("");
+    match Jws::parse(tok) {
+        Some(j) => (
+            j.claim_str("tid").unwrap_or_default().to_string(),
+            j.claim_str("appid").unwrap_or_default().to_string(),
+        ),
+        None => (String::new(), String::new()),
+    }
+}
+
+fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap) -> Option<Resp> {
+    let token_ep = matches!(ep, Endpoint::Token | Endpoint::OpenId);
+    let mut r = match spec.kind {
+        FaultKind::Throttle if token_ep => aad_error(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            90055,
+            "There are too many incoming requests. Please try again later.",
+        ),
+        FaultKind::Throttle => {
+            let code = spec.code.as_deref().unwrap_or("TooManyRequests");
+            let msg = if code == "Request_ThrottledTemporarily" {
+                format!("Your request is throttled temporarily. Please try after {} seconds.", spec.retry_after.unwrap_or(5))
+            } else {
+                "Too many requests from Identifier:Emulator under category:throttle.aad.ags.tenant.list. Please try again later.".to_string()
+            };
+            let mut r = graph_error(ctx, StatusCode::TOO_MANY_REQUESTS, code, &msg);
+            let (tid, app) = peek_token(headers);
+            set_header(&mut r, "x-ms-throttle-scope", &format!("Tenant_Application/ReadOnly/{app}/{tid}"));
+            set_header(&mut r, "x-ms-throttle-information", "ResourceUnitLimitExceeded");
+            set_header(&mut r, "x-ms-throttle-limit-percentage", "1.2");
+            r
+        }
+        FaultKind::Unavailable if token_ep => aad_error(
+            ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            90033,
+            "A transient error has occurred. Please try again.",
+        ),
+        FaultKind::Unavailable => graph_error(
+            ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The service is temporarily unavailable. Please retry after a delay.",
+        ),
+        FaultKind::GatewayTimeout if token_ep => aad_error(
+            ctx,
+            StatusCode::GATEWAY_TIMEOUT,
+            "temporarily_unavailable",
+            90033,
+            "A transient error has occurred. Please try again.",
+        ),
+        FaultKind::GatewayTimeout => graph_error(
+            ctx,
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "The operation timed out before it could be completed.",
+        ),
+        FaultKind::ExpiredDeltaToken => graph_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "syncStateNotFound",
+            "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
+        ),
+        FaultKind::ResyncRequired => {
+            let mut r = graph_error(
+                ctx,
+                StatusCode::GONE,
+                "resyncRequired",
+                "The delta token is no longer valid. A full resynchronization is required.",
+            );
+            set_header(&mut r, "location", &format!("{}/v1.0/users/delta?$deltatoken=", ctx.base_url));
+            r
+        }
+        FaultKind::DropConnection | FaultKind::Delay => return None,
+    };
+    if let Some(s) = spec.retry_after {
+        set_header(&mut r, "retry-after", &s.to_string());
+    }
+    Some(r)
+}
+
+/// Keep status and headers, send part of the body, then fail the stream (the peer sees
+/// a connection closed mid-body).
+async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let n = keep.unwrap_or(bytes.len() / 2).min(bytes.len().saturating_sub(1));
+    parts.headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
+    let first = bytes.slice(..n);
+    let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+        Ok(Frame::data(first)),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault injection: connection dropped")),
+    ];
+    let body: Body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)));
+    Response::from_parts(parts, body)
+}
+
+async fn dispatch(state: &AppState, ctx: &Ctx, ep: Endpoint, method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Incoming) -> Resp {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match ep {
+        Endpoint::Token => {
+            let bytes = match Limited::new(body, MAX_BODY).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => return aad_error(ctx, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", 90015, "The request body is too large."),
+            };
+            crate::token::token(state, ctx, segs[0], method, headers, &bytes).await
+        }
+        Endpoint::OpenId if segs.get(1) == Some(&"v2.0") => crate::token::openid_configuration(state, ctx, segs[0]),
+        Endpoint::OpenId => crate::token::keys(state, ctx, segs[0]).await,
+        Endpoint::Other if path == "/error" => json_response(
+            StatusCode::OK,
+            &serde_json::json!({"code": query.unwrap_or(""), "note": "entra-emulator: see the AADSTS code in the error body"}),
+        ),
+        Endpoint::Other => graph_error(ctx, StatusCode::NOT_FOUND, "NotFound", &format!("The emulator serves no resource at '{path}'.")),
+        _ => crate::graph::handle(state, ctx, method, path, query, headers),
+    }
+}
+
+async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = header(&parts.headers, "client-request-id")
+        .filter(|s| !s.is_empty() && s.len() <= 200)
+        .map(str::to_string)
+        .unwrap_or_else(|| request_id.clone());
+    let ctx = Ctx { request_id, client_request_id, now: time::now_secs(), base_url: state.base_url.clone() };
+    let ep = classify(&path);
+
+    if ep == Endpoint::Control {
+        let bytes = Limited::new(body, 16 * MAX_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let r = control::handle(&state, &parts.method, &path, query.as_deref(), &bytes).await;
+        return Ok(r);
+    }
+
+    let q = query.as_deref().unwrap_or("").to_ascii_lowercase();
+    let delta_followup = ep == Endpoint::Delta && (q.contains("deltatoken=") || q.contains("skiptoken="));
+    let fault = state.faults.take(ep, &path, delta_followup);
+    let mut resp = None;
+    if let Some(f) = &fault {
+        if f.kind == FaultKind::Delay {
+            tokio::time::sleep(Duration::from_millis(f.delay_ms.unwrap_or(0))).await;
+        }
+        resp = fault_response(&ctx, ep, f, &parts.headers);
+    }
+    let mut resp = match resp {
+        Some(r) => r,
+        None => dispatch(&state, &ctx, ep, &parts.method, &path, query.as_deref(), &parts.headers, body).await,
+    };
+
+    let status = resp.status().as_u16();
+    if ep == Endpoint::Token || ep == Endpoint::OpenId {
+        set_header(&mut resp, "x-ms-request-id", &ctx.request_id);
+        set_header(&mut resp, "x-ms-ests-server", "2.1.99999.0 - entra-emulator");
+    } else {
+        set_header(&mut resp, "request-id", &ctx.request_id);
+        set_header(
+            &mut resp,
+            "x-ms-ags-diagnostic",
+            r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"0","ScaleUnit":"000","RoleInstance":"entra-emulator"}}"#,
+        );
+        if ep.is_graph() {
+            let units = if ep == Endpoint::Users && !q.contains("select=") { "2" } else { "1" };
+            set_header(&mut resp, "x-ms-resource-unit", units);
+            if resp.status().is_success() {
+                set_header(&mut resp, "odata-version", "4.0");
+            }
+        }
+    }
+    set_header(&mut resp, "client-request-id", &ctx.client_request_id);
+    if let Some(f) = &fault
+        && f.kind == FaultKind::DropConnection
+    {
+        resp = truncate(resp, f.bytes).await;
+    }
+    state.stats.record(RequestRecord {
+        method: parts.method.to_string(),
+        path: match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        },
+        endpoint: ep.name(),
+        status,
+        consistency_level: header(&parts.headers, "consistencylevel").map(str::to_string),
+        client_request_id: ctx.client_request_id.clone(),
+        request_id: ctx.request_id.clone(),
+        fault: fault.map(|f| format!("{:?}", f.kind)),
+    });
+    Ok(resp)
+}
+
+/// Run the accept loop until `shutdown` turns true; then drain connections (3 s at most).
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let builder = builder.clone();
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| serve(state.clone(), req));
+                    match acceptor {
+                        Some(acc) => {
+                            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                    }
+                });
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(3), graceful.shutdown()).await;
+}

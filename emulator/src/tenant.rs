@@ -1,0 +1,372 @@
+//! One tenant: its applications, domains and users, with a change log for delta queries.
+//!
+//! Readers take an `Arc<Snapshot>` (an immutable, ordered user list) and never hold a lock
+//! while they serialize; writers build a new snapshot (copy-on-write of the `Arc` list).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value};
+
+use crate::props;
+use crate::user::User;
+
+/// An application (client) registered in the tenant.
+#[derive(Clone, Debug)]
+pub struct Application {
+    pub client_id: String,
+    pub display_name: String,
+    pub secrets: Vec<String>,
+    pub certificates: Vec<AppCertificate>,
+    pub federated: Vec<FederatedCredential>,
+    /// Application permissions granted to it (the `roles` claim).
+    pub roles: Vec<String>,
+    /// Object id of its service principal (the token's `oid`/`sub`).
+    pub sp_object_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AppCertificate {
+    /// SHA-1 of the DER certificate (`x5t`).
+    pub sha1: Vec<u8>,
+    /// SHA-256 of the DER certificate (`x5t#S256`).
+    pub sha256: Vec<u8>,
+    /// PKCS#1 RSAPublicKey DER.
+    pub rsa_public_key: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederatedCredential {
+    pub issuer: String,
+    pub subject: String,
+    pub audiences: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum ChangeKind {
+    /// Created, changed or restored; the names of the properties that changed
+    /// (`None` = treat every property as changed).
+    Upsert(Option<Vec<usize>>),
+    /// Soft-deleted (restorable): `@removed: {"reason":"changed"}`.
+    SoftDeleted,
+    /// Permanently deleted: `@removed: {"reason":"deleted"}`.
+    HardDeleted,
+}
+
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub seq: u64,
+    pub id: Box<str>,
+    pub kind: ChangeKind,
+}
+
+/// An immutable view of the live users, ordered by `User::ord`.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub users: Vec<Arc<User>>,
+    by_id: HashMap<Box<str>, u32>,
+    by_upn: HashMap<Box<str>, u32>,
+}
+
+impl Snapshot {
+    fn build(users: Vec<Arc<User>>) -> Snapshot {
+        let mut by_id = HashMap::with_capacity(users.len());
+        let mut by_upn = HashMap::with_capacity(users.len());
+        for (i, u) in users.iter().enumerate() {
+            by_id.insert(u.id.to_ascii_lowercase().into_boxed_str(), i as u32);
+            by_upn.insert(u.upn().to_lowercase().into_boxed_str(), i as u32);
+        }
+        Snapshot { users, by_id, by_upn }
+    }
+
+    /// Find by object id or userPrincipalName (both case-insensitive).
+    pub fn find(&self, key: &str) -> Option<&Arc<User>> {
+        let lower = key.to_lowercase();
+        self.by_id
+            .get(lower.as_str())
+            .or_else(|| self.by_upn.get(lower.as_str()))
+            .and_then(|i| self.users.get(*i as usize))
+    }
+
+    /// Position of the first user whose `ord` is greater than `ord`.
+    pub fn position_after(&self, ord: u64) -> usize {
+        self.users.partition_point(|u| u.ord <= ord)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    snap: Arc<Snapshot>,
+    seq: u64,
+    next_ord: u64,
+    log: Vec<Change>,
+    deleted: HashMap<Box<str>, Arc<User>>,
+    epoch: u64,
+}
+
+/// What a tenant was loaded with, so that a reset can restore it.
+#[derive(Clone, Debug)]
+pub struct TenantSpec {
+    pub tenant_id: String,
+    pub display_name: String,
+    pub initial_domain: String,
+    pub domains: Vec<Value>,
+    pub applications: Vec<Application>,
+    pub users: Vec<User>,
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: String,
+    pub display_name: String,
+    pub initial_domain: String,
+    pub domains: Vec<Value>,
+    apps: RwLock<Vec<Arc<Application>>>,
+    state: RwLock<State>,
+    spec: TenantSpec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MutationError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Resource '{0}' does not exist or one of its queried reference-property objects are not present.")]
+    NotFound(String),
+    #[error("Another object with the same value for property userPrincipalName already exists.")]
+    DuplicateUpn,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Tenant {
+    pub fn new(spec: TenantSpec, epoch: u64) -> Tenant {
+        let state = Self::initial_state(&spec, epoch);
+        Tenant {
+            id: spec.tenant_id.clone(),
+            display_name: spec.display_name.clone(),
+            initial_domain: spec.initial_domain.clone(),
+            domains: spec.domains.clone(),
+            apps: RwLock::new(spec.applications.iter().cloned().map(Arc::new).collect()),
+            state: RwLock::new(state),
+            spec,
+        }
+    }
+
+    fn initial_state(spec: &TenantSpec, epoch: u64) -> State {
+        let users: Vec<Arc<User>> = spec
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let mut u = u.clone();
+                u.ord = i as u64 + 1;
+                Arc::new(u)
+            })
+            .collect();
+        let next_ord = users.len() as u64 + 1;
+        State {
+            snap: Arc::new(Snapshot::build(users)),
+            seq: 1,
+            next_ord,
+            log: Vec::new(),
+            deleted: HashMap::new(),
+            epoch,
+        }
+    }
+
+    /// Restore the state the tenant was loaded with. Old delta tokens become invalid.
+    pub fn reset(&self, epoch: u64) {
+        *write(&self.state) = Self::initial_state(&self.spec, epoch);
+        *write(&self.apps) = self.spec.applications.iter().cloned().map(Arc::new).collect();
+    }
+
+    /// Does this tenant answer to `name` (its id, or one of its domains)?
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.id.eq_ignore_ascii_case(name)
+            || self.domains.iter().any(|d| {
+                d.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.eq_ignore_ascii_case(name))
+            })
+    }
+
+    pub fn app(&self, client_id: &str) -> Option<Arc<Application>> {
+        read(&self.apps)
+            .iter()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+            .cloned()
+    }
+
+    pub fn apps(&self) -> Vec<Arc<Application>> {
+        read(&self.apps).clone()
+    }
+
+    pub fn upsert_app(&self, app: Application) {
+        let mut apps = write(&self.apps);
+        apps.retain(|a| !a.client_id.eq_ignore_ascii_case(&app.client_id));
+        apps.push(Arc::new(app));
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        read(&self.state).snap.clone()
+    }
+
+    /// `(snapshot, current change sequence, epoch)` read atomically.
+    pub fn view(&self) -> (Arc<Snapshot>, u64, u64) {
+        let s = read(&self.state);
+        (s.snap.clone(), s.seq, s.epoch)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        read(&self.state).epoch
+    }
+
+    /// Changes with `since < seq <= until`, in order.
+    pub fn changes(&self, since: u64, until: u64) -> Vec<Change> {
+        let s = read(&self.state);
+        let start = s.log.partition_point(|c| c.seq <= since);
+        s.log[start..]
+            .iter()
+            .take_while(|c| c.seq <= until)
+            .cloned()
+            .collect()
+    }
+
+    pub fn user_count(&self) -> usize {
+        read(&self.state).snap.users.len()
+    }
+
+    fn commit(st: &mut State, users: Vec<Arc<User>>, change: Change) {
+        st.snap = Arc::new(Snapshot::build(users));
+        st.log.push(change);
+    }
+
+    /// Create a user from a Graph user object; `id` is generated when absent.
+    pub fn add_user(&self, obj: &Map<String, Value>) -> Result<Arc<User>, MutationError> {
+        let mut obj = obj.clone();
+        if !obj.contains_key("id") {
+            obj.insert("id".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+        }
+        if !obj.contains_key("accountEnabled") {
+            obj.insert("accountEnabled".into(), Value::Bool(true));
+        }
+        if !obj.contains_key("userType") {
+            obj.insert("userType".into(), Value::String("Member".into()));
+        }
+        let mut user = User::from_graph(&obj).map_err(MutationError::BadRequest)?;
+        let mut st = write(&self.state);
+        if st.snap.find(user.upn()).is_some() {
+            return Err(MutationError::DuplicateUpn);
+        }
+        if st.snap.find(&user.id).is_some() || st.deleted.contains_key(user.id.to_ascii_lowercase().as_str()) {
+            return Err(MutationError::BadRequest(format!(
+                "Another object with the same value for property id already exists: '{}'.",
+                user.id
+            )));
+        }
+        user.ord = st.next_ord;
+        st.next_ord += 1;
+        st.seq += 1;
+        let user = Arc::new(user);
+        let mut users = st.snap.users.clone();
+        users.push(user.clone());
+        let change = Change { seq: st.seq, id: user.id.clone(), kind: ChangeKind::Upsert(None) };
+        Self::commit(&mut st, users, change);
+        Ok(user)
+    }
+
+    /// Apply a partial Graph user object to an existing user.
+    pub fn update_user(&self, key: &str, patch: &Map<String, Value>) -> Result<Arc<User>, MutationError> {
+        let mut st = write(&self.state);
+        let Some(old) = st.snap.find(key).cloned() else {
+            return Err(MutationError::NotFound(key.to_string()));
+        };
+        let mut user = (*old).clone();
+        let mut changed = Vec::new();
+        for (k, v) in patch {
+            let Some(p) = props::lookup(k) else {
+                return Err(MutationError::BadRequest(format!(
+                    "Invalid property '{k}': the user resource has no such property."
+                )));
+            };
+            if props::PROPS[p].slot == props::Slot::Id {
+                return Err(MutationError::BadRequest("Property 'id' is read-only and cannot be set.".into()));
+            }
+            user.set_prop(p, v).map_err(MutationError::BadRequest)?;
+            changed.push(p);
+        }
+        if user.upn().is_empty() {
+            return Err(MutationError::BadRequest("'userPrincipalName' cannot be empty.".into()));
+        }
+        if !user.upn().eq_ignore_ascii_case(old.upn())
+            && st.snap.find(user.upn()).is_some_and(|o| o.id != user.id)
+        {
+            return Err(MutationError::DuplicateUpn);
+        }
+        st.seq += 1;
+        let user = Arc::new(user);
+        let mut users = st.snap.users.clone();
+        let pos = st.snap.position_after(old.ord.saturating_sub(1));
+        if let Some(slot) = users.get_mut(pos) {
+            *slot = user.clone();
+        }
+        let change = Change { seq: st.seq, id: user.id.clone(), kind: ChangeKind::Upsert(Some(changed)) };
+        Self::commit(&mut st, users, change);
+        Ok(user)
+    }
+
+    /// Delete a user: soft (restorable, delta reason `changed`) or permanent (`deleted`).
+    pub fn delete_user(&self, key: &str, permanent: bool) -> Result<(), MutationError> {
+        let mut st = write(&self.state);
+        let lower = key.to_ascii_lowercase();
+        if permanent && let Some(u) = st.deleted.remove(lower.as_str()) {
+            // Purging an already soft-deleted user.
+            st.seq += 1;
+            let change = Change { seq: st.seq, id: u.id.clone(), kind: ChangeKind::HardDeleted };
+            st.log.push(change);
+            return Ok(());
+        }
+        let Some(old) = st.snap.find(key).cloned() else {
+            return Err(MutationError::NotFound(key.to_string()));
+        };
+        st.seq += 1;
+        let users: Vec<Arc<User>> = st.snap.users.iter().filter(|u| u.ord != old.ord).cloned().collect();
+        let kind = if permanent {
+            ChangeKind::HardDeleted
+        } else {
+            st.deleted.insert(old.id.to_ascii_lowercase().into_boxed_str(), old.clone());
+            ChangeKind::SoftDeleted
+        };
+        let change = Change { seq: st.seq, id: old.id.clone(), kind };
+        Self::commit(&mut st, users, change);
+        Ok(())
+    }
+
+    /// Restore a soft-deleted user (it shows in delta again, without annotation).
+    pub fn restore_user(&self, id: &str) -> Result<Arc<User>, MutationError> {
+        let mut st = write(&self.state);
+        let Some(user) = st.deleted.remove(id.to_ascii_lowercase().as_str()) else {
+            return Err(MutationError::NotFound(id.to_string()));
+        };
+        if st.snap.find(user.upn()).is_some() {
+            st.deleted.insert(user.id.to_ascii_lowercase().into_boxed_str(), user);
+            return Err(MutationError::DuplicateUpn);
+        }
+        st.seq += 1;
+        let mut users = st.snap.users.clone();
+        let pos = users.partition_point(|u| u.ord < user.ord);
+        users.insert(pos, user.clone());
+        let change = Change { seq: st.seq, id: user.id.clone(), kind: ChangeKind::Upsert(None) };
+        Self::commit(&mut st, users, change);
+        Ok(user)
+    }
+
+    pub fn deleted_ids(&self) -> Vec<String> {
+        read(&self.state).deleted.values().map(|u| u.id.to_string()).collect()
+    }
+}
