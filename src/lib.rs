@@ -5,9 +5,14 @@
 //! - [`sync`]: the pure core (mapping, Immutable ID, matching, plan, guard, CSV, managed set),
 //!   with no Kubernetes and no HTTP in it;
 //! - [`crd`]: the `DirectorySync` resource types (the CRD is generated from them);
+//! - [`http`]: the outbound HTTP rules shared by both clients (timeouts, caps, retries);
+//! - [`graph`], [`scim`]: the Microsoft Graph and SCIM 2.0 clients implementing `Directory`;
 //! - [`cli`]: the command line.
 
 pub mod cli;
 pub mod crd;
 pub mod directory;
+pub mod graph;
+pub mod http;
+pub mod scim;
 pub mod sync;

@@ -1,0 +1,490 @@
+//! Microsoft Graph (Entra ID) as a [`Directory`]: read side (users by domain, one user, the
+//! tenant's domains). Writing to Entra ID is the reverse direction (SPEC §6), not built yet.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dirsync::directory::DirectoryError> {
+//! use dirsync::graph::{GraphClient, GraphConfig, GraphCredential};
+//! let cfg = GraphConfig::new("tenant-guid", "client-guid", GraphCredential::ClientSecret("s3cret".into()));
+//! let graph = GraphClient::new(cfg)?;
+//! # Ok(()) }
+//! ```
+
+mod odata;
+mod token;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use reqwest::header::ACCEPT;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
+use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, cut, encode_component, encode_id, error_code};
+
+pub use odata::{NextLinkGuard, USER_SELECT, check_same_origin, domain_filter, string_literal, upn_filter, users_query};
+pub use token::{
+    AssertionAlgorithm, AssertionFn, AssertionProvider, ClientCertificate, FederatedTokenFile, GraphCredential,
+    aadsts_head, refresh_margin,
+};
+
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
+
+/// How to reach and authenticate to one tenant's Graph.
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    /// Tenant GUID or domain name.
+    pub tenant_id: String,
+    pub client_id: String,
+    pub credential: GraphCredential,
+    /// e.g. `https://login.microsoftonline.com`, a sovereign cloud's, or the emulator's.
+    pub authority_host: Url,
+    /// e.g. `https://graph.microsoft.com`; `/v1.0/...` is appended.
+    pub graph_endpoint: Url,
+    /// Token scope; `None` = `{graph_endpoint}/.default`.
+    pub scope: Option<String>,
+    /// Timeouts, retries, extra CA (used for both the authority and Graph), resolver seam.
+    pub http: HttpConfig,
+}
+
+impl GraphConfig {
+    /// A config for Microsoft's global cloud with default HTTP settings.
+    pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>, credential: GraphCredential) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            credential,
+            authority_host: constant_url(DEFAULT_AUTHORITY_HOST),
+            graph_endpoint: constant_url(DEFAULT_GRAPH_ENDPOINT),
+            scope: None,
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+#[allow(clippy::expect_used)] // only ever called with the constants above
+fn constant_url(s: &'static str) -> Url {
+    Url::parse(s).expect("constant URL parses")
+}
+
+/// The Graph client. Cheap to clone; clones share the token cache and connection pool.
+#[derive(Clone)]
+pub struct GraphClient {
+    http: HttpClient,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The Graph endpoint without a trailing slash.
+    base: String,
+    origin: Url,
+    tokens: token::TokenSource,
+    redactor: Redactor,
+}
+
+impl fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphClient").field("base", &self.inner.base).finish_non_exhaustive()
+    }
+}
+
+impl GraphClient {
+    pub fn new(cfg: GraphConfig) -> Result<Self, DirectoryError> {
+        let base = check_base_url("Graph endpoint", &cfg.graph_endpoint)?;
+        let authority = check_base_url("authority host", &cfg.authority_host)?;
+        if cfg.tenant_id.trim().is_empty() || cfg.client_id.trim().is_empty() {
+            return Err(DirectoryError::InvalidCredentials("tenant id and client id are required".to_string()));
+        }
+        let token_url = Url::parse(&format!("{authority}/{}/oauth2/v2.0/token", encode_component(&cfg.tenant_id)))
+            .map_err(|_| DirectoryError::Rejected("authority host does not form a token URL".to_string()))?;
+        let scope = cfg.scope.clone().unwrap_or_else(|| format!("{base}/.default"));
+        let mut redactor = Redactor::new();
+        if let GraphCredential::ClientSecret(s) = &cfg.credential {
+            redactor.add(s);
+        }
+        let tokens = token::TokenSource::new(token_url, cfg.client_id.clone(), scope, cfg.credential, redactor.clone());
+        let http = HttpClient::new(&cfg.http)?;
+        Ok(Self { http, inner: Arc::new(Inner { base, origin: cfg.graph_endpoint, tokens, redactor }) })
+    }
+
+    /// The same client with another run deadline (shares tokens and connections).
+    pub fn with_deadline(&self, deadline: Option<Instant>) -> Self {
+        Self { http: self.http.with_deadline(deadline), inner: self.inner.clone() }
+    }
+
+    /// Gets a token now, so that refused credentials show before any read.
+    pub async fn authenticate(&self) -> Result<(), DirectoryError> {
+        self.inner.tokens.token(&self.http).await.map(|_| ())
+    }
+
+    /// The tenant's domain names (`GET /v1.0/domains`), for the `DomainNotFound` check.
+    pub async fn list_domains(&self) -> Result<Vec<String>, DirectoryError> {
+        self.list_domains_inner().await.map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    async fn list_domains_inner(&self) -> Result<Vec<String>, DirectoryError> {
+        #[derive(Deserialize)]
+        struct Domain {
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(rename = "@odata.nextLink")]
+            next_link: Option<String>,
+            value: Option<Vec<Domain>>,
+        }
+        const WHAT: &str = "Graph domains page";
+        let first = self.url("/v1.0/domains?$select=id")?;
+        let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
+        let mut url = first;
+        let mut out = Vec::new();
+        loop {
+            let resp = self.get(&url, WHAT).await?;
+            if !resp.status.is_success() {
+                return Err(graph_error(WHAT, &resp));
+            }
+            let page: Page = resp.json(WHAT)?;
+            let value = page.value.ok_or_else(|| DirectoryError::Protocol(format!("{WHAT} has no value array")))?;
+            out.extend(value.into_iter().map(|d| d.id));
+            match page.next_link {
+                Some(link) => url = guard.check(&link)?,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    fn url(&self, path_and_query: &str) -> Result<Url, DirectoryError> {
+        Url::parse(&format!("{}{path_and_query}", self.inner.base))
+            .map_err(|_| DirectoryError::Rejected("cannot form a Graph URL".to_string()))
+    }
+
+    /// GET with the bearer token; on a 401 the token is refreshed once and the GET re-sent.
+    /// `ConsistencyLevel: eventual` goes on every request (it is never carried by nextLink).
+    async fn get(&self, url: &Url, what: &str) -> Result<HttpResponse, DirectoryError> {
+        let mut refreshed = false;
+        loop {
+            let (token, generation) = self.inner.tokens.token(&self.http).await?;
+            let resp = self
+                .http
+                .send(what, |c| {
+                    c.get(url.clone())
+                        .bearer_auth(token.expose_secret())
+                        .header("ConsistencyLevel", "eventual")
+                        .header(ACCEPT, "application/json")
+                })
+                .await?;
+            if resp.status == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
+                tracing::debug!(what, "Graph refused the access token; refreshing it once");
+                self.inner.tokens.invalidate(generation).await;
+                refreshed = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Every user matching `filter`, all pages or an error.
+    async fn list(&self, filter: Option<&str>) -> Result<Vec<User>, DirectoryError> {
+        const WHAT: &str = "Graph users page";
+        let first = self.url(&format!("/v1.0/users?{}", users_query(filter)))?;
+        let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
+        let mut url = first;
+        let mut users = Vec::new();
+        let mut page_no = 0usize;
+        loop {
+            page_no += 1;
+            let resp = self.get(&url, WHAT).await?;
+            if !resp.status.is_success() {
+                return Err(graph_error(WHAT, &resp));
+            }
+            // Each page goes straight into small records; the raw page is dropped at once.
+            let page: UsersPage = resp.json(WHAT)?;
+            drop(resp);
+            let value = page
+                .value
+                .ok_or_else(|| DirectoryError::Protocol(format!("{WHAT} {page_no} has no value array")))?;
+            users.reserve(value.len());
+            for (i, raw) in value.into_iter().enumerate() {
+                users.push(raw.into_user(page_no, i)?);
+            }
+            match page.next_link {
+                Some(link) => url = guard.check(&link)?,
+                None => break,
+            }
+        }
+        let mut seen = HashSet::with_capacity(users.len());
+        if let Some(dup) = users.iter().position(|u| !seen.insert(u.id.as_str())) {
+            return Err(DirectoryError::Protocol(format!("Graph listed user record {dup} twice")));
+        }
+        drop(seen);
+        Ok(users)
+    }
+}
+
+#[derive(Deserialize)]
+struct UsersPage {
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+    value: Option<Vec<RawUser>>,
+}
+
+/// One user as Graph sends it. Each field is `None` when absent and `Some(None)` when `null`,
+/// so that a missing selected property is told apart from an empty one (SPEC §2.1).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawUser {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    user_principal_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    given_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    surname: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    mail: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    proxy_addresses: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    account_enabled: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    on_premises_immutable_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    user_type: Option<Option<String>>,
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl RawUser {
+    /// Checks presence (every selected property) and non-nullness (id, UPN, accountEnabled).
+    /// Messages give positions, never user data.
+    fn into_user(self, page: usize, index: usize) -> Result<User, DirectoryError> {
+        let at = |what: &str, field: &str| {
+            DirectoryError::Protocol(format!("Graph user record {index} on page {page} {what} {field}"))
+        };
+        fn need<T>(v: Option<T>, f: &'static str, at: &dyn Fn(&str, &str) -> DirectoryError) -> Result<T, DirectoryError> {
+            v.ok_or_else(|| at("is missing", f))
+        }
+        let id = need(self.id, "id", &at)?.filter(|s| !s.is_empty()).ok_or_else(|| at("has an empty", "id"))?;
+        let upn = need(self.user_principal_name, "userPrincipalName", &at)?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| at("has an empty", "userPrincipalName"))?;
+        let active = need(self.account_enabled, "accountEnabled", &at)?.ok_or_else(|| at("has a null", "accountEnabled"))?;
+        let display_name = need(self.display_name, "displayName", &at)?;
+        let given_name = need(self.given_name, "givenName", &at)?;
+        let surname = need(self.surname, "surname", &at)?;
+        let email = need(self.mail, "mail", &at)?;
+        let proxy_addresses = need(self.proxy_addresses, "proxyAddresses", &at)?.unwrap_or_default();
+        let immutable_id = need(self.on_premises_immutable_id, "onPremisesImmutableId", &at)?;
+        let user_type = need(self.user_type, "userType", &at)?;
+        Ok(User {
+            id,
+            user_name: upn.clone(),
+            upn: Some(upn),
+            display_name,
+            given_name,
+            surname,
+            email,
+            proxy_addresses,
+            active,
+            immutable_id,
+            guest: user_type.is_some_and(|t| t.eq_ignore_ascii_case("Guest")),
+        })
+    }
+}
+
+/// A Graph error response as a classified error: status and `error.code` only.
+fn graph_error(what: &str, resp: &HttpResponse) -> DirectoryError {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        code: Option<String>,
+    }
+    let status = resp.status.as_u16();
+    let code = serde_json::from_slice::<Body>(&resp.body)
+        .ok()
+        .and_then(|b| b.error)
+        .and_then(|e| e.code)
+        .filter(|c| error_code(c).is_some());
+    let msg = match code {
+        Some(c) => cut(&format!("{what}: HTTP {status} {c}")),
+        None => cut(&format!("{what}: HTTP {status}")),
+    };
+    match status {
+        401 | 403 => DirectoryError::InvalidCredentials(msg),
+        404 => DirectoryError::NotFound(msg),
+        409 => DirectoryError::Conflict(msg),
+        412 => DirectoryError::PreconditionFailed(msg),
+        _ => DirectoryError::Rejected(msg),
+    }
+}
+
+const NOT_YET: &str = "writing to Entra ID is not supported yet";
+
+#[async_trait]
+impl Directory for GraphClient {
+    async fn list_users(&self, scope: &ListScope) -> Result<Vec<User>, DirectoryError> {
+        let result = match scope {
+            ListScope::All => self.list(None).await,
+            ListScope::Domain(domain) => {
+                let suffix = format!("@{}", domain.to_ascii_lowercase());
+                self.list(Some(&domain_filter(domain))).await.map(|mut users| {
+                    // The server filters; this keeps a lax server from widening the scope.
+                    users.retain(|u| u.user_name.to_ascii_lowercase().ends_with(&suffix));
+                    users
+                })
+            }
+        };
+        result.map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
+        const WHAT: &str = "Graph get user";
+        let result = async {
+            let url = self.url(&format!("/v1.0/users/{}?$select={USER_SELECT}", encode_id(id)?))?;
+            let resp = self.get(&url, WHAT).await?;
+            if resp.status == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !resp.status.is_success() {
+                return Err(graph_error(WHAT, &resp));
+            }
+            resp.json::<RawUser>(WHAT)?.into_user(1, 0).map(Some)
+        }
+        .await;
+        result.map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
+        let mut users = self.list(Some(&upn_filter(user_name))).await.map_err(|e| self.inner.redactor.scrub(e))?;
+        users.retain(|u| u.user_name.eq_ignore_ascii_case(user_name));
+        Ok(users)
+    }
+
+    async fn create_user(&self, _user: &DesiredUser) -> Result<User, DirectoryError> {
+        Err(DirectoryError::Rejected(NOT_YET.to_string()))
+    }
+
+    async fn update_user(
+        &self,
+        _id: &str,
+        _current: &User,
+        _desired: &DesiredUser,
+        _expected_immutable_id: Option<&str>,
+    ) -> Result<(), DirectoryError> {
+        Err(DirectoryError::Rejected(NOT_YET.to_string()))
+    }
+
+    async fn delete_user(&self, _id: &str, _expected_immutable_id: Option<&str>) -> Result<(), DirectoryError> {
+        Err(DirectoryError::Rejected(NOT_YET.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> serde_json::Value {
+        serde_json::json!({
+            "id": "0c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69",
+            "userPrincipalName": "alice@example.com",
+            "displayName": "Alice Smith",
+            "givenName": "Alice",
+            "surname": null,
+            "mail": "alice@example.com",
+            "proxyAddresses": ["SMTP:alice@example.com", "smtp:a@example.com"],
+            "accountEnabled": true,
+            "onPremisesImmutableId": null,
+            "userType": "Member",
+            "@odata.type": "#microsoft.graph.user"
+        })
+    }
+
+    fn parse(v: serde_json::Value) -> Result<User, DirectoryError> {
+        serde_json::from_value::<RawUser>(v).unwrap().into_user(3, 7)
+    }
+
+    #[test]
+    fn graph_users_map_to_the_common_model() {
+        let u = parse(full()).unwrap();
+        assert_eq!(u.id, "0c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69");
+        assert_eq!(u.user_name, "alice@example.com");
+        assert_eq!(u.upn.as_deref(), Some("alice@example.com"));
+        assert_eq!(u.surname, None);
+        assert_eq!(u.given_name.as_deref(), Some("Alice"));
+        assert_eq!(u.proxy_addresses.len(), 2);
+        assert!(u.active && !u.guest);
+        let mut g = full();
+        g["userType"] = "Guest".into();
+        g["proxyAddresses"] = serde_json::Value::Null;
+        let u = parse(g).unwrap();
+        assert!(u.guest);
+        assert!(u.proxy_addresses.is_empty());
+    }
+
+    #[test]
+    fn missing_or_null_required_fields_are_protocol_errors() {
+        for field in USER_SELECT.split(',') {
+            let mut v = full();
+            v.as_object_mut().unwrap().remove(field);
+            let e = parse(v).unwrap_err();
+            assert!(
+                matches!(&e, DirectoryError::Protocol(m) if m.contains(field) && m.contains("record 7 on page 3")),
+                "{field}: {e}"
+            );
+        }
+        for field in ["id", "userPrincipalName", "accountEnabled"] {
+            let mut v = full();
+            v[field] = serde_json::Value::Null;
+            assert!(matches!(parse(v), Err(DirectoryError::Protocol(_))), "{field}");
+        }
+        // A wrong type fails the page parse (it is a protocol error there).
+        let mut v = full();
+        v["accountEnabled"] = "yes".into();
+        assert!(serde_json::from_value::<RawUser>(v).is_err());
+    }
+
+    #[test]
+    fn graph_errors_keep_status_and_code_only() {
+        let resp = |status: u16, body: &str| HttpResponse {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
+            body: body.as_bytes().to_vec(),
+        };
+        let e = graph_error(
+            "Graph users page",
+            &resp(403, r#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges secret=abc"}}"#),
+        );
+        assert_eq!(e, DirectoryError::InvalidCredentials("Graph users page: HTTP 403 Authorization_RequestDenied".into()));
+        let e = graph_error("x", &resp(400, r#"{"error":{"code":"not a code, a sentence"}}"#));
+        assert_eq!(e, DirectoryError::Rejected("x: HTTP 400".into()));
+        assert!(matches!(graph_error("x", &resp(404, "")), DirectoryError::NotFound(_)));
+    }
+
+    #[test]
+    fn config_debug_never_prints_the_secret() {
+        let cfg = GraphConfig::new("t", "c", GraphCredential::ClientSecret("CANARY-SECRET-42".into()));
+        assert!(!format!("{cfg:?}").contains("CANARY"));
+        let client = GraphClient::new(cfg).unwrap();
+        assert!(!format!("{client:?}").contains("CANARY"));
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused_at_build_time() {
+        let mut cfg = GraphConfig::new("t", "c", GraphCredential::ClientSecret("s".into()));
+        cfg.graph_endpoint = Url::parse("https://user:pw@graph.example").unwrap();
+        assert!(GraphClient::new(cfg).is_err());
+    }
+}

@@ -1,0 +1,521 @@
+//! A SCIM 2.0 service (RFC 7643/7644) as a [`Directory`]: list with paging, filter by userName,
+//! create, PATCH (PUT when the server does not support PATCH), delete. Bearer token auth.
+//!
+//! Decisions (SPEC is silent):
+//! - `update_user` and `delete_user` re-read the user first and write only while its
+//!   `externalId` equals the expected Immutable ID; with ETags supported the write carries
+//!   `If-Match` with the version just read, so the check and the write are atomic (412 is
+//!   [`DirectoryError::PreconditionFailed`]). The diff is taken against that fresh read.
+//! - PUT sends the resource as just read with the sync items replaced, so attributes this
+//!   client does not manage (phone numbers, title, ...) survive.
+//! - Deleting a user that is already gone succeeds (the desired end state holds).
+//! - `emails`: the desired address becomes the primary work address; other addresses stay as
+//!   non-primary. With no desired address, all emails are removed (else the listed "primary
+//!   else first" email would differ on every run).
+//! - `ListScope::Domain` is applied client-side over a full listing (userName or the UPN
+//!   attribute ending in `@domain`), because the UPN attribute counts too.
+//! - A ServiceProviderConfig that is missing (404/501) means: no PATCH, no ETags, no filter.
+
+mod model;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, IF_MATCH};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
+use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, cut, encode_component, encode_id, error_code};
+
+pub use model::{
+    CORE_USER, ENTERPRISE_USER, PATCH_OP, RawUser, UpnAttribute, create_body, filter_literal, patch_ops, put_body,
+};
+
+const SCIM_JSON: &str = "application/scim+json";
+
+/// How to reach one SCIM service.
+#[derive(Clone)]
+pub struct ScimConfig {
+    /// The SCIM base URL, e.g. `https://access-control.example.net/scim/v2`.
+    pub base_url: Url,
+    pub bearer_token: SecretString,
+    /// `destination.scim.userPrincipalNameAttribute` (see [`UpnAttribute`]); `None` or empty
+    /// = the UPN is not carried.
+    pub upn_attribute: Option<String>,
+    /// Users per list page requested; lowered to the server's `filter.maxResults` and
+    /// `pagination.maxPageSize`.
+    pub page_size: usize,
+    /// Timeouts, retries, extra CA, resolver seam and the in-flight bound (`max_in_flight`).
+    pub http: HttpConfig,
+}
+
+impl ScimConfig {
+    pub fn new(base_url: Url, bearer_token: SecretString) -> Self {
+        Self { base_url, bearer_token, upn_attribute: None, page_size: 1000, http: HttpConfig::default() }
+    }
+}
+
+impl fmt::Debug for ScimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScimConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("bearer_token", &"[REDACTED]")
+            .field("upn_attribute", &self.upn_attribute)
+            .field("page_size", &self.page_size)
+            .field("http", &self.http)
+            .finish()
+    }
+}
+
+/// What the server's `/ServiceProviderConfig` says, as far as this client cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScimCapabilities {
+    pub patch: bool,
+    pub etag: bool,
+    pub filter: bool,
+    pub max_results: Option<usize>,
+    pub max_page_size: Option<usize>,
+}
+
+/// The SCIM client. Cheap to clone; clones share the connection pool, the in-flight bound
+/// and the capabilities read.
+#[derive(Clone)]
+pub struct ScimClient {
+    http: HttpClient,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: String,
+    token: SecretString,
+    upn: Option<UpnAttribute>,
+    page_size: usize,
+    caps: OnceCell<ScimCapabilities>,
+    /// Set when the server answered 501 to a PATCH although its config claimed support.
+    patch_refused: AtomicBool,
+    redactor: Redactor,
+}
+
+impl fmt::Debug for ScimClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScimClient").field("base", &self.inner.base).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListResponse {
+    total_results: Option<u64>,
+    start_index: Option<u64>,
+    #[serde(rename = "Resources", default)]
+    resources: Option<Vec<RawUser>>,
+}
+
+impl ScimClient {
+    pub fn new(cfg: ScimConfig) -> Result<Self, DirectoryError> {
+        let base = check_base_url("SCIM endpoint", &cfg.base_url)?;
+        let upn = match cfg.upn_attribute.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(p) => Some(UpnAttribute::parse(p)?),
+        };
+        let mut redactor = Redactor::new();
+        redactor.add(&cfg.bearer_token);
+        let http = HttpClient::new(&cfg.http)?;
+        Ok(Self {
+            http,
+            inner: Arc::new(Inner {
+                base,
+                token: cfg.bearer_token,
+                upn,
+                page_size: cfg.page_size.max(1),
+                caps: OnceCell::new(),
+                patch_refused: AtomicBool::new(false),
+                redactor,
+            }),
+        })
+    }
+
+    /// The same client with another run deadline (shares connections, bound and capabilities).
+    pub fn with_deadline(&self, deadline: Option<Instant>) -> Self {
+        Self { http: self.http.with_deadline(deadline), inner: self.inner.clone() }
+    }
+
+    /// The server's capabilities, read once from `/ServiceProviderConfig`.
+    pub async fn capabilities(&self) -> Result<ScimCapabilities, DirectoryError> {
+        self.inner
+            .caps
+            .get_or_try_init(|| self.read_capabilities())
+            .await
+            .cloned()
+            .map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    async fn read_capabilities(&self) -> Result<ScimCapabilities, DirectoryError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Spc {
+            patch: Feature,
+            etag: Feature,
+            filter: Feature,
+            pagination: Feature,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Feature {
+            supported: Option<bool>,
+            max_results: Option<u64>,
+            max_page_size: Option<u64>,
+        }
+        const WHAT: &str = "SCIM ServiceProviderConfig";
+        let url = format!("{}/ServiceProviderConfig", self.inner.base);
+        let resp = self.request(WHAT, Method::GET, &url, None, None).await?;
+        let spc: Spc = match resp.status.as_u16() {
+            200 => resp.json(WHAT)?,
+            // No config: assume the least (PUT, no ETags, list-and-filter locally).
+            404 | 501 => Spc { filter: Feature { supported: Some(false), ..Default::default() }, ..Default::default() },
+            _ => return Err(scim_error(WHAT, &resp)),
+        };
+        let cap = |n: Option<u64>| n.filter(|n| *n > 0).map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        Ok(ScimCapabilities {
+            patch: spc.patch.supported.unwrap_or(false),
+            etag: spc.etag.supported.unwrap_or(false),
+            filter: spc.filter.supported.unwrap_or(true),
+            max_results: cap(spc.filter.max_results),
+            max_page_size: cap(spc.pagination.max_page_size),
+        })
+    }
+
+    fn user_url(&self, id: &str) -> Result<String, DirectoryError> {
+        Ok(format!("{}/Users/{}", self.inner.base, encode_id(id)?))
+    }
+
+    /// One request with the bearer token and SCIM media types; retried per the HTTP policy.
+    async fn request(
+        &self,
+        what: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<HttpResponse, DirectoryError> {
+        let url = Url::parse(url).map_err(|_| DirectoryError::Rejected(format!("{what}: cannot form the URL")))?;
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.http
+            .send(what, |c| {
+                let mut req = c
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(self.inner.token.expose_secret())
+                    .header(ACCEPT, "application/scim+json, application/json");
+                if let Some(b) = &body {
+                    req = req.header(CONTENT_TYPE, SCIM_JSON).body(b.clone());
+                }
+                if let Some(tag) = if_match {
+                    req = req.header(IF_MATCH, tag);
+                }
+                req
+            })
+            .await
+    }
+
+    /// Every user matching `filter` (a SCIM filter expression), all pages or an error.
+    /// `totalResults` must hold still and add up (SPEC §8); ids must not repeat.
+    async fn list_filtered(&self, filter: Option<&str>) -> Result<Vec<User>, DirectoryError> {
+        const WHAT: &str = "SCIM list users";
+        let caps = self.capabilities().await?;
+        let page_size = [Some(self.inner.page_size), caps.max_results, caps.max_page_size]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.inner.page_size)
+            .max(1);
+        let filter_q = filter.map(|f| format!("&filter={}", encode_component(f))).unwrap_or_default();
+        let mut users: Vec<User> = Vec::new();
+        let mut total: Option<u64> = None;
+        let mut start: u64 = 1;
+        loop {
+            let url = format!("{}/Users?startIndex={start}&count={page_size}{filter_q}", self.inner.base);
+            let resp = self.request(WHAT, Method::GET, &url, None, None).await?;
+            if !resp.status.is_success() {
+                return Err(scim_error(WHAT, &resp));
+            }
+            let page: ListResponse = resp.json(WHAT)?;
+            drop(resp);
+            let page_total = page
+                .total_results
+                .ok_or_else(|| DirectoryError::Protocol(format!("{WHAT}: page without totalResults")))?;
+            match total {
+                None => total = Some(page_total),
+                Some(t) if t != page_total => {
+                    return Err(DirectoryError::Protocol(format!(
+                        "{WHAT}: totalResults changed from {t} to {page_total} while paging"
+                    )));
+                }
+                Some(_) => {}
+            }
+            if let Some(si) = page.start_index
+                && si != start
+            {
+                return Err(DirectoryError::Protocol(format!(
+                    "{WHAT}: asked for startIndex {start}, got {si}"
+                )));
+            }
+            let resources = page.resources.unwrap_or_default();
+            let n = resources.len() as u64;
+            for r in resources {
+                users.push(r.into_user(self.inner.upn.as_ref())?);
+            }
+            let have = users.len() as u64;
+            if have > page_total {
+                return Err(DirectoryError::Protocol(format!(
+                    "{WHAT}: got {have} users, more than totalResults {page_total}"
+                )));
+            }
+            if have == page_total {
+                break;
+            }
+            if n == 0 {
+                return Err(DirectoryError::Protocol(format!(
+                    "{WHAT}: listing ended after {have} of {page_total} users"
+                )));
+            }
+            start += n;
+        }
+        let mut seen = HashSet::with_capacity(users.len());
+        if users.iter().any(|u| !seen.insert(u.id.as_str())) {
+            return Err(DirectoryError::Protocol(format!("{WHAT}: a user was listed twice")));
+        }
+        drop(seen);
+        Ok(users)
+    }
+
+    /// Reads one user as JSON with its version, or `None` when it does not exist.
+    async fn read_for_write(&self, what: &str, id: &str) -> Result<Option<(Value, User, Option<String>)>, DirectoryError> {
+        let resp = self.request(what, Method::GET, &self.user_url(id)?, None, None).await?;
+        if resp.status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status.is_success() {
+            return Err(scim_error(what, &resp));
+        }
+        let value: Value = resp.json(what)?;
+        let user = serde_json::from_value::<RawUser>(value.clone())
+            .map_err(|e| crate::http::json_error(what, &e))?
+            .into_user(self.inner.upn.as_ref())?;
+        let version = resp
+            .headers
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| value.pointer("/meta/version").and_then(Value::as_str).map(str::to_string));
+        Ok(Some((value, user, version)))
+    }
+
+    async fn update_inner(&self, id: &str, desired: &DesiredUser, expected: Option<&str>) -> Result<(), DirectoryError> {
+        const WHAT: &str = "SCIM update user";
+        let caps = self.capabilities().await?;
+        let Some((resource, fresh, version)) = self.read_for_write(WHAT, id).await? else {
+            return Err(DirectoryError::NotFound(format!("{WHAT}: HTTP 404")));
+        };
+        check_owner(WHAT, fresh.immutable_id.as_deref(), expected)?;
+        let ops = patch_ops(&fresh, &resource, desired, self.inner.upn.as_ref());
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let if_match = if caps.etag { version.as_deref() } else { None };
+        let url = self.user_url(id)?;
+        if caps.patch && !self.inner.patch_refused.load(Ordering::Relaxed) {
+            let body = serde_json::json!({ "schemas": [PATCH_OP], "Operations": ops });
+            let resp = self.request("SCIM PATCH user", Method::PATCH, &url, Some(&body), if_match).await?;
+            match resp.status.as_u16() {
+                200 | 204 => return Ok(()),
+                // The config claimed PATCH; the server disagrees. Use PUT from now on.
+                501 => self.inner.patch_refused.store(true, Ordering::Relaxed),
+                _ => return Err(scim_error("SCIM PATCH user", &resp)),
+            }
+        }
+        let body = put_body(&resource, desired, self.inner.upn.as_ref());
+        let resp = self.request("SCIM PUT user", Method::PUT, &url, Some(&body), if_match).await?;
+        match resp.status.as_u16() {
+            200 | 204 => Ok(()),
+            _ => Err(scim_error("SCIM PUT user", &resp)),
+        }
+    }
+
+    async fn delete_inner(&self, id: &str, expected: Option<&str>) -> Result<(), DirectoryError> {
+        const WHAT: &str = "SCIM delete user";
+        let caps = self.capabilities().await?;
+        let Some((_, fresh, version)) = self.read_for_write(WHAT, id).await? else {
+            return Ok(());
+        };
+        check_owner(WHAT, fresh.immutable_id.as_deref(), expected)?;
+        let if_match = if caps.etag { version.as_deref() } else { None };
+        let resp = self.request(WHAT, Method::DELETE, &self.user_url(id)?, None, if_match).await?;
+        match resp.status.as_u16() {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(scim_error(WHAT, &resp)),
+        }
+    }
+
+    async fn create_inner(&self, user: &DesiredUser) -> Result<User, DirectoryError> {
+        const WHAT: &str = "SCIM create user";
+        let body = create_body(user, self.inner.upn.as_ref());
+        let url = format!("{}/Users", self.inner.base);
+        let resp = self.request(WHAT, Method::POST, &url, Some(&body), None).await?;
+        match resp.status.as_u16() {
+            200 | 201 => resp.json::<RawUser>(WHAT)?.into_user(self.inner.upn.as_ref()),
+            _ => Err(scim_error(WHAT, &resp)),
+        }
+    }
+
+    async fn find_inner(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
+        let caps = self.capabilities().await?;
+        let mut users = if caps.filter {
+            self.list_filtered(Some(&format!("userName eq {}", filter_literal(user_name)))).await?
+        } else {
+            self.list_filtered(None).await?
+        };
+        // SCIM userName matching is case-insensitive; also guards against a lax filter.
+        let want = user_name.to_lowercase();
+        users.retain(|u| u.user_name.to_lowercase() == want);
+        Ok(users)
+    }
+}
+
+/// The write goes ahead only while the target still carries the expected Immutable ID.
+fn check_owner(what: &str, actual: Option<&str>, expected: Option<&str>) -> Result<(), DirectoryError> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(DirectoryError::PreconditionFailed(format!(
+            "{what}: the target's externalId no longer matches the recorded Immutable ID; nothing written"
+        )))
+    }
+}
+
+/// A SCIM error response as a classified error: status and `scimType` only.
+fn scim_error(what: &str, resp: &HttpResponse) -> DirectoryError {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        scim_type: Option<String>,
+    }
+    let status = resp.status.as_u16();
+    let scim_type = serde_json::from_slice::<Body>(&resp.body)
+        .ok()
+        .and_then(|b| b.scim_type)
+        .filter(|t| error_code(t).is_some());
+    let msg = match scim_type {
+        Some(t) => cut(&format!("{what}: HTTP {status} {t}")),
+        None => cut(&format!("{what}: HTTP {status}")),
+    };
+    match status {
+        401 | 403 => DirectoryError::InvalidCredentials(msg),
+        404 => DirectoryError::NotFound(msg),
+        409 => DirectoryError::Conflict(msg),
+        412 => DirectoryError::PreconditionFailed(msg),
+        502..=504 => DirectoryError::Unavailable(msg),
+        _ => DirectoryError::Rejected(msg),
+    }
+}
+
+#[async_trait]
+impl Directory for ScimClient {
+    async fn list_users(&self, scope: &ListScope) -> Result<Vec<User>, DirectoryError> {
+        let mut users = self.list_filtered(None).await.map_err(|e| self.inner.redactor.scrub(e))?;
+        if let ListScope::Domain(domain) = scope {
+            let suffix = format!("@{}", domain.to_lowercase());
+            let in_scope = |s: &str| s.to_lowercase().ends_with(&suffix);
+            users.retain(|u| in_scope(&u.user_name) || u.upn.as_deref().is_some_and(in_scope));
+        }
+        Ok(users)
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
+        self.read_for_write("SCIM get user", id)
+            .await
+            .map(|found| found.map(|(_, user, _)| user))
+            .map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
+        self.find_inner(user_name).await.map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    async fn create_user(&self, user: &DesiredUser) -> Result<User, DirectoryError> {
+        self.create_inner(user).await.map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    /// `current` is not trusted: the user is read again for the ownership check and the diff.
+    async fn update_user(
+        &self,
+        id: &str,
+        _current: &User,
+        desired: &DesiredUser,
+        expected_immutable_id: Option<&str>,
+    ) -> Result<(), DirectoryError> {
+        self.update_inner(id, desired, expected_immutable_id)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    async fn delete_user(&self, id: &str, expected_immutable_id: Option<&str>) -> Result<(), DirectoryError> {
+        self.delete_inner(id, expected_immutable_id)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scim_errors_keep_status_and_scim_type_only() {
+        let resp = |status: u16, body: &str| HttpResponse {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
+            body: body.as_bytes().to_vec(),
+        };
+        let e = scim_error(
+            "SCIM create user",
+            &resp(409, r#"{"status":"409","scimType":"uniqueness","detail":"alice@example.com exists"}"#),
+        );
+        assert_eq!(e, DirectoryError::Conflict("SCIM create user: HTTP 409 uniqueness".into()));
+        assert!(matches!(scim_error("x", &resp(401, "")), DirectoryError::InvalidCredentials(_)));
+        assert!(matches!(scim_error("x", &resp(403, "")), DirectoryError::InvalidCredentials(_)));
+        assert!(matches!(scim_error("x", &resp(412, "")), DirectoryError::PreconditionFailed(_)));
+        assert!(matches!(scim_error("x", &resp(400, "{}")), DirectoryError::Rejected(_)));
+        let e = scim_error("x", &resp(400, r#"{"scimType":"invalid value with spaces"}"#));
+        assert_eq!(e, DirectoryError::Rejected("x: HTTP 400".into()));
+    }
+
+    #[test]
+    fn owner_check() {
+        assert!(check_owner("x", Some("a"), Some("a")).is_ok());
+        assert!(check_owner("x", None, None).is_ok());
+        for (actual, expected) in [(Some("a"), Some("b")), (Some("a"), None), (None, Some("a")), (Some("A"), Some("a"))] {
+            assert!(matches!(check_owner("x", actual, expected), Err(DirectoryError::PreconditionFailed(_))));
+        }
+    }
+
+    #[test]
+    fn config_rejects_bad_upn_attributes_and_hides_the_token() {
+        let base = Url::parse("http://127.0.0.1:1/v2").unwrap();
+        let mut cfg = ScimConfig::new(base, SecretString::from("CANARY-TOKEN-77"));
+        assert!(!format!("{cfg:?}").contains("CANARY"));
+        cfg.upn_attribute = Some("name.formatted".into());
+        assert!(ScimClient::new(cfg.clone()).is_err());
+        cfg.upn_attribute = Some("".into());
+        let c = ScimClient::new(cfg).unwrap();
+        assert!(!format!("{c:?}").contains("CANARY"));
+    }
+}
