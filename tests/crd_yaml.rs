@@ -27,8 +27,8 @@ fn crd_carries_the_validation_spec_1_asks_for() {
         assert!(required.contains(&field), "{field} is required");
     }
     let mad = &spec["properties"]["maxAllowedDeletions"];
-    assert_eq!(mad["minimum"], 0);
-    assert_eq!(mad["maximum"], 100);
+    assert_eq!(mad["minimum"].as_f64(), Some(0.0));
+    assert_eq!(mad["maximum"].as_f64(), Some(100.0));
     assert_eq!(spec["properties"]["upnMode"]["enum"], serde_json::json!(["Enabled", "Disabled"]));
     assert_eq!(spec["properties"]["mode"]["enum"], serde_json::json!(["DryRun", "Once", "Periodic"]));
     assert_eq!(spec["properties"]["deletionPolicy"]["enum"], serde_json::json!(["Delete", "Deactivate"]));
