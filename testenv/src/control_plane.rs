@@ -514,6 +514,10 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
     .await
     .context("binding system:service-account-issuer-discovery to system:unauthenticated")?;
 
+    // CRDs, before the controller-manager starts, so that its garbage collector's first
+    // discovery already knows them (it re-discovers only every 30 s).
+    let crds = install_crds(&client, opts.crds_dir.as_deref(), deadline, &mut running).await?;
+
     // kube-controller-manager (optional)
     if let Some(kcm_bin) = kcm_bin {
         let kcm_kubeconfig = format!("--kubeconfig={}", p(&kubeconfig));
@@ -532,9 +536,6 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
             running.spawn("kube-controller-manager", &kcm_bin, kcm_args, &kcm_kubeconfig)?,
         ));
     }
-
-    // CRDs
-    let crds = install_crds(&client, opts.crds_dir.as_deref(), deadline, &mut running).await?;
 
     // Wait until the controller-manager works (the default ServiceAccount in `default`).
     if opts.controller_manager {

@@ -6,7 +6,7 @@
 //! one line at a time, which processes to stop (`pid PID ARG`, where `ARG` must be one of that
 //! process's own arguments, so a recycled pid is never hit) and which directories to remove
 //! (`dir PATH`). When the pipe reaches end-of-file — normal exit, panic, `SIGKILL`, anything — the
-//! watchdog sends `SIGTERM`, then `SIGKILL` after a grace period, and removes the directories.
+//! watchdog sends `SIGTERM`, then `SIGKILL` after 2 s, and removes the directories.
 //! The watchdog runs in its own process group and ignores `SIGINT`/`SIGTERM`/`SIGHUP`, so a
 //! Ctrl-C in the terminal does not take it down before it has cleaned up.
 //!
@@ -39,7 +39,7 @@ ours() { [ -r "/proc/$1/cmdline" ] && tr '\000' '\n' < "/proc/$1/cmdline" | grep
 live=''
 for e in $pids; do p=${e%%:*}; a=${e#*:}; if ours "$p" "$a"; then kill -TERM "$p" 2>/dev/null; live="$live $e"; fi; done
 i=0
-while [ -n "$live" ] && [ $i -lt 50 ]; do
+while [ -n "$live" ] && [ $i -lt 20 ]; do
   sleep 0.1; i=$((i+1)); next=''
   for e in $live; do p=${e%%:*}; a=${e#*:}; if ours "$p" "$a"; then next="$next $e"; fi; done
   live=$next
