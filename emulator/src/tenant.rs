@@ -123,7 +123,9 @@ pub struct Tenant {
     pub domains: Vec<Value>,
     apps: RwLock<Vec<Arc<Application>>>,
     state: RwLock<State>,
-    spec: TenantSpec,
+    /// What a reset restores: the loaded users (shared with the first snapshot) and apps.
+    initial_users: Vec<Arc<User>>,
+    initial_apps: Vec<Application>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,35 +146,34 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Tenant {
-    pub fn new(spec: TenantSpec, epoch: u64) -> Tenant {
-        let state = Self::initial_state(&spec, epoch);
-        Tenant {
-            id: spec.tenant_id.clone(),
-            display_name: spec.display_name.clone(),
-            initial_domain: spec.initial_domain.clone(),
-            domains: spec.domains.clone(),
-            apps: RwLock::new(spec.applications.iter().cloned().map(Arc::new).collect()),
-            state: RwLock::new(state),
-            spec,
-        }
-    }
-
-    fn initial_state(spec: &TenantSpec, epoch: u64) -> State {
-        let users: Vec<Arc<User>> = spec
-            .users
-            .iter()
+    pub fn new(mut spec: TenantSpec, epoch: u64) -> Tenant {
+        let users = std::mem::take(&mut spec.users);
+        let initial_users: Vec<Arc<User>> = users
+            .into_iter()
             .enumerate()
-            .map(|(i, u)| {
-                let mut u = u.clone();
+            .map(|(i, mut u)| {
                 u.ord = i as u64 + 1;
                 Arc::new(u)
             })
             .collect();
-        let next_ord = users.len() as u64 + 1;
+        let state = Self::initial_state(&initial_users, epoch);
+        Tenant {
+            id: spec.tenant_id,
+            display_name: spec.display_name,
+            initial_domain: spec.initial_domain,
+            domains: spec.domains,
+            apps: RwLock::new(spec.applications.iter().cloned().map(Arc::new).collect()),
+            state: RwLock::new(state),
+            initial_users,
+            initial_apps: spec.applications,
+        }
+    }
+
+    fn initial_state(users: &[Arc<User>], epoch: u64) -> State {
         State {
-            snap: Arc::new(Snapshot::build(users)),
+            snap: Arc::new(Snapshot::build(users.to_vec())),
             seq: 1,
-            next_ord,
+            next_ord: users.len() as u64 + 1,
             log: Vec::new(),
             deleted: HashMap::new(),
             epoch,
@@ -181,8 +182,8 @@ impl Tenant {
 
     /// Restore the state the tenant was loaded with. Old delta tokens become invalid.
     pub fn reset(&self, epoch: u64) {
-        *write(&self.state) = Self::initial_state(&self.spec, epoch);
-        *write(&self.apps) = self.spec.applications.iter().cloned().map(Arc::new).collect();
+        *write(&self.state) = Self::initial_state(&self.initial_users, epoch);
+        *write(&self.apps) = self.initial_apps.iter().cloned().map(Arc::new).collect();
     }
 
     /// Does this tenant answer to `name` (its id, or one of its domains)?
