@@ -417,12 +417,13 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
             return Some(format!("TLS: {tls}"));
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref()
-                && let Some(tls) = inner.downcast_ref::<rustls::Error>()
-            {
-                return Some(format!("TLS: {tls}"));
-            }
             io_kind = Some(io.kind().to_string());
+            // `io::Error::source` skips the wrapped error itself (rustls' error sits there,
+            // sometimes inside a second io::Error), so descend through `get_ref`.
+            if let Some(inner) = io.get_ref() {
+                cur = Some(inner);
+                continue;
+            }
         }
         cur = err.source();
     }

@@ -46,7 +46,7 @@ pub struct GraphConfig {
     pub authority_host: Url,
     /// e.g. `https://graph.microsoft.com`; `/v1.0/...` is appended.
     pub graph_endpoint: Url,
-    /// Token scope; `None` = `{graph_endpoint}/.default`.
+    /// Token scope; `None` = [`default_scope`] of the Graph endpoint.
     pub scope: Option<String>,
     /// Timeouts, retries, extra CA (used for both the authority and Graph), resolver seam.
     pub http: HttpConfig,
@@ -70,6 +70,22 @@ impl GraphConfig {
 #[allow(clippy::expect_used)] // only ever called with the constants above
 fn constant_url(s: &'static str) -> Url {
     Url::parse(s).expect("constant URL parses")
+}
+
+/// Microsoft's Graph hosts, whose own URL is the token resource (global and national clouds).
+const GRAPH_RESOURCE_HOSTS: &[&str] =
+    &["graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn"];
+
+/// The token scope for `endpoint`: `https://<graph host>/.default` for Microsoft's clouds;
+/// for anything else (the emulator, a TLS-inspecting proxy's name) the global Graph resource,
+/// which is what such a stand-in fronts. [`GraphConfig::scope`] overrides it.
+pub fn default_scope(endpoint: &Url) -> String {
+    match endpoint.host_str() {
+        Some(h) if GRAPH_RESOURCE_HOSTS.iter().any(|g| g.eq_ignore_ascii_case(h)) => {
+            format!("https://{}/.default", h.to_ascii_lowercase())
+        }
+        _ => "https://graph.microsoft.com/.default".to_string(),
+    }
 }
 
 /// The Graph client. Cheap to clone; clones share the token cache and connection pool.
@@ -102,7 +118,7 @@ impl GraphClient {
         }
         let token_url = Url::parse(&format!("{authority}/{}/oauth2/v2.0/token", encode_component(&cfg.tenant_id)))
             .map_err(|_| DirectoryError::Rejected("authority host does not form a token URL".to_string()))?;
-        let scope = cfg.scope.clone().unwrap_or_else(|| format!("{base}/.default"));
+        let scope = cfg.scope.clone().unwrap_or_else(|| default_scope(&cfg.graph_endpoint));
         let mut redactor = Redactor::new();
         if let GraphCredential::ClientSecret(s) = &cfg.credential {
             redactor.add(s);
@@ -479,6 +495,14 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("CANARY"));
         let client = GraphClient::new(cfg).unwrap();
         assert!(!format!("{client:?}").contains("CANARY"));
+    }
+
+    #[test]
+    fn scopes_follow_the_cloud() {
+        let s = |u: &str| default_scope(&Url::parse(u).unwrap());
+        assert_eq!(s("https://graph.microsoft.com"), "https://graph.microsoft.com/.default");
+        assert_eq!(s("https://graph.microsoft.us/"), "https://graph.microsoft.us/.default");
+        assert_eq!(s("https://127.0.0.1:8443"), "https://graph.microsoft.com/.default");
     }
 
     #[test]

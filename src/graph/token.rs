@@ -382,8 +382,10 @@ pub fn aadsts_head(desc: &str) -> Option<String> {
     let code = &desc[..6 + n];
     // Only text on the same line after "AADSTSnnn:" is the head; trace ids follow on new lines.
     let rest = digits[n..].strip_prefix(':').map_or("", |r| r.trim_start_matches(' '));
-    let end = rest.find(['.', '\r', '\n']).unwrap_or(rest.len());
-    let head: String = rest[..end].chars().filter(|c| !c.is_control()).take(100).collect();
+    // The first sentence: up to ". " or the end of the line (URLs keep their dots).
+    let line = rest.split(['\r', '\n']).next().unwrap_or("");
+    let end = line.find(". ").or_else(|| line.strip_suffix('.').map(str::len)).unwrap_or(line.len());
+    let head: String = line[..end].chars().filter(|c| !c.is_control()).take(100).collect();
     if head.is_empty() { Some(code.to_string()) } else { Some(format!("{code}: {head}")) }
 }
 
@@ -468,6 +470,10 @@ mod tests {
         assert_eq!(
             aadsts_head("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent ...").as_deref(),
             Some("AADSTS7000215: Invalid client secret provided")
+        );
+        assert_eq!(
+            aadsts_head("AADSTS500011: The resource principal named https://x.example was not found.").as_deref(),
+            Some("AADSTS500011: The resource principal named https://x.example was not found")
         );
         assert_eq!(aadsts_head("AADSTS90002\r\nTrace ID: x").as_deref(), Some("AADSTS90002"));
         assert_eq!(aadsts_head("something else"), None);
