@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -140,11 +139,25 @@ async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
     let n = keep.unwrap_or(bytes.len() / 2).min(bytes.len().saturating_sub(1));
     parts.headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
     let first = bytes.slice(..n);
-    let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-        Ok(Frame::data(first)),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault injection: connection dropped")),
-    ];
-    let body: Body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)));
+    // Yield the part, pause so that the server flushes status, headers and part to the
+    // socket, then fail the body: hyper aborts the connection.
+    let stream = futures_util::stream::unfold(0u8, move |step| {
+        let first = first.clone();
+        async move {
+            match step {
+                0 => Some((Ok(Frame::data(first)), 1)),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some((
+                        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault injection: connection dropped")),
+                        2,
+                    ))
+                }
+                _ => None,
+            }
+        }
+    });
+    let body: Body = BodyExt::boxed(StreamBody::new(stream));
     Response::from_parts(parts, body)
 }
 
