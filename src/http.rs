@@ -101,9 +101,9 @@ pub struct HttpConfig {
     /// Extra trusted CA certificates (PEM), added to the system roots. Nothing turns
     /// certificate verification off.
     pub extra_ca_pem: Option<Vec<u8>>,
-    /// Seam for the operator's endpoint policy (SPEC §8): a resolver that refuses forbidden
-    /// addresses is consulted at every connect. Hosts given as IP literals are not resolved,
-    /// so the policy must also check those before building the client.
+    /// Seam for the operator's endpoint policy (SPEC §8): a resolver consulted at every
+    /// connect; it refuses a forbidden address by failing with [`EndpointRefused`]. Hosts
+    /// given as IP literals are not resolved, so the policy must check those itself.
     pub resolver: Option<Arc<dyn reqwest::dns::Resolve>>,
     /// Requests in flight at once through this client (a semaphore; callers may fire more).
     pub max_in_flight: usize,
@@ -319,7 +319,12 @@ impl HttpClient {
     }
 
     async fn attempt(&self, req: reqwest::RequestBuilder) -> Result<HttpResponse, AttemptError> {
-        let mut resp = req.send().await.map_err(|e| AttemptError::Transient(describe_reqwest_error(&e)))?;
+        let mut resp = req.send().await.map_err(|e| {
+            match causes(&e).iter().find_map(|c| c.downcast_ref::<EndpointRefused>()) {
+                Some(refused) => AttemptError::Fatal(DirectoryError::EndpointNotAllowed(cut(&refused.0))),
+                None => AttemptError::Transient(describe_reqwest_error(&e)),
+            }
+        })?;
         let status = resp.status();
         let headers = std::mem::take(resp.headers_mut());
         // A retryable or redirect response's body is never looked at: don't spend time on it.
@@ -407,28 +412,45 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
     }
 }
 
+/// Every error in a chain, outermost first. `io::Error::source` skips the error it wraps
+/// (rustls' error sits there, sometimes inside a second io::Error), so this descends through
+/// `get_ref` too.
+fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        out.push(err);
+        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner),
+            None => err.source(),
+        };
+    }
+    out
+}
+
 /// The most telling cause in an error chain: a rustls error (e.g. an untrusted certificate) or
 /// an I/O error kind.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut io_kind = None;
-    while let Some(err) = cur {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(format!("TLS: {tls}"));
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind().to_string());
-            // `io::Error::source` skips the wrapped error itself (rustls' error sits there,
-            // sometimes inside a second io::Error), so descend through `get_ref`.
-            if let Some(inner) = io.get_ref() {
-                cur = Some(inner);
-                continue;
-            }
-        }
-        cur = err.source();
+    let chain = causes(e);
+    if let Some(tls) = chain.iter().find_map(|c| c.downcast_ref::<rustls::Error>()) {
+        return Some(format!("TLS: {tls}"));
     }
-    io_kind
+    chain.iter().rev().find_map(|c| c.downcast_ref::<std::io::Error>()).map(|io| io.kind().to_string())
 }
+
+/// What an endpoint policy's resolver (see [`HttpConfig::resolver`]) returns to refuse an
+/// address. The request then fails at once with [`DirectoryError::EndpointNotAllowed`]
+/// carrying this text (no retries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRefused(pub String);
+
+impl fmt::Display for EndpointRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EndpointRefused {}
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     root_cause(e).unwrap_or_else(|| "configuration rejected".to_string())
