@@ -106,6 +106,9 @@ pub fn parse(v: &Value) -> Result<TenantSpec, String> {
     for (i, u) in users_v.iter().enumerate() {
         let at = format!("users[{i}]");
         let mut m = u.as_object().ok_or(format!("{at}: must be an object"))?.clone();
+        if !matches!(m.get("userPrincipalName"), Some(Value::String(s)) if !s.is_empty()) {
+            return Err(format!("{at}: 'userPrincipalName' is missing or not a string"));
+        }
         if !m.contains_key("id")
             && let Some(Value::String(upn)) = m.get("userPrincipalName")
         {
