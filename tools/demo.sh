@@ -101,16 +101,15 @@ say "dirsync apply"
 echo "    SCIM server now holds $(curl -fs -H 'Authorization: Bearer demo-scim-token' "http://127.0.0.1:$SCIM_PORT/v2/Users?count=0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalResults"])') users"
 
 say "change one user and remove another in the emulator (its control API), then plan again"
-users=$(curl -fs --cacert "$DEMO_DIR/emulator-ca.pem" "$GRAPH/_emulator/tenants/7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d/users")
-python3 - "$users" >"$DEMO_DIR/victims" <<'PY'
-import json, sys
-users = [u for u in json.loads(sys.argv[1]) if u.get("userType") != "Guest" and u["userPrincipalName"].endswith("@example.com") and u.get("accountEnabled")]
-print(users[0]["id"], users[1]["id"])
+python3 - "$DEMO_DIR/preview-1.csv" >"$DEMO_DIR/victims" <<'PY'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1], encoding="utf-8-sig")) if r["action"] == "Add" and r["active"] == "true"]
+print(rows[0]["userPrincipalName"], rows[1]["userPrincipalName"])
 PY
 read -r changed removed <"$DEMO_DIR/victims"
 curl -fs --cacert "$DEMO_DIR/emulator-ca.pem" -X PATCH -H 'Content-Type: application/json' \
-  -d '{"displayName":"Renamed In Entra","jobTitle":"Demo"}' "$GRAPH/_emulator/tenants/7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d/users/$changed" >/dev/null
-curl -fs --cacert "$DEMO_DIR/emulator-ca.pem" -X DELETE "$GRAPH/_emulator/tenants/7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d/users/$removed" >/dev/null
+  -d '{"displayName":"Renamed In Entra"}' "$GRAPH/_emulator/users/$changed" >/dev/null
+curl -fs --cacert "$DEMO_DIR/emulator-ca.pem" -X DELETE "$GRAPH/_emulator/users/$removed" >/dev/null
 "$DIRSYNC" plan "${ARGS[@]}" --state "$DEMO_DIR/state.json" --out "$DEMO_DIR/preview-2.csv"
 echo "--- the preview now ($DEMO_DIR/preview-2.csv):"
 cat "$DEMO_DIR/preview-2.csv"
