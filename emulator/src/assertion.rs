@@ -67,18 +67,31 @@ pub async fn verify(
     }
 }
 
-fn verify_certificate(ctx: &Ctx, tenant: &Tenant, seg: &str, app: &Application, jws: &Jws) -> Result<(), Resp> {
+fn verify_certificate(
+    ctx: &Ctx,
+    tenant: &Tenant,
+    seg: &str,
+    app: &Application,
+    jws: &Jws,
+) -> Result<(), Resp> {
     let sub = jws.claim_str("sub").unwrap_or_default();
     if !sub.eq_ignore_ascii_case(&app.client_id) {
         return Err(unauthorized(
             ctx,
             700021,
-            &format!("Client assertion application identifier doesn't match 'client_id' parameter. {CERT_DOC}"),
+            &format!(
+                "Client assertion application identifier doesn't match 'client_id' parameter. {CERT_DOC}"
+            ),
         ));
     }
     // The audience is this emulator's token endpoint, under the tenant id or any of its domains.
     let mut names = vec![tenant.id.clone(), seg.to_string()];
-    names.extend(tenant.domains.iter().filter_map(|d| d["id"].as_str().map(str::to_string)));
+    names.extend(
+        tenant
+            .domains
+            .iter()
+            .filter_map(|d| d["id"].as_str().map(str::to_string)),
+    );
     let aud_ok = jws.audiences().iter().any(|aud| {
         names.iter().any(|n| {
             [
@@ -100,13 +113,19 @@ fn verify_certificate(ctx: &Ctx, tenant: &Tenant, seg: &str, app: &Application, 
     if let Some(r) = time_range_error(ctx, jws) {
         return Err(r);
     }
-    let by_s256 = jws.header_str("x5t#S256").and_then(crate::jwt::b64url_decode);
+    let by_s256 = jws
+        .header_str("x5t#S256")
+        .and_then(crate::jwt::b64url_decode);
     let by_sha1 = jws.header_str("x5t").and_then(crate::jwt::b64url_decode);
     let cert = app.certificates.iter().find(|c| {
-        by_s256.as_deref() == Some(c.sha256.as_slice()) || by_sha1.as_deref() == Some(c.sha1.as_slice())
+        by_s256.as_deref() == Some(c.sha256.as_slice())
+            || by_sha1.as_deref() == Some(c.sha1.as_slice())
     });
     let Some(cert) = cert else {
-        let thumb = by_s256.or(by_sha1).map(|t| hex_upper(&t)).unwrap_or_default();
+        let thumb = by_s256
+            .or(by_sha1)
+            .map(|t| hex_upper(&t))
+            .unwrap_or_default();
         return Err(unauthorized(
             ctx,
             700027,
@@ -118,7 +137,9 @@ fn verify_certificate(ctx: &Ctx, tenant: &Tenant, seg: &str, app: &Application, 
     };
     let alg = jws.alg();
     let key = PublicKey::RsaDer(cert.rsa_public_key.clone());
-    if !matches!(alg, "RS256" | "PS256") || !key.verify(alg, jws.signing_input.as_bytes(), &jws.signature) {
+    if !matches!(alg, "RS256" | "PS256")
+        || !key.verify(alg, jws.signing_input.as_bytes(), &jws.signature)
+    {
         return Err(unauthorized(
             ctx,
             7000274,
@@ -128,7 +149,13 @@ fn verify_certificate(ctx: &Ctx, tenant: &Tenant, seg: &str, app: &Application, 
     Ok(())
 }
 
-async fn verify_federated(state: &AppState, ctx: &Ctx, app: &Application, jws: &Jws, iss: &str) -> Result<(), Resp> {
+async fn verify_federated(
+    state: &AppState,
+    ctx: &Ctx,
+    app: &Application,
+    jws: &Jws,
+    iss: &str,
+) -> Result<(), Resp> {
     let sub = jws.claim_str("sub").unwrap_or_default();
     let auds = jws.audiences();
     let no_match = |code: u32, what: &str, value: &str| {
@@ -149,7 +176,10 @@ async fn verify_federated(state: &AppState, ctx: &Ctx, app: &Application, jws: &
     if by_subject.is_empty() {
         return Err(no_match(700213, "subject", sub));
     }
-    if !by_subject.iter().any(|f| f.audiences.iter().any(|a| auds.contains(a))) {
+    if !by_subject
+        .iter()
+        .any(|f| f.audiences.iter().any(|a| auds.contains(a)))
+    {
         return Err(no_match(700212, "audience", &auds.join(",")));
     }
     if let Some(r) = time_range_error(ctx, jws) {
@@ -175,7 +205,10 @@ async fn verify_federated(state: &AppState, ctx: &Ctx, app: &Application, jws: &
         verified = keys
             .iter()
             .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
-            .any(|k| k.key.verify(alg, jws.signing_input.as_bytes(), &jws.signature));
+            .any(|k| {
+                k.key
+                    .verify(alg, jws.signing_input.as_bytes(), &jws.signature)
+            });
         if verified {
             break;
         }
@@ -184,7 +217,9 @@ async fn verify_federated(state: &AppState, ctx: &Ctx, app: &Application, jws: &
         return Err(unauthorized(
             ctx,
             700027,
-            &format!("Client assertion failed signature validation. [Reason - The key was not found., Issuer '{iss}']"),
+            &format!(
+                "Client assertion failed signature validation. [Reason - The key was not found., Issuer '{iss}']"
+            ),
         ));
     }
     Ok(())

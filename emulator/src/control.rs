@@ -24,8 +24,16 @@ fn bad(msg: &str) -> Resp {
 
 fn mutation(e: MutationError) -> Resp {
     match e {
-        MutationError::NotFound(_) => err(StatusCode::NOT_FOUND, "Request_ResourceNotFound", &e.to_string()),
-        MutationError::DuplicateUpn => err(StatusCode::BAD_REQUEST, "Request_BadRequest", &e.to_string()),
+        MutationError::NotFound(_) => err(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &e.to_string(),
+        ),
+        MutationError::DuplicateUpn => err(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            &e.to_string(),
+        ),
         MutationError::BadRequest(m) => bad(&m),
     }
 }
@@ -78,7 +86,10 @@ fn parse_app(m: &Map<String, Value>) -> Result<Application, String> {
             .map(|f| {
                 let s = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
                 let audiences = match f.get("audiences") {
-                    Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect(),
                     _ => vec!["api://AzureADTokenExchange".to_string()],
                 };
                 Ok(FederatedCredential {
@@ -94,7 +105,11 @@ fn parse_app(m: &Map<String, Value>) -> Result<Application, String> {
         Some(_) => strings("roles")?,
     };
     Ok(Application {
-        display_name: m.get("displayName").and_then(Value::as_str).unwrap_or("dirsync emulator app").to_string(),
+        display_name: m
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or("dirsync emulator app")
+            .to_string(),
         sp_object_id: derived_guid(&format!("sp/{client_id}")),
         client_id,
         secrets,
@@ -104,14 +119,24 @@ fn parse_app(m: &Map<String, Value>) -> Result<Application, String> {
     })
 }
 
-pub async fn handle(state: &AppState, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Resp {
+pub async fn handle(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Resp {
     let p = params(query);
     let tenant_name = p.get("tenant").and_then(Value::as_str);
     let rest = path.trim_start_matches(PREFIX).trim_matches('/');
     let segs: Vec<String> = rest
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let needs_tenant = matches!(segs.first(), Some(&"users") | Some(&"applications"));
@@ -153,7 +178,10 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, query: Option
             state.stats.reset();
             json_response(StatusCode::OK, &json!({"reset": true}))
         }
-        (Method::GET, ["settings"]) => json_response(StatusCode::OK, &json!({"tokenLifetime": state.token_lifetime()})),
+        (Method::GET, ["settings"]) => json_response(
+            StatusCode::OK,
+            &json!({"tokenLifetime": state.token_lifetime()}),
+        ),
         (Method::PATCH, ["settings"]) => {
             let m = match body_object(body) {
                 Ok(m) => m,
@@ -165,9 +193,14 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, query: Option
                     _ => return bad("'tokenLifetime' must be a positive number of seconds"),
                 }
             }
-            json_response(StatusCode::OK, &json!({"tokenLifetime": state.token_lifetime()}))
+            json_response(
+                StatusCode::OK,
+                &json!({"tokenLifetime": state.token_lifetime()}),
+            )
         }
-        (Method::GET, ["faults"]) => json_response(StatusCode::OK, &json!({"faults": state.faults.list()})),
+        (Method::GET, ["faults"]) => {
+            json_response(StatusCode::OK, &json!({"faults": state.faults.list()}))
+        }
         (Method::POST, ["faults"]) => {
             let spec: FaultSpec = match serde_json::from_slice(body) {
                 Ok(s) => s,
@@ -183,11 +216,17 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, query: Option
             json_response(StatusCode::OK, &json!({"faults": []}))
         }
         (Method::DELETE, ["faults", id]) => match id.parse::<u64>() {
-            Ok(n) if state.faults.remove(n) => json_response(StatusCode::OK, &json!({"deleted": n})),
+            Ok(n) if state.faults.remove(n) => {
+                json_response(StatusCode::OK, &json!({"deleted": n}))
+            }
             _ => err(StatusCode::NOT_FOUND, "NotFound", "no such fault"),
         },
         (Method::GET, ["requests"]) => {
-            let limit = p.get("limit").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(100);
+            let limit = p
+                .get("limit")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(100);
             json_response(StatusCode::OK, &state.stats.snapshot(limit))
         }
         (Method::DELETE, ["requests"]) => {
@@ -242,7 +281,10 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, query: Option
                 (Method::DELETE, [key]) => {
                     let permanent = p.get("permanent").and_then(Value::as_str) == Some("true");
                     match t.delete_user(key, permanent) {
-                        Ok(()) => json_response(StatusCode::OK, &json!({"deleted": key, "permanent": permanent})),
+                        Ok(()) => json_response(
+                            StatusCode::OK,
+                            &json!({"deleted": key, "permanent": permanent}),
+                        ),
                         Err(e) => mutation(e),
                     }
                 }
@@ -250,9 +292,17 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, query: Option
                     Ok(u) => json_response(StatusCode::OK, &u.to_full_json()),
                     Err(e) => mutation(e),
                 },
-                _ => err(StatusCode::NOT_FOUND, "NotFound", "no such control endpoint"),
+                _ => err(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "no such control endpoint",
+                ),
             }
         }
-        _ => err(StatusCode::NOT_FOUND, "NotFound", "no such control endpoint; see emulator/README.md"),
+        _ => err(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "no such control endpoint; see emulator/README.md",
+        ),
     }
 }

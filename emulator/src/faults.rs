@@ -36,7 +36,11 @@ impl Endpoint {
     pub fn is_graph(self) -> bool {
         matches!(
             self,
-            Endpoint::Users | Endpoint::User | Endpoint::Delta | Endpoint::Domains | Endpoint::GraphOther
+            Endpoint::Users
+                | Endpoint::User
+                | Endpoint::Delta
+                | Endpoint::Domains
+                | Endpoint::GraphOther
         )
     }
 }
@@ -100,15 +104,23 @@ pub struct FaultSpec {
 
 impl FaultSpec {
     pub fn validate(&self) -> Result<(), String> {
-        const ENDPOINTS: &[&str] = &["graph", "any", "token", "openid", "users", "user", "delta", "domains"];
+        const ENDPOINTS: &[&str] = &[
+            "graph", "any", "token", "openid", "users", "user", "delta", "domains",
+        ];
         if !ENDPOINTS.contains(&self.endpoint.as_str()) {
-            return Err(format!("unknown endpoint '{}'; use one of {}", self.endpoint, ENDPOINTS.join(", ")));
+            return Err(format!(
+                "unknown endpoint '{}'; use one of {}",
+                self.endpoint,
+                ENDPOINTS.join(", ")
+            ));
         }
         if let Some(c) = &self.code
             && c != "TooManyRequests"
             && c != "Request_ThrottledTemporarily"
         {
-            return Err(format!("unknown code '{c}'; use TooManyRequests or Request_ThrottledTemporarily"));
+            return Err(format!(
+                "unknown code '{c}'; use TooManyRequests or Request_ThrottledTemporarily"
+            ));
         }
         if self.kind == FaultKind::Delay && self.delay_ms.is_none() {
             return Err("a delay fault needs delayMs".into());
@@ -126,10 +138,17 @@ impl FaultSpec {
             name => ep.name() == name,
         };
         let kind_ok = match self.kind {
-            FaultKind::ExpiredDeltaToken | FaultKind::ResyncRequired => ep == Endpoint::Delta && delta_followup,
+            FaultKind::ExpiredDeltaToken | FaultKind::ResyncRequired => {
+                ep == Endpoint::Delta && delta_followup
+            }
             _ => true,
         };
-        ep_ok && kind_ok && self.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        ep_ok
+            && kind_ok
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
     }
 }
 
@@ -157,7 +176,11 @@ impl Faults {
         g.0 += 1;
         let rule = FaultRule {
             id: g.0,
-            remaining: if spec.always { None } else { Some(spec.count.unwrap_or(1)) },
+            remaining: if spec.always {
+                None
+            } else {
+                Some(spec.count.unwrap_or(1))
+            },
             skip: spec.after,
             fired: 0,
             spec,
@@ -167,11 +190,19 @@ impl Faults {
     }
 
     pub fn list(&self) -> Vec<FaultRule> {
-        self.rules.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
     pub fn clear(&self) {
-        self.rules.lock().unwrap_or_else(|e| e.into_inner()).1.clear();
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clear();
     }
 
     pub fn remove(&self, id: u64) -> bool {

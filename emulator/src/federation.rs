@@ -19,10 +19,12 @@ pub struct IssuerKey {
     pub key: PublicKey,
 }
 
+type KeyCache = HashMap<String, (Instant, Arc<Vec<IssuerKey>>)>;
+
 #[derive(Debug)]
 pub struct Federation {
     client: reqwest::Client,
-    cache: Mutex<HashMap<String, (Instant, Arc<Vec<IssuerKey>>)>>,
+    cache: Mutex<KeyCache>,
 }
 
 impl Federation {
@@ -33,7 +35,9 @@ impl Federation {
             let mut n = 0;
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 let cert = cert.map_err(|e| format!("bad PEM: {e:?}"))?;
-                roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("unusable CA certificate: {e}"))?;
                 n += 1;
             }
             if n == 0 {
@@ -55,7 +59,10 @@ impl Federation {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
-        Ok(Federation { client, cache: Mutex::new(HashMap::new()) })
+        Ok(Federation {
+            client,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The issuer's keys (cached for 5 minutes unless `refresh`).
@@ -80,16 +87,26 @@ impl Federation {
         if !url.starts_with("https://") {
             return Err(format!("'{url}' is not an https URL"));
         }
-        let resp = self.client.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("GET {url}: HTTP {status}"));
         }
-        resp.json::<Value>().await.map_err(|e| format!("GET {url}: {e}"))
+        resp.json::<Value>()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))
     }
 
     async fn fetch(&self, issuer: &str) -> Result<Vec<IssuerKey>, String> {
-        let discovery = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let doc = self.get_json(&discovery).await?;
         let jwks_uri = doc
             .get("jwks_uri")

@@ -16,8 +16,7 @@ pub const DEFAULT_ROLES: &[&str] = &["User.Read.All", "Domain.Read.All"];
 /// Read and validate a tenant file. The error is one line naming the problem.
 pub fn load_file(path: &Path) -> Result<TenantSpec, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let v: Value =
-        serde_json::from_slice(&text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(&text).map_err(|e| format!("not valid JSON: {e}"))?;
     parse(&v)
 }
 
@@ -60,7 +59,9 @@ pub fn parse(v: &Value) -> Result<TenantSpec, String> {
                     && t != "Managed"
                     && t != "Federated"
                 {
-                    return Err(format!("{at}'authenticationType' must be Managed or Federated, got '{t}'"));
+                    return Err(format!(
+                        "{at}'authenticationType' must be Managed or Federated, got '{t}'"
+                    ));
                 }
                 domains.push(d.clone());
             }
@@ -96,7 +97,11 @@ pub fn parse(v: &Value) -> Result<TenantSpec, String> {
         // A pasted list response: {"@odata.context": ..., "value": [...]}.
         Some(Value::Object(m)) => match m.get("value") {
             Some(Value::Array(a)) => a.clone(),
-            _ => return Err("'users' must be an array (or a Graph list response with 'value')".into()),
+            _ => {
+                return Err(
+                    "'users' must be an array (or a Graph list response with 'value')".into(),
+                );
+            }
         },
         Some(_) => return Err("'users' must be an array".into()),
     };
@@ -105,18 +110,29 @@ pub fn parse(v: &Value) -> Result<TenantSpec, String> {
     let mut ids = HashSet::new();
     for (i, u) in users_v.iter().enumerate() {
         let at = format!("users[{i}]");
-        let mut m = u.as_object().ok_or(format!("{at}: must be an object"))?.clone();
+        let mut m = u
+            .as_object()
+            .ok_or(format!("{at}: must be an object"))?
+            .clone();
         if !matches!(m.get("userPrincipalName"), Some(Value::String(s)) if !s.is_empty()) {
-            return Err(format!("{at}: 'userPrincipalName' is missing or not a string"));
+            return Err(format!(
+                "{at}: 'userPrincipalName' is missing or not a string"
+            ));
         }
         if !m.contains_key("id")
             && let Some(Value::String(upn)) = m.get("userPrincipalName")
         {
-            m.insert("id".into(), Value::String(derived_guid(&format!("{tenant_id}/{upn}"))));
+            m.insert(
+                "id".into(),
+                Value::String(derived_guid(&format!("{tenant_id}/{upn}"))),
+            );
         }
         let user = User::from_graph(&m).map_err(|e| format!("{at}: {e}"))?;
         if !upns.insert(user.upn().to_lowercase()) {
-            return Err(format!("{at}: duplicate userPrincipalName '{}'", user.upn()));
+            return Err(format!(
+                "{at}: duplicate userPrincipalName '{}'",
+                user.upn()
+            ));
         }
         if !ids.insert(user.id.to_ascii_lowercase()) {
             return Err(format!("{at}: duplicate id '{}'", user.id));
@@ -125,7 +141,11 @@ pub fn parse(v: &Value) -> Result<TenantSpec, String> {
     }
     Ok(TenantSpec {
         display_name: display_name.unwrap_or_else(|| {
-            initial_domain.split('.').next().unwrap_or("Emulator").to_string()
+            initial_domain
+                .split('.')
+                .next()
+                .unwrap_or("Emulator")
+                .to_string()
         }),
         tenant_id,
         initial_domain,
@@ -157,7 +177,11 @@ fn parse_app(app: &Map<String, Value>, at: &str) -> Result<Application, String> 
                 );
             }
         }
-        Some(_) => return Err(format!("{at}'certificates' must be an array of PEM strings")),
+        Some(_) => {
+            return Err(format!(
+                "{at}'certificates' must be an array of PEM strings"
+            ));
+        }
     }
     let mut federated = Vec::new();
     match app.get("federatedCredentials") {
@@ -166,7 +190,8 @@ fn parse_app(app: &Map<String, Value>, at: &str) -> Result<Application, String> 
             for (j, f) in a.iter().enumerate() {
                 let fat = format!("{at}federatedCredentials[{j}]: ");
                 let f = f.as_object().ok_or(format!("{fat}must be an object"))?;
-                let issuer = field(f, "issuer", &fat)?.ok_or(format!("{fat}'issuer' is missing"))?;
+                let issuer =
+                    field(f, "issuer", &fat)?.ok_or(format!("{fat}'issuer' is missing"))?;
                 let subject =
                     field(f, "subject", &fat)?.ok_or(format!("{fat}'subject' is missing"))?;
                 let audiences = match f.get("audiences") {
@@ -226,7 +251,9 @@ pub fn parse_certificate(pem: &str) -> Result<AppCertificate, String> {
         sha1: ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der.as_ref())
             .as_ref()
             .to_vec(),
-        sha256: ring::digest::digest(&ring::digest::SHA256, der.as_ref()).as_ref().to_vec(),
+        sha256: ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+            .as_ref()
+            .to_vec(),
         rsa_public_key: spki.subject_public_key.data.to_vec(),
     })
 }
@@ -237,7 +264,11 @@ pub fn complete_domains(domains: Vec<Map<String, Value>>, initial: Option<&str>)
     let mut out: Vec<Value> = domains
         .into_iter()
         .map(|d| {
-            let id = d.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let id = d
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let mut base = domain_object(&id, false, false);
             if let Value::Object(b) = &mut base {
                 for (k, v) in d {
@@ -264,10 +295,16 @@ pub fn complete_domains(domains: Vec<Map<String, Value>>, initial: Option<&str>)
                     .filter(char::is_ascii_alphanumeric)
                     .collect::<String>()
                     .to_ascii_lowercase();
-                format!("{}.onmicrosoft.com", if label.is_empty() { "emulator" } else { &label })
+                format!(
+                    "{}.onmicrosoft.com",
+                    if label.is_empty() { "emulator" } else { &label }
+                )
             }
         };
-        if let Some(existing) = out.iter_mut().find(|d| d["id"].as_str() == Some(name.as_str())) {
+        if let Some(existing) = out
+            .iter_mut()
+            .find(|d| d["id"].as_str() == Some(name.as_str()))
+        {
             existing["isInitial"] = Value::Bool(true);
         } else {
             out.push(domain_object(&name, true, false));
@@ -313,7 +350,10 @@ mod tests {
         assert_eq!(t.domains[0]["isDefault"], true);
         assert_eq!(t.domains[1]["authenticationType"], "Federated");
         assert_eq!(t.users.len(), 1);
-        assert_eq!(t.applications[0].roles, vec!["User.Read.All", "Domain.Read.All"]);
+        assert_eq!(
+            t.applications[0].roles,
+            vec!["User.Read.All", "Domain.Read.All"]
+        );
     }
 
     #[test]
@@ -325,7 +365,10 @@ mod tests {
         let e = parse(&json!({"tenantId":"t","users":[
             {"userPrincipalName":"a@x.com","displayName":"A"},{"userPrincipalName":"A@x.com","displayName":"B"}]})).unwrap_err();
         assert!(e.contains("duplicate userPrincipalName"), "{e}");
-        let e = parse(&json!({"tenantId":"t","applications":[{"clientId":"c","certificates":["nope"]}]})).unwrap_err();
+        let e = parse(
+            &json!({"tenantId":"t","applications":[{"clientId":"c","certificates":["nope"]}]}),
+        )
+        .unwrap_err();
         assert!(e.contains("applications[0]: certificates[0]"), "{e}");
     }
 }

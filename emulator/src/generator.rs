@@ -78,7 +78,11 @@ pub fn tenant_name_for(domain: &str) -> String {
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()
         .to_ascii_lowercase();
-    if label.is_empty() { "emulator".into() } else { label }
+    if label.is_empty() {
+        "emulator".into()
+    } else {
+        label
+    }
 }
 
 fn guid(rng: &mut ChaCha8Rng) -> String {
@@ -116,7 +120,10 @@ fn unique(used: &mut HashSet<String>, base: &str, domain: &str) -> String {
 pub fn generate(spec: &GenerateSpec, client_id: &str, client_secret: &str) -> TenantSpec {
     let n = spec.count;
     let domain = spec.domain.to_ascii_lowercase();
-    let name = spec.tenant_name.clone().unwrap_or_else(|| tenant_name_for(&domain));
+    let name = spec
+        .tenant_name
+        .clone()
+        .unwrap_or_else(|| tenant_name_for(&domain));
     let initial = format!("{name}.onmicrosoft.com");
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
 
@@ -124,7 +131,10 @@ pub fn generate(spec: &GenerateSpec, client_id: &str, client_secret: &str) -> Te
     let mut kinds = Vec::with_capacity(n);
     kinds.extend(std::iter::repeat_n(Kind::Guest, shares.guests));
     kinds.extend(std::iter::repeat_n(Kind::Resource, shares.resource_like));
-    kinds.extend(std::iter::repeat_n(Kind::InitialDomain, shares.initial_domain));
+    kinds.extend(std::iter::repeat_n(
+        Kind::InitialDomain,
+        shares.initial_domain,
+    ));
     kinds.extend(std::iter::repeat_n(Kind::Disabled, shares.disabled));
     kinds.extend(std::iter::repeat_n(Kind::ProxyOnly, shares.proxy_only));
     kinds.extend(std::iter::repeat_n(Kind::NoMail, shares.no_mail));
@@ -158,7 +168,10 @@ pub fn generate(spec: &GenerateSpec, client_id: &str, client_secret: &str) -> Te
             None => format!("{giv} {fam}"),
         };
         let local_base = format!("{giv_r}.{fam_r}");
-        u.set_s(CREATED, Some(&iso_z(created_base + rng.random_range(0..157_680_000))));
+        u.set_s(
+            CREATED,
+            Some(&iso_z(created_base + rng.random_range(0..157_680_000))),
+        );
         u.set_s(USER_TYPE, Some("Member"));
         u.enabled = Some(true);
         match kind {
@@ -222,18 +235,27 @@ pub fn generate(spec: &GenerateSpec, client_id: &str, client_secret: &str) -> Te
         u.set_s(MAIL_NICKNAME, Some(&local.replace('\'', "")));
         match kind {
             Kind::ProxyOnly => {
-                u.set_list(PROXY_ADDRESSES, &[&format!("SMTP:{upn}"), &format!("smtp:{local}@{initial}")]);
+                u.set_list(
+                    PROXY_ADDRESSES,
+                    &[&format!("SMTP:{upn}"), &format!("smtp:{local}@{initial}")],
+                );
             }
             Kind::NoMail => {}
             Kind::AliasMail => {
                 let alias = format!("{}.{}@{dom}", &giv_r[..1], fam_r);
                 u.set_s(MAIL, Some(&alias));
-                u.set_list(PROXY_ADDRESSES, &[&format!("SMTP:{alias}"), &format!("smtp:{upn}")]);
+                u.set_list(
+                    PROXY_ADDRESSES,
+                    &[&format!("SMTP:{alias}"), &format!("smtp:{upn}")],
+                );
             }
             _ => {
                 u.set_s(MAIL, Some(&upn));
                 if rng.random_range(0..5) == 0 {
-                    u.set_list(PROXY_ADDRESSES, &[&format!("SMTP:{upn}"), &format!("smtp:{local}@{initial}")]);
+                    u.set_list(
+                        PROXY_ADDRESSES,
+                        &[&format!("SMTP:{upn}"), &format!("smtp:{local}@{initial}")],
+                    );
                 } else {
                     u.set_list(PROXY_ADDRESSES, &[&format!("SMTP:{upn}")]);
                 }
@@ -283,7 +305,8 @@ pub fn generate(spec: &GenerateSpec, client_id: &str, client_secret: &str) -> Te
     }
 
     let mut default_domain = domain_object(&domain, false, true);
-    default_domain["supportedServices"] = serde_json::json!(["Email", "OfficeCommunicationsOnline"]);
+    default_domain["supportedServices"] =
+        serde_json::json!(["Email", "OfficeCommunicationsOnline"]);
     TenantSpec {
         tenant_id: spec.tenant_id.clone(),
         display_name: format!("{name} (emulated)"),
@@ -306,15 +329,27 @@ fn resource_name(rng: &mut ChaCha8Rng, n: usize) -> (String, String) {
     match rng.random_range(0..6) {
         0 | 1 => {
             let floor = rng.random_range(1..30);
-            (format!("Conference Room {floor}F"), format!("room-{floor}f-{n}"))
+            (
+                format!("Conference Room {floor}F"),
+                format!("room-{floor}f-{n}"),
+            )
         }
         2 => {
             let floor = rng.random_range(1..30);
-            (format!("会議室 {floor}F-{n}"), format!("kaigishitsu-{floor}f-{n}"))
+            (
+                format!("会議室 {floor}F-{n}"),
+                format!("kaigishitsu-{floor}f-{n}"),
+            )
         }
         3 => {
-            let team = *pick(rng, &["Sales", "Support", "Info", "Billing", "Recruiting", "Press"]);
-            (format!("Shared Mailbox - {team}"), format!("shared-{}-{n}", team.to_ascii_lowercase()))
+            let team = *pick(
+                rng,
+                &["Sales", "Support", "Info", "Billing", "Recruiting", "Press"],
+            );
+            (
+                format!("Shared Mailbox - {team}"),
+                format!("shared-{}-{n}", team.to_ascii_lowercase()),
+            )
         }
         4 => (format!("Projector {n}"), format!("projector-{n}")),
         _ => (format!("Company Car {n}"), format!("car-{n}")),
@@ -343,17 +378,38 @@ mod tests {
         let c = generate(&spec(2500, 8), "c", "s");
         assert_ne!(a.users[0].id, c.users[0].id);
         let sh = Shares::for_count(2500);
-        let guests = a.users.iter().filter(|u| u.s(USER_TYPE) == Some("Guest")).count();
+        let guests = a
+            .users
+            .iter()
+            .filter(|u| u.s(USER_TYPE) == Some("Guest"))
+            .count();
         assert_eq!(guests, sh.guests);
-        assert!(a.users.iter().filter(|u| u.s(USER_TYPE) == Some("Guest")).all(|u| u.upn().contains("#EXT#@example.onmicrosoft.com")));
-        let res = a.users.iter().filter(|u| u.enabled == Some(false) && u.s(GIVEN_NAME).is_none()).count();
+        assert!(
+            a.users
+                .iter()
+                .filter(|u| u.s(USER_TYPE) == Some("Guest"))
+                .all(|u| u.upn().contains("#EXT#@example.onmicrosoft.com"))
+        );
+        let res = a
+            .users
+            .iter()
+            .filter(|u| u.enabled == Some(false) && u.s(GIVEN_NAME).is_none())
+            .count();
         assert_eq!(res, sh.resource_like);
-        let disabled = a.users.iter().filter(|u| u.enabled == Some(false) && u.s(GIVEN_NAME).is_some()).count();
+        let disabled = a
+            .users
+            .iter()
+            .filter(|u| u.enabled == Some(false) && u.s(GIVEN_NAME).is_some())
+            .count();
         assert_eq!(disabled, sh.disabled);
         let imm: Vec<_> = a.users.iter().filter_map(|u| u.s(IMMUTABLE_ID)).collect();
         assert_eq!(imm.len(), sh.immutable_id);
         assert!(imm.iter().any(|s| s.starts_with('+')));
-        assert!(a.users.iter().any(|u| u.s(DISPLAY_NAME).is_some_and(|d| d.contains('山'))));
+        assert!(
+            a.users
+                .iter()
+                .any(|u| u.s(DISPLAY_NAME).is_some_and(|d| d.contains('山')))
+        );
         let mut upns: Vec<_> = a.users.iter().map(|u| u.upn().to_lowercase()).collect();
         upns.sort();
         upns.dedup();

@@ -15,8 +15,7 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-pub const GRAPH_JSON: &str =
-    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+pub const GRAPH_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 pub const PLAIN_JSON: &str = "application/json";
 pub const AAD_JSON: &str = "application/json; charset=utf-8";
 
@@ -39,7 +38,11 @@ pub fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) 
 }
 
 pub fn json_response(status: StatusCode, v: &Value) -> Resp {
-    response(status, PLAIN_JSON, serde_json::to_vec(v).unwrap_or_default())
+    response(
+        status,
+        PLAIN_JSON,
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 pub fn set_header(r: &mut Resp, name: &'static str, value: &str) {
@@ -61,7 +64,11 @@ pub fn graph_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> 
             }
         }
     });
-    response(status, PLAIN_JSON, serde_json::to_vec(&body).unwrap_or_default())
+    response(
+        status,
+        PLAIN_JSON,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 /// Entra's token-endpoint error: `AADSTSnnn: message` plus trace and correlation ids.
@@ -80,7 +87,11 @@ pub fn aad_error(ctx: &Ctx, status: StatusCode, error: &str, code: u32, message:
         "correlation_id": ctx.client_request_id,
         "error_uri": format!("{}/error?code={code}", ctx.base_url),
     });
-    let mut r = response(status, AAD_JSON, serde_json::to_vec(&body).unwrap_or_default());
+    let mut r = response(
+        status,
+        AAD_JSON,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    );
     set_header(&mut r, "cache-control", "no-store, no-cache");
     set_header(&mut r, "pragma", "no-cache");
     r

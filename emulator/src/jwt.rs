@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
-use base64::engine::general_purpose::{URL_SAFE_NO_PAD, STANDARD};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{Map, Value, json};
 
@@ -65,14 +65,19 @@ impl Jws {
     }
 
     pub fn claim_i64(&self, k: &str) -> Option<i64> {
-        self.claims.get(k).and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+        self.claims
+            .get(k)
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
     }
 
     /// `aud` as a list (a JWT may carry a string or an array).
     pub fn audiences(&self) -> Vec<String> {
         match self.claims.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -94,7 +99,10 @@ impl PublicKey {
     pub fn from_jwk(jwk: &Map<String, Value>) -> Option<PublicKey> {
         let get = |k: &str| jwk.get(k).and_then(Value::as_str).and_then(b64url_decode);
         match jwk.get("kty").and_then(Value::as_str)? {
-            "RSA" => Some(PublicKey::Rsa { n: get("n")?, e: get("e")? }),
+            "RSA" => Some(PublicKey::Rsa {
+                n: get("n")?,
+                e: get("e")?,
+            }),
             "EC" => {
                 let crv = jwk.get("crv").and_then(Value::as_str)?.to_string();
                 let (x, y) = (get("x")?, get("y")?);
@@ -120,7 +128,9 @@ impl PublicKey {
         };
         match self {
             PublicKey::Rsa { n, e } => match rsa_alg {
-                Some(a) => RsaPublicKeyComponents { n, e }.verify(a, input, sig).is_ok(),
+                Some(a) => RsaPublicKeyComponents { n, e }
+                    .verify(a, input, sig)
+                    .is_ok(),
                 None => false,
             },
             PublicKey::RsaDer(der) => match rsa_alg {
@@ -150,7 +160,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish()
     }
 }
 
@@ -190,13 +202,21 @@ impl SigningKey {
         let input = format!("{h}.{c}");
         let mut sig = vec![0u8; self.pair.public().modulus_len()];
         self.pair
-            .sign(&signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig)
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
             .map_err(|_| "signing failed".to_string())?;
         Ok(format!("{input}.{}", b64url(&sig)))
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey::Rsa { n: self.n.clone(), e: self.e.clone() }
+        PublicKey::Rsa {
+            n: self.n.clone(),
+            e: self.e.clone(),
+        }
     }
 
     pub fn jwk(&self) -> Value {

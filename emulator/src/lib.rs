@@ -11,6 +11,9 @@
 //! # Ok(()) }
 //! ```
 
+// Handlers return ready HTTP error responses in `Err`; boxing them buys nothing here.
+#![allow(clippy::result_large_err)]
+
 pub mod assertion;
 pub mod control;
 pub mod faults;
@@ -38,7 +41,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use generator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, GenerateSpec, Shares};
+pub use generator::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, GenerateSpec, Shares,
+};
 pub use state::AppState;
 pub use tenant::{Tenant, TenantSpec};
 
@@ -87,7 +92,11 @@ impl Config {
             tenant_id: DEFAULT_TENANT_ID.to_string(),
             tenant_name: None,
         };
-        Config::new().with_tenant(generator::generate(&spec, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET))
+        Config::new().with_tenant(generator::generate(
+            &spec,
+            DEFAULT_CLIENT_ID,
+            DEFAULT_CLIENT_SECRET,
+        ))
     }
 
     /// A tenant from fixture JSON (the `--tenant-file` format).
@@ -188,10 +197,23 @@ impl Emulator {
             .into_iter()
             .map(|spec| Arc::new(Tenant::new(spec, epoch)))
             .collect();
-        let state = Arc::new(AppState::new(base_url.clone(), tenants, config.token_lifetime, federation, epoch));
+        let state = Arc::new(AppState::new(
+            base_url.clone(),
+            tenants,
+            config.token_lifetime,
+            federation,
+            epoch,
+        ));
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server::run(listener, tls, state.clone(), rx));
-        Ok(RunningEmulator { base_url, addr, ca_pem, state, shutdown: tx, task: Some(task) })
+        Ok(RunningEmulator {
+            base_url,
+            addr,
+            ca_pem,
+            state,
+            shutdown: tx,
+            task: Some(task),
+        })
     }
 }
 
@@ -208,7 +230,10 @@ impl RunningEmulator {
 
     /// `<base>/<tenant-id>/oauth2/v2.0/token` of the first tenant.
     pub fn token_endpoint(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.base_url, self.state.tenants[0].id)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.base_url, self.state.tenants[0].id
+        )
     }
 
     /// Stop accepting, drain open connections (3 s at most) and wait for the server task.

@@ -6,10 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use entra_emulator::{Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator, GenerateSpec};
+use entra_emulator::{
+    Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator, GenerateSpec,
+};
 
 #[derive(Parser, Debug)]
-#[command(name = "entra-emulator", version, about = "Local Microsoft Entra ID / Microsoft Graph emulator for tests and demos")]
+#[command(
+    name = "entra-emulator",
+    version,
+    about = "Local Microsoft Entra ID / Microsoft Graph emulator for tests and demos"
+)]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -76,7 +82,9 @@ fn build_config(a: &Args) -> Result<Config, String> {
         return Err("--token-lifetime must be at least 1 second".into());
     }
     for f in &a.trust_ca {
-        cfg.trust_ca_pems.push(std::fs::read_to_string(f).map_err(|e| format!("--trust-ca {}: {e}", f.display()))?);
+        cfg.trust_ca_pems.push(
+            std::fs::read_to_string(f).map_err(|e| format!("--trust-ca {}: {e}", f.display()))?,
+        );
     }
     if let Some(n) = a.generate {
         let domain = a.domain.clone().ok_or("--generate needs --domain")?;
@@ -87,17 +95,29 @@ fn build_config(a: &Args) -> Result<Config, String> {
             count: n,
             domain,
             seed: a.seed,
-            tenant_id: a.tenant_id.clone().unwrap_or_else(|| DEFAULT_TENANT_ID.into()),
+            tenant_id: a
+                .tenant_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TENANT_ID.into()),
             tenant_name: a.tenant_name.clone(),
         };
-        let client_id = a.client_id.clone().unwrap_or_else(|| DEFAULT_CLIENT_ID.into());
-        let secret = a.client_secret.clone().unwrap_or_else(|| DEFAULT_CLIENT_SECRET.into());
-        cfg.tenants.push(entra_emulator::generator::generate(&spec, &client_id, &secret));
+        let client_id = a
+            .client_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLIENT_ID.into());
+        let secret = a
+            .client_secret
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLIENT_SECRET.into());
+        cfg.tenants.push(entra_emulator::generator::generate(
+            &spec, &client_id, &secret,
+        ));
     } else if a.tenant_files.is_empty() {
         return Err("give --tenant-file FILE or --generate N --domain D".into());
     }
     for f in &a.tenant_files {
-        let mut t = entra_emulator::fixture::load_file(f).map_err(|e| format!("tenant file {}: {e}", f.display()))?;
+        let mut t = entra_emulator::fixture::load_file(f)
+            .map_err(|e| format!("tenant file {}: {e}", f.display()))?;
         if let Some(id) = &a.tenant_id {
             if a.tenant_files.len() > 1 {
                 return Err("--tenant-id can only override the id of a single tenant file".into());
@@ -113,16 +133,25 @@ fn build_config(a: &Args) -> Result<Config, String> {
             .clone()
             .or_else(|| t.applications.first().map(|x| x.client_id.clone()))
             .unwrap_or_else(|| DEFAULT_CLIENT_ID.into());
-        let needs_app = a.client_id.is_some() || !a.client_certificate.is_empty() || !a.federated_credential.is_empty();
+        let needs_app = a.client_id.is_some()
+            || !a.client_certificate.is_empty()
+            || !a.federated_credential.is_empty();
         if needs_app {
-            if !t.applications.iter().any(|x| x.client_id.eq_ignore_ascii_case(&client_id)) {
+            if !t
+                .applications
+                .iter()
+                .any(|x| x.client_id.eq_ignore_ascii_case(&client_id))
+            {
                 t.applications.push(entra_emulator::tenant::Application {
                     client_id: client_id.clone(),
                     display_name: "dirsync".into(),
                     secrets: Vec::new(),
                     certificates: Vec::new(),
                     federated: Vec::new(),
-                    roles: entra_emulator::fixture::DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
+                    roles: entra_emulator::fixture::DEFAULT_ROLES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
                     sp_object_id: entra_emulator::fixture::derived_guid(&format!("sp/{client_id}")),
                 });
             }
@@ -137,7 +166,8 @@ fn build_config(a: &Args) -> Result<Config, String> {
                 app.secrets.push(s.clone());
             }
             for c in &a.client_certificate {
-                let pem = std::fs::read_to_string(c).map_err(|e| format!("--client-certificate {}: {e}", c.display()))?;
+                let pem = std::fs::read_to_string(c)
+                    .map_err(|e| format!("--client-certificate {}: {e}", c.display()))?;
                 app.certificates.push(
                     entra_emulator::fixture::parse_certificate(&pem)
                         .map_err(|e| format!("--client-certificate {}: {e}", c.display()))?,
@@ -146,35 +176,54 @@ fn build_config(a: &Args) -> Result<Config, String> {
             for f in &a.federated_credential {
                 let mut parts = f.splitn(3, ',');
                 let (Some(iss), Some(sub)) = (parts.next(), parts.next()) else {
-                    return Err(format!("--federated-credential '{f}': expected ISSUER,SUBJECT[,AUDIENCE]"));
+                    return Err(format!(
+                        "--federated-credential '{f}': expected ISSUER,SUBJECT[,AUDIENCE]"
+                    ));
                 };
-                app.federated.push(entra_emulator::tenant::FederatedCredential {
-                    issuer: iss.to_string(),
-                    subject: sub.to_string(),
-                    audiences: vec![parts.next().unwrap_or("api://AzureADTokenExchange").to_string()],
-                });
+                app.federated
+                    .push(entra_emulator::tenant::FederatedCredential {
+                        issuer: iss.to_string(),
+                        subject: sub.to_string(),
+                        audiences: vec![
+                            parts
+                                .next()
+                                .unwrap_or("api://AzureADTokenExchange")
+                                .to_string(),
+                        ],
+                    });
             }
         }
     }
     Ok(cfg)
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM. Create it before announcing the base URL, so that a
+/// signal sent right after the announcement is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -194,7 +243,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("entra-emulator: error: cannot start the runtime: {e}");
@@ -202,6 +254,7 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let stop = shutdown_signal();
         let emu = match Emulator::start(cfg).await {
             Ok(e) => e,
             Err(e) => {
@@ -212,7 +265,10 @@ fn main() -> ExitCode {
         if let (Some(path), Some(pem)) = (&args.tls_ca_out, &emu.ca_pem)
             && let Err(e) = std::fs::write(path, pem)
         {
-            eprintln!("entra-emulator: error: cannot write {}: {e}", path.display());
+            eprintln!(
+                "entra-emulator: error: cannot write {}: {e}",
+                path.display()
+            );
             return ExitCode::from(2);
         }
         let mut out = std::io::stdout().lock();
@@ -227,7 +283,7 @@ fn main() -> ExitCode {
             emu.base_url,
             emu.token_endpoint()
         );
-        wait_for_signal().await;
+        stop.await;
         emu.stop().await;
         ExitCode::SUCCESS
     })

@@ -51,10 +51,18 @@ pub const OTHER_MAILS: usize = 2;
 pub const N_LISTS: usize = 3;
 
 const fn p(name: &'static str, slot: Slot) -> PropDef {
-    PropDef { name, slot, single_only: false }
+    PropDef {
+        name,
+        slot,
+        single_only: false,
+    }
 }
 const fn single(name: &'static str, collection: bool) -> PropDef {
-    PropDef { name, slot: Slot::Extra { collection }, single_only: true }
+    PropDef {
+        name,
+        slot: Slot::Extra { collection },
+        single_only: true,
+    }
 }
 const fn x(name: &'static str) -> PropDef {
     p(name, Slot::Extra { collection: false })

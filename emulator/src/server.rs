@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
@@ -36,7 +36,9 @@ pub fn classify(path: &str) -> Endpoint {
         ["v1.0", "domains", ..] => Endpoint::Domains,
         ["v1.0", ..] => Endpoint::GraphOther,
         [_, "oauth2", "v2.0", "token"] => Endpoint::Token,
-        [_, "v2.0", ".well-known", "openid-configuration"] | [_, "discovery", "v2.0", "keys"] => Endpoint::OpenId,
+        [_, "v2.0", ".well-known", "openid-configuration"] | [_, "discovery", "v2.0", "keys"] => {
+            Endpoint::OpenId
+        }
         _ => Endpoint::Other,
     }
 }
@@ -47,7 +49,10 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// `(tenant id, app id)` from the bearer token, unverified (for throttle headers only).
 fn peek_token(h: &HeaderMap) -> (String, String) {
-    let tok = header(h, "authorization").and_then(|a| a.split_once(' ')).map(|x| x.1).unwrap_or("");
+    let tok = header(h, "authorization")
+        .and_then(|a| a.split_once(' '))
+        .map(|x| x.1)
+        .unwrap_or("");
     match Jws::parse(tok) {
         Some(j) => (
             j.claim_str("tid").unwrap_or_default().to_string(),
@@ -70,14 +75,25 @@ fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap
         FaultKind::Throttle => {
             let code = spec.code.as_deref().unwrap_or("TooManyRequests");
             let msg = if code == "Request_ThrottledTemporarily" {
-                format!("Your request is throttled temporarily. Please try after {} seconds.", spec.retry_after.unwrap_or(5))
+                format!(
+                    "Your request is throttled temporarily. Please try after {} seconds.",
+                    spec.retry_after.unwrap_or(5)
+                )
             } else {
                 "Too many requests from Identifier:Emulator under category:throttle.aad.ags.tenant.list. Please try again later.".to_string()
             };
             let mut r = graph_error(ctx, StatusCode::TOO_MANY_REQUESTS, code, &msg);
             let (tid, app) = peek_token(headers);
-            set_header(&mut r, "x-ms-throttle-scope", &format!("Tenant_Application/ReadOnly/{app}/{tid}"));
-            set_header(&mut r, "x-ms-throttle-information", "ResourceUnitLimitExceeded");
+            set_header(
+                &mut r,
+                "x-ms-throttle-scope",
+                &format!("Tenant_Application/ReadOnly/{app}/{tid}"),
+            );
+            set_header(
+                &mut r,
+                "x-ms-throttle-information",
+                "ResourceUnitLimitExceeded",
+            );
             set_header(&mut r, "x-ms-throttle-limit-percentage", "1.2");
             r
         }
@@ -120,7 +136,11 @@ fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap
                 "resyncRequired",
                 "The delta token is no longer valid. A full resynchronization is required.",
             );
-            set_header(&mut r, "location", &format!("{}/v1.0/users/delta?$deltatoken=", ctx.base_url));
+            set_header(
+                &mut r,
+                "location",
+                &format!("{}/v1.0/users/delta?$deltatoken=", ctx.base_url),
+            );
             r
         }
         FaultKind::DropConnection | FaultKind::Delay => return None,
@@ -135,9 +155,17 @@ fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap
 /// a connection closed mid-body).
 async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
     let (mut parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let n = keep.unwrap_or(bytes.len() / 2).min(bytes.len().saturating_sub(1));
-    parts.headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let n = keep
+        .unwrap_or(bytes.len() / 2)
+        .min(bytes.len().saturating_sub(1));
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, bytes.len().into());
     let first = bytes.slice(..n);
     // Yield the part, pause so that the server flushes status, headers and part to the
     // socket, then fail the body: hyper aborts the connection.
@@ -149,7 +177,10 @@ async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
                 1 => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Some((
-                        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault injection: connection dropped")),
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "fault injection: connection dropped",
+                        )),
                         2,
                     ))
                 }
@@ -161,23 +192,50 @@ async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
     Response::from_parts(parts, body)
 }
 
-async fn dispatch(state: &AppState, ctx: &Ctx, ep: Endpoint, method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Incoming) -> Resp {
+async fn dispatch(
+    state: &AppState,
+    ctx: &Ctx,
+    ep: Endpoint,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Resp {
+    let (method, path, query, headers) = (
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+    );
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match ep {
         Endpoint::Token => {
             let bytes = match Limited::new(body, MAX_BODY).collect().await {
                 Ok(c) => c.to_bytes(),
-                Err(_) => return aad_error(ctx, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", 90015, "The request body is too large."),
+                Err(_) => {
+                    return aad_error(
+                        ctx,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "invalid_request",
+                        90015,
+                        "The request body is too large.",
+                    );
+                }
             };
             crate::token::token(state, ctx, segs[0], method, headers, &bytes).await
         }
-        Endpoint::OpenId if segs.get(1) == Some(&"v2.0") => crate::token::openid_configuration(state, ctx, segs[0]),
+        Endpoint::OpenId if segs.get(1) == Some(&"v2.0") => {
+            crate::token::openid_configuration(state, ctx, segs[0])
+        }
         Endpoint::OpenId => crate::token::keys(state, ctx, segs[0]).await,
         Endpoint::Other if path == "/error" => json_response(
             StatusCode::OK,
             &serde_json::json!({"code": query.unwrap_or(""), "note": "entra-emulator: see the AADSTS code in the error body"}),
         ),
-        Endpoint::Other => graph_error(ctx, StatusCode::NOT_FOUND, "NotFound", &format!("The emulator serves no resource at '{path}'.")),
+        Endpoint::Other => graph_error(
+            ctx,
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("The emulator serves no resource at '{path}'."),
+        ),
         _ => crate::graph::handle(state, ctx, method, path, query, headers),
     }
 }
@@ -191,17 +249,27 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
         .filter(|s| !s.is_empty() && s.len() <= 200)
         .map(str::to_string)
         .unwrap_or_else(|| request_id.clone());
-    let ctx = Ctx { request_id, client_request_id, now: time::now_secs(), base_url: state.base_url.clone() };
+    let ctx = Ctx {
+        request_id,
+        client_request_id,
+        now: time::now_secs(),
+        base_url: state.base_url.clone(),
+    };
     let ep = classify(&path);
 
     if ep == Endpoint::Control {
-        let bytes = Limited::new(body, 16 * MAX_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let bytes = Limited::new(body, 16 * MAX_BODY)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let r = control::handle(&state, &parts.method, &path, query.as_deref(), &bytes).await;
         return Ok(r);
     }
 
     let q = query.as_deref().unwrap_or("").to_ascii_lowercase();
-    let delta_followup = ep == Endpoint::Delta && (q.contains("deltatoken=") || q.contains("skiptoken="));
+    let delta_followup =
+        ep == Endpoint::Delta && (q.contains("deltatoken=") || q.contains("skiptoken="));
     let fault = state.faults.take(ep, &path, delta_followup);
     let mut resp = None;
     if let Some(f) = &fault {
@@ -212,13 +280,17 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
     }
     let mut resp = match resp {
         Some(r) => r,
-        None => dispatch(&state, &ctx, ep, &parts.method, &path, query.as_deref(), &parts.headers, body).await,
+        None => dispatch(&state, &ctx, ep, &parts, body).await,
     };
 
     let status = resp.status().as_u16();
     if ep == Endpoint::Token || ep == Endpoint::OpenId {
         set_header(&mut resp, "x-ms-request-id", &ctx.request_id);
-        set_header(&mut resp, "x-ms-ests-server", "2.1.99999.0 - entra-emulator");
+        set_header(
+            &mut resp,
+            "x-ms-ests-server",
+            "2.1.99999.0 - entra-emulator",
+        );
     } else {
         set_header(&mut resp, "request-id", &ctx.request_id);
         set_header(
@@ -227,7 +299,11 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
             r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"0","ScaleUnit":"000","RoleInstance":"entra-emulator"}}"#,
         );
         if ep.is_graph() {
-            let units = if ep == Endpoint::Users && !q.contains("select=") { "2" } else { "1" };
+            let units = if ep == Endpoint::Users && !q.contains("select=") {
+                "2"
+            } else {
+                "1"
+            };
             set_header(&mut resp, "x-ms-resource-unit", units);
             if resp.status().is_success() {
                 set_header(&mut resp, "odata-version", "4.0");

@@ -21,7 +21,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(base_url: String, tenants: Vec<Arc<Tenant>>, token_lifetime: u64, federation: Federation, epoch: u64) -> AppState {
+    pub fn new(
+        base_url: String,
+        tenants: Vec<Arc<Tenant>>,
+        token_lifetime: u64,
+        federation: Federation,
+        epoch: u64,
+    ) -> AppState {
         AppState {
             base_url,
             tenants,

@@ -76,7 +76,11 @@ impl Snapshot {
             by_id.insert(u.id.to_ascii_lowercase().into_boxed_str(), i as u32);
             by_upn.insert(u.upn().to_lowercase().into_boxed_str(), i as u32);
         }
-        Snapshot { users, by_id, by_upn }
+        Snapshot {
+            users,
+            by_id,
+            by_upn,
+        }
     }
 
     /// Find by object id or userPrincipalName (both case-insensitive).
@@ -132,7 +136,9 @@ pub struct Tenant {
 pub enum MutationError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("Resource '{0}' does not exist or one of its queried reference-property objects are not present.")]
+    #[error(
+        "Resource '{0}' does not exist or one of its queried reference-property objects are not present."
+    )]
     NotFound(String),
     #[error("Another object with the same value for property userPrincipalName already exists.")]
     DuplicateUpn,
@@ -264,7 +270,11 @@ impl Tenant {
         if st.snap.find(user.upn()).is_some() {
             return Err(MutationError::DuplicateUpn);
         }
-        if st.snap.find(&user.id).is_some() || st.deleted.contains_key(user.id.to_ascii_lowercase().as_str()) {
+        if st.snap.find(&user.id).is_some()
+            || st
+                .deleted
+                .contains_key(user.id.to_ascii_lowercase().as_str())
+        {
             return Err(MutationError::BadRequest(format!(
                 "Another object with the same value for property id already exists: '{}'.",
                 user.id
@@ -276,13 +286,21 @@ impl Tenant {
         let user = Arc::new(user);
         let mut users = st.snap.users.clone();
         users.push(user.clone());
-        let change = Change { seq: st.seq, id: user.id.clone(), kind: ChangeKind::Upsert(None) };
+        let change = Change {
+            seq: st.seq,
+            id: user.id.clone(),
+            kind: ChangeKind::Upsert(None),
+        };
         Self::commit(&mut st, users, change);
         Ok(user)
     }
 
     /// Apply a partial Graph user object to an existing user.
-    pub fn update_user(&self, key: &str, patch: &Map<String, Value>) -> Result<Arc<User>, MutationError> {
+    pub fn update_user(
+        &self,
+        key: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<Arc<User>, MutationError> {
         let mut st = write(&self.state);
         let Some(old) = st.snap.find(key).cloned() else {
             return Err(MutationError::NotFound(key.to_string()));
@@ -296,13 +314,17 @@ impl Tenant {
                 )));
             };
             if props::PROPS[p].slot == props::Slot::Id {
-                return Err(MutationError::BadRequest("Property 'id' is read-only and cannot be set.".into()));
+                return Err(MutationError::BadRequest(
+                    "Property 'id' is read-only and cannot be set.".into(),
+                ));
             }
             user.set_prop(p, v).map_err(MutationError::BadRequest)?;
             changed.push(p);
         }
         if user.upn().is_empty() {
-            return Err(MutationError::BadRequest("'userPrincipalName' cannot be empty.".into()));
+            return Err(MutationError::BadRequest(
+                "'userPrincipalName' cannot be empty.".into(),
+            ));
         }
         if !user.upn().eq_ignore_ascii_case(old.upn())
             && st.snap.find(user.upn()).is_some_and(|o| o.id != user.id)
@@ -316,7 +338,11 @@ impl Tenant {
         if let Some(slot) = users.get_mut(pos) {
             *slot = user.clone();
         }
-        let change = Change { seq: st.seq, id: user.id.clone(), kind: ChangeKind::Upsert(Some(changed)) };
+        let change = Change {
+            seq: st.seq,
+            id: user.id.clone(),
+            kind: ChangeKind::Upsert(Some(changed)),
+        };
         Self::commit(&mut st, users, change);
         Ok(user)
     }
@@ -328,7 +354,11 @@ impl Tenant {
         if permanent && let Some(u) = st.deleted.remove(lower.as_str()) {
             // Purging an already soft-deleted user.
             st.seq += 1;
-            let change = Change { seq: st.seq, id: u.id.clone(), kind: ChangeKind::HardDeleted };
+            let change = Change {
+                seq: st.seq,
+                id: u.id.clone(),
+                kind: ChangeKind::HardDeleted,
+            };
             st.log.push(change);
             return Ok(());
         }
@@ -336,14 +366,25 @@ impl Tenant {
             return Err(MutationError::NotFound(key.to_string()));
         };
         st.seq += 1;
-        let users: Vec<Arc<User>> = st.snap.users.iter().filter(|u| u.ord != old.ord).cloned().collect();
+        let users: Vec<Arc<User>> = st
+            .snap
+            .users
+            .iter()
+            .filter(|u| u.ord != old.ord)
+            .cloned()
+            .collect();
         let kind = if permanent {
             ChangeKind::HardDeleted
         } else {
-            st.deleted.insert(old.id.to_ascii_lowercase().into_boxed_str(), old.clone());
+            st.deleted
+                .insert(old.id.to_ascii_lowercase().into_boxed_str(), old.clone());
             ChangeKind::SoftDeleted
         };
-        let change = Change { seq: st.seq, id: old.id.clone(), kind };
+        let change = Change {
+            seq: st.seq,
+            id: old.id.clone(),
+            kind,
+        };
         Self::commit(&mut st, users, change);
         Ok(())
     }
@@ -355,19 +396,28 @@ impl Tenant {
             return Err(MutationError::NotFound(id.to_string()));
         };
         if st.snap.find(user.upn()).is_some() {
-            st.deleted.insert(user.id.to_ascii_lowercase().into_boxed_str(), user);
+            st.deleted
+                .insert(user.id.to_ascii_lowercase().into_boxed_str(), user);
             return Err(MutationError::DuplicateUpn);
         }
         st.seq += 1;
         let mut users = st.snap.users.clone();
         let pos = users.partition_point(|u| u.ord < user.ord);
         users.insert(pos, user.clone());
-        let change = Change { seq: st.seq, id: user.id.clone(), kind: ChangeKind::Upsert(None) };
+        let change = Change {
+            seq: st.seq,
+            id: user.id.clone(),
+            kind: ChangeKind::Upsert(None),
+        };
         Self::commit(&mut st, users, change);
         Ok(user)
     }
 
     pub fn deleted_ids(&self) -> Vec<String> {
-        read(&self.state).deleted.values().map(|u| u.id.to_string()).collect()
+        read(&self.state)
+            .deleted
+            .values()
+            .map(|u| u.id.to_string())
+            .collect()
     }
 }

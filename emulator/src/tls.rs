@@ -24,17 +24,26 @@ pub fn generate(extra_names: &[String]) -> Result<Pki, String> {
     let e = |x: rcgen::Error| x.to_string();
     let ca_key = KeyPair::generate().map_err(e)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    ca.distinguished_name.push(DnType::CommonName, "entra-emulator test CA");
-    ca.distinguished_name.push(DnType::OrganizationName, "dirsync entra-emulator");
+    ca.distinguished_name
+        .push(DnType::CommonName, "entra-emulator test CA");
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "dirsync entra-emulator");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
 
     let leaf_key = KeyPair::generate().map_err(e)?;
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(e)?;
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
-    leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
     for n in extra_names {
         match n.parse::<IpAddr>() {
             Ok(ip) => leaf.subject_alt_names.push(SanType::IpAddress(ip)),
@@ -44,7 +53,10 @@ pub fn generate(extra_names: &[String]) -> Result<Pki, String> {
         }
     }
     leaf.is_ca = IsCa::ExplicitNoCa;
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
     let issuer = Issuer::new(ca, ca_key);

@@ -33,7 +33,9 @@ fn unknown_tenant(ctx: &Ctx, seg: &str) -> Resp {
         ctx,
         "invalid_request",
         90002,
-        &format!("Tenant '{seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."),
+        &format!(
+            "Tenant '{seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+        ),
     )
 }
 
@@ -44,7 +46,9 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (id, secret) = text.split_once(':')?;
     let dec = |s: &str| {
@@ -68,7 +72,9 @@ fn check_scope(ctx: &Ctx, scope: &str, tenant_name: &str) -> Result<(), Resp> {
                 ctx,
                 "invalid_scope",
                 1002012,
-                &format!("The provided value for scope {s} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+                &format!(
+                    "The provided value for scope {s} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                ),
             ));
         }
     }
@@ -77,22 +83,37 @@ fn check_scope(ctx: &Ctx, scope: &str, tenant_name: &str) -> Result<(), Resp> {
             ctx,
             "invalid_scope",
             70011,
-            &format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."),
+            &format!(
+                "The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+            ),
         ));
     }
-    let resource = scopes[0].trim_end_matches("/.default").trim_end_matches('/');
-    if !(resource.eq_ignore_ascii_case(GRAPH_AUDIENCE) || resource.eq_ignore_ascii_case(GRAPH_APP_ID)) {
+    let resource = scopes[0]
+        .trim_end_matches("/.default")
+        .trim_end_matches('/');
+    if !(resource.eq_ignore_ascii_case(GRAPH_AUDIENCE)
+        || resource.eq_ignore_ascii_case(GRAPH_APP_ID))
+    {
         return Err(bad_request(
             ctx,
             "invalid_resource",
             500011,
-            &format!("The resource principal named {resource} was not found in the tenant named {tenant_name}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."),
+            &format!(
+                "The resource principal named {resource} was not found in the tenant named {tenant_name}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+            ),
         ));
     }
     Ok(())
 }
 
-pub async fn token(state: &AppState, ctx: &Ctx, seg: &str, method: &Method, headers: &HeaderMap, body: &[u8]) -> Resp {
+pub async fn token(
+    state: &AppState,
+    ctx: &Ctx,
+    seg: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Resp {
     if method != Method::POST {
         return bad_request(
             ctx,
@@ -136,7 +157,10 @@ pub async fn token(state: &AppState, ctx: &Ctx, seg: &str, method: &Method, head
             ctx,
             "unauthorized_client",
             700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", tenant.display_name),
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                tenant.display_name
+            ),
         );
     };
     let secret = form
@@ -153,7 +177,9 @@ pub async fn token(state: &AppState, ctx: &Ctx, seg: &str, method: &Method, head
                     ctx,
                     "invalid_request",
                     50027,
-                    &format!("JWT token is invalid or malformed. Unsupported client_assertion_type '{other}'."),
+                    &format!(
+                        "JWT token is invalid or malformed. Unsupported client_assertion_type '{other}'."
+                    ),
                 );
             }
         }
@@ -168,7 +194,10 @@ pub async fn token(state: &AppState, ctx: &Ctx, seg: &str, method: &Method, head
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 7000215,
-                &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", app.client_id),
+                &format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                    app.client_id
+                ),
             );
         }
         "1"
@@ -187,7 +216,13 @@ pub async fn token(state: &AppState, ctx: &Ctx, seg: &str, method: &Method, head
     let key = match tokio::task::spawn_blocking(SigningKey::get).await {
         Ok(Ok(k)) => k,
         _ => {
-            return aad_error(ctx, StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, "A transient error has occurred. Please try again.");
+            return aad_error(
+                ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                90033,
+                "A transient error has occurred. Please try again.",
+            );
         }
     };
     let lifetime = state.token_lifetime();
@@ -219,7 +254,13 @@ pub async fn token(state: &AppState, ctx: &Ctx, seg: &str, method: &Method, head
     let token = match key.sign(&claims, &[("nonce", json!(rand_id()))]) {
         Ok(t) => t,
         Err(_) => {
-            return aad_error(ctx, StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, "A transient error has occurred. Please try again.");
+            return aad_error(
+                ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                90033,
+                "A transient error has occurred. Please try again.",
+            );
         }
     };
     let body = json!({
@@ -228,7 +269,11 @@ pub async fn token(state: &AppState, ctx: &Ctx, seg: &str, method: &Method, head
         "ext_expires_in": lifetime,
         "access_token": token,
     });
-    let mut r = response(StatusCode::OK, AAD_JSON, serde_json::to_vec(&body).unwrap_or_default());
+    let mut r = response(
+        StatusCode::OK,
+        AAD_JSON,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    );
     set_header(&mut r, "cache-control", "no-store, no-cache");
     set_header(&mut r, "pragma", "no-cache");
     r

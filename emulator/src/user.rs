@@ -230,8 +230,18 @@ mod tests {
         assert_eq!(out["jobTitle"], Value::Null);
         assert!(out.get("accountEnabled").is_none());
         let mut b = Vec::new();
-        u.write_json(&mut b, &[props::idx("city"), props::idx("identities"), props::idx("accountEnabled")]);
-        assert_eq!(String::from_utf8(b).unwrap(), r#"{"city":"Tokyo","identities":[],"accountEnabled":false}"#);
+        u.write_json(
+            &mut b,
+            &[
+                props::idx("city"),
+                props::idx("identities"),
+                props::idx("accountEnabled"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            r#"{"city":"Tokyo","identities":[],"accountEnabled":false}"#
+        );
     }
 
     #[test]
@@ -239,6 +249,10 @@ mod tests {
         let v = json!({"id":"1","userPrincipalName":"a@x.com","displayName":"A","accountEnabled":"yes"});
         assert!(User::from_graph(v.as_object().unwrap()).is_err());
         let v = json!({"userPrincipalName":"a@x.com","displayName":"A"});
-        assert!(User::from_graph(v.as_object().unwrap()).unwrap_err().contains("'id'"));
+        assert!(
+            User::from_graph(v.as_object().unwrap())
+                .unwrap_err()
+                .contains("'id'")
+        );
     }
 }

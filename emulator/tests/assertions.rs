@@ -45,10 +45,24 @@ fn sign_rs(der: &[u8], alg: &str, header: Value, claims: Value) -> String {
     let mut h = header;
     h["alg"] = json!(alg);
     h["typ"] = json!("JWT");
-    let input = format!("{}.{}", b64(&serde_json::to_vec(&h).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()));
-    let pad: &dyn signature::RsaEncoding = if alg == "PS256" { &signature::RSA_PSS_SHA256 } else { &signature::RSA_PKCS1_SHA256 };
+    let input = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(&h).unwrap()),
+        b64(&serde_json::to_vec(&claims).unwrap())
+    );
+    let pad: &dyn signature::RsaEncoding = if alg == "PS256" {
+        &signature::RSA_PSS_SHA256
+    } else {
+        &signature::RSA_PKCS1_SHA256
+    };
     let mut sig = vec![0u8; pair.public().modulus_len()];
-    pair.sign(pad, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).unwrap();
+    pair.sign(
+        pad,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
     format!("{input}.{}", b64(&sig))
 }
 
@@ -56,12 +70,21 @@ fn sign_rs(der: &[u8], alg: &str, header: Value, claims: Value) -> String {
 fn certificate(der: &[u8]) -> (String, Vec<u8>) {
     let pem = {
         let b = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<String> = b.as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
-        format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"))
+        let lines: Vec<String> = b
+            .as_bytes()
+            .chunks(64)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        )
     };
     let kp = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "dirsync app");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dirsync app");
     let cert = params.self_signed(&kp).unwrap();
     (cert.pem(), cert.der().to_vec())
 }
@@ -78,7 +101,10 @@ async fn cert_emu() -> (Emu, Vec<u8>) {
         "applications": [{"clientId": "cert-app", "certificates": [pem]}],
         "users": [{"userPrincipalName": "a@contoso.example", "displayName": "A"}]
     });
-    (Emu::start(Config::from_fixture(&fixture).unwrap().https()).await, der)
+    (
+        Emu::start(Config::from_fixture(&fixture).unwrap().https()).await,
+        der,
+    )
 }
 
 async fn post_assertion(e: &Emu, client_id: &str, assertion: &str) -> (u16, Value) {
@@ -104,13 +130,23 @@ async fn certificate_assertions() {
     let claims = |aud: &str, exp: i64| json!({"aud": aud, "iss": "cert-app", "sub": "cert-app", "jti": uuid::Uuid::new_v4().to_string(), "nbf": now(), "iat": now(), "exp": exp});
     let key = &rsa_keys()[0];
     // MSAL's classic form: RS256 + x5t (SHA-1).
-    let a = sign_rs(key, "RS256", json!({"x5t": sha(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert_der)}), claims(&aud, now() + 600));
+    let a = sign_rs(
+        key,
+        "RS256",
+        json!({"x5t": sha(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert_der)}),
+        claims(&aud, now() + 600),
+    );
     let (s, v) = post_assertion(&e, "cert-app", &a).await;
     assert_eq!(s, 200, "{v}");
     let tok = v["access_token"].as_str().unwrap();
     e.get_json("/v1.0/users", tok, &[], 200).await;
     // The documented current form: PS256 + x5t#S256.
-    let a = sign_rs(key, "PS256", json!({"x5t#S256": sha(&ring::digest::SHA256, &cert_der)}), claims(&aud, now() + 600));
+    let a = sign_rs(
+        key,
+        "PS256",
+        json!({"x5t#S256": sha(&ring::digest::SHA256, &cert_der)}),
+        claims(&aud, now() + 600),
+    );
     let (s, v) = post_assertion(&e, "cert-app", &a).await;
     assert_eq!(s, 200, "{v}");
 
@@ -119,20 +155,41 @@ async fn certificate_assertions() {
     let a = sign_rs(key, "PS256", x5t.clone(), claims(&aud, now() - 10));
     let (s, v) = post_assertion(&e, "cert-app", &a).await;
     assert_eq!(s, 401);
-    assert!(assert_aad_error(&v, "invalid_client", 700024).contains("Client assertion is not within its valid time range."));
+    assert!(
+        assert_aad_error(&v, "invalid_client", 700024)
+            .contains("Client assertion is not within its valid time range.")
+    );
     // Wrong audience.
-    let a = sign_rs(key, "PS256", x5t.clone(), claims("https://login.microsoftonline.com/x/oauth2/v2.0/token", now() + 600));
+    let a = sign_rs(
+        key,
+        "PS256",
+        x5t.clone(),
+        claims(
+            "https://login.microsoftonline.com/x/oauth2/v2.0/token",
+            now() + 600,
+        ),
+    );
     let (s, v) = post_assertion(&e, "cert-app", &a).await;
     assert_eq!(s, 401);
     assert_aad_error(&v, "invalid_client", 700023);
     // Signed by another key under the registered thumbprint.
-    let a = sign_rs(&rsa_keys()[1], "PS256", x5t.clone(), claims(&aud, now() + 600));
+    let a = sign_rs(
+        &rsa_keys()[1],
+        "PS256",
+        x5t.clone(),
+        claims(&aud, now() + 600),
+    );
     let (s, v) = post_assertion(&e, "cert-app", &a).await;
     assert_eq!(s, 401);
     assert_aad_error(&v, "invalid_client", 7000274);
     // A certificate the app does not have.
     let (_, other_der) = certificate(&rsa_keys()[1]);
-    let a = sign_rs(&rsa_keys()[1], "PS256", json!({"x5t#S256": sha(&ring::digest::SHA256, &other_der)}), claims(&aud, now() + 600));
+    let a = sign_rs(
+        &rsa_keys()[1],
+        "PS256",
+        json!({"x5t#S256": sha(&ring::digest::SHA256, &other_der)}),
+        claims(&aud, now() + 600),
+    );
     let (s, v) = post_assertion(&e, "cert-app", &a).await;
     assert_eq!(s, 401);
     assert!(assert_aad_error(&v, "invalid_client", 700027).contains("The key was not found."));
@@ -146,7 +203,10 @@ async fn certificate_assertions() {
 #[test]
 fn ec_certificates_are_refused_like_entra() {
     let kp = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap().self_signed(&kp).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["x".to_string()])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
     let err = entra_emulator::fixture::parse_certificate(&cert.pem()).unwrap_err();
     assert!(err.contains("only RSA certificates"), "{err}");
 }
@@ -165,8 +225,15 @@ async fn start_issuer() -> Issuer {
     let pki = entra_emulator::tls::generate(&[]).unwrap();
     let cfg = entra_emulator::tls::server_config(&pki).unwrap();
     let rng = ring::rand::SystemRandom::new();
-    let ec_der = signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let ec = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, ec_der.as_ref(), &rng).unwrap();
+    let ec_der =
+        signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
+    let ec = signature::EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        ec_der.as_ref(),
+        &rng,
+    )
+    .unwrap();
     let point = ec.public_key().as_ref().to_vec();
     let (n, ex) = {
         use rsa::pkcs8::DecodePrivateKey;
@@ -175,7 +242,10 @@ async fn start_issuer() -> Issuer {
         (k.n().to_bytes_be(), k.e().to_bytes_be())
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let base = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
     let jwks = json!({"keys": [
         {"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig", "n": b64(&n), "e": b64(&ex)},
         {"kty": "EC", "kid": "ec1", "alg": "ES256", "use": "sig", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])}
@@ -215,7 +285,12 @@ async fn start_issuer() -> Issuer {
             }
         }
     });
-    Issuer { base, ca_pem: pki.ca_pem, ec, _stop: tx }
+    Issuer {
+        base,
+        ca_pem: pki.ca_pem,
+        ec,
+        _stop: tx,
+    }
 }
 
 fn sa_claims(iss: &str, sub: &str, aud: &str, exp: i64) -> Value {
@@ -225,8 +300,14 @@ fn sa_claims(iss: &str, sub: &str, aud: &str, exp: i64) -> Value {
 
 fn sign_es(k: &signature::EcdsaKeyPair, claims: &Value) -> String {
     let h = json!({"alg": "ES256", "kid": "ec1"});
-    let input = format!("{}.{}", b64(&serde_json::to_vec(&h).unwrap()), b64(&serde_json::to_vec(claims).unwrap()));
-    let sig = k.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+    let input = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(&h).unwrap()),
+        b64(&serde_json::to_vec(claims).unwrap())
+    );
+    let sig = k
+        .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+        .unwrap();
     format!("{input}.{}", b64(sig.as_ref()))
 }
 
@@ -246,36 +327,104 @@ fn wi_fixture(iss: &str) -> Value {
 async fn federated_workload_identity() {
     let issuer = start_issuer().await;
     let iss = format!("{}/issuer", issuer.base);
-    let e = Emu::start(Config::from_fixture(&wi_fixture(&iss)).unwrap().https().trust_ca(&issuer.ca_pem)).await;
+    let e = Emu::start(
+        Config::from_fixture(&wi_fixture(&iss))
+            .unwrap()
+            .https()
+            .trust_ca(&issuer.ca_pem),
+    )
+    .await;
     let rs = |c: &Value| sign_rs(&rsa_keys()[0], "RS256", json!({"kid": "rsa1"}), c.clone());
 
     // RS256 and ES256 service-account tokens.
-    let (s, v) = post_assertion(&e, "wi-app", &rs(&sa_claims(&iss, SUBJECT, WI_AUD, now() + 600))).await;
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &rs(&sa_claims(&iss, SUBJECT, WI_AUD, now() + 600)),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
-    e.get_json("/v1.0/users", v["access_token"].as_str().unwrap(), &[], 200).await;
-    let (s, v) = post_assertion(&e, "wi-app", &sign_es(&issuer.ec, &sa_claims(&iss, SUBJECT, WI_AUD, now() + 600))).await;
+    e.get_json("/v1.0/users", v["access_token"].as_str().unwrap(), &[], 200)
+        .await;
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &sign_es(&issuer.ec, &sa_claims(&iss, SUBJECT, WI_AUD, now() + 600)),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     // An issuer URL with a trailing slash.
     let slash = format!("{iss}/slash/");
-    let (s, v) = post_assertion(&e, "wi-app", &rs(&sa_claims(&slash, SUBJECT, WI_AUD, now() + 600))).await;
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &rs(&sa_claims(&slash, SUBJECT, WI_AUD, now() + 600)),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
 
     // Mismatches: issuer, subject (case-sensitive), audience.
-    let (s, v) = post_assertion(&e, "wi-app", &rs(&sa_claims("https://elsewhere.example", SUBJECT, WI_AUD, now() + 600))).await;
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &rs(&sa_claims(
+            "https://elsewhere.example",
+            SUBJECT,
+            WI_AUD,
+            now() + 600,
+        )),
+    )
+    .await;
     assert_eq!(s, 401);
-    assert!(assert_aad_error(&v, "invalid_client", 700211).contains("presented assertion issuer 'https://elsewhere.example'"));
-    let (s, v) = post_assertion(&e, "wi-app", &rs(&sa_claims(&iss, &SUBJECT.to_uppercase(), WI_AUD, now() + 600))).await;
+    assert!(
+        assert_aad_error(&v, "invalid_client", 700211)
+            .contains("presented assertion issuer 'https://elsewhere.example'")
+    );
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &rs(&sa_claims(
+            &iss,
+            &SUBJECT.to_uppercase(),
+            WI_AUD,
+            now() + 600,
+        )),
+    )
+    .await;
     assert_eq!(s, 401);
-    assert!(assert_aad_error(&v, "invalid_client", 700213).contains("SYSTEM:SERVICEACCOUNT:IDENTITY:DIRSYNC"));
-    let (s, v) = post_assertion(&e, "wi-app", &rs(&sa_claims(&iss, SUBJECT, "https://kubernetes.default.svc", now() + 600))).await;
+    assert!(
+        assert_aad_error(&v, "invalid_client", 700213)
+            .contains("SYSTEM:SERVICEACCOUNT:IDENTITY:DIRSYNC")
+    );
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &rs(&sa_claims(
+            &iss,
+            SUBJECT,
+            "https://kubernetes.default.svc",
+            now() + 600,
+        )),
+    )
+    .await;
     assert_eq!(s, 401);
     assert_aad_error(&v, "invalid_client", 700212);
     // Expired.
-    let (s, v) = post_assertion(&e, "wi-app", &rs(&sa_claims(&iss, SUBJECT, WI_AUD, now() - 5))).await;
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &rs(&sa_claims(&iss, SUBJECT, WI_AUD, now() - 5)),
+    )
+    .await;
     assert_eq!(s, 401);
     assert_aad_error(&v, "invalid_client", 700024);
     // Signed by a key the issuer does not publish.
-    let forged = sign_rs(&rsa_keys()[1], "RS256", json!({"kid": "rsa1"}), sa_claims(&iss, SUBJECT, WI_AUD, now() + 600));
+    let forged = sign_rs(
+        &rsa_keys()[1],
+        "RS256",
+        json!({"kid": "rsa1"}),
+        sa_claims(&iss, SUBJECT, WI_AUD, now() + 600),
+    );
     let (s, v) = post_assertion(&e, "wi-app", &forged).await;
     assert_eq!(s, 401);
     assert_aad_error(&v, "invalid_client", 700027);
@@ -283,7 +432,12 @@ async fn federated_workload_identity() {
 
     // Without trusting the issuer's CA, the keys cannot be fetched.
     let e = Emu::start(Config::from_fixture(&wi_fixture(&iss)).unwrap().https()).await;
-    let (s, v) = post_assertion(&e, "wi-app", &rs(&sa_claims(&iss, SUBJECT, WI_AUD, now() + 600))).await;
+    let (s, v) = post_assertion(
+        &e,
+        "wi-app",
+        &rs(&sa_claims(&iss, SUBJECT, WI_AUD, now() + 600)),
+    )
+    .await;
     assert_eq!(s, 400);
     assert_aad_error(&v, "invalid_request", 50166);
     e.stop().await;

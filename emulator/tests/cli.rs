@@ -16,15 +16,26 @@ impl Drop for Proc {
 }
 
 fn spawn(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("first line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
     (Proc(child), line.trim_end().to_string())
 }
 
 fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill").args([sig, &p.0.id().to_string()]).status().expect("kill").success();
+    let ok = Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
     assert!(ok);
 }
 
@@ -42,21 +53,37 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> Option<i32> {
 fn run_fail(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN).args(args).output().expect("run");
     assert!(out.stdout.is_empty(), "nothing on stdout when it fails");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
 fn https_first_line_and_ca_file_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
-    let (mut p, base) = spawn(&["--listen", "127.0.0.1:0", "--generate", "50", "--domain", "example.com", "--seed", "3", "--tls-ca-out", ca.to_str().unwrap()]);
+    let (mut p, base) = spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--generate",
+        "50",
+        "--domain",
+        "example.com",
+        "--seed",
+        "3",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+    ]);
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
     let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0);
     let pem = std::fs::read_to_string(&ca).unwrap();
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
     // The CA is a CA; the server's leaf is not, and names 127.0.0.1.
-    let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).map(|c: rustls_pki_types::CertificateDer| c.to_vec()).unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map(|c: rustls_pki_types::CertificateDer| c.to_vec())
+        .unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     assert!(cert.is_ca());
     signal(&p, "-TERM");
@@ -78,12 +105,22 @@ fn plain_http_tenant_file_and_sigint() {
 fn malformed_fixture_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("broken.json");
-    std::fs::write(&f, "{\"tenantId\": \"t\", \"users\": [ {\"displayName\": \"x\"} ]}").unwrap();
+    std::fs::write(
+        &f,
+        "{\"tenantId\": \"t\", \"users\": [ {\"displayName\": \"x\"} ]}",
+    )
+    .unwrap();
     let (code, err) = run_fail(&["--tenant-file", f.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("entra-emulator: error: tenant file "), "{err}");
-    assert!(err.contains("broken.json: users[0]: 'userPrincipalName' is missing"), "{err}");
+    assert!(
+        err.starts_with("entra-emulator: error: tenant file "),
+        "{err}"
+    );
+    assert!(
+        err.contains("broken.json: users[0]: 'userPrincipalName' is missing"),
+        "{err}"
+    );
 
     std::fs::write(&f, "{\"tenantId\": ").unwrap();
     let (code, err) = run_fail(&["--tenant-file", f.to_str().unwrap()]);
@@ -93,14 +130,27 @@ fn malformed_fixture_is_one_clear_line() {
 
     let (code, err) = run_fail(&["--tenant-file", "/nonexistent/tenant.json"]);
     assert_eq!(code, 2);
-    assert!(err.contains("/nonexistent/tenant.json: cannot read it"), "{err}");
+    assert!(
+        err.contains("/nonexistent/tenant.json: cannot read it"),
+        "{err}"
+    );
 }
 
 #[test]
 fn refuses_non_loopback_without_allow_remote() {
-    let (code, err) = run_fail(&["--listen", "0.0.0.0:0", "--generate", "1", "--domain", "example.com"]);
+    let (code, err) = run_fail(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--generate",
+        "1",
+        "--domain",
+        "example.com",
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("not a loopback address") && err.contains("--allow-remote"), "{err}");
+    assert!(
+        err.contains("not a loopback address") && err.contains("--allow-remote"),
+        "{err}"
+    );
     let (code, err) = run_fail(&["--generate", "1"]);
     assert_eq!(code, 2, "{err}");
     let (code, _) = run_fail(&[]);

@@ -22,7 +22,11 @@ impl Drop for Proc {
 fn venv() -> PathBuf {
     if let Ok(v) = std::env::var("DIRSYNC_VENV") {
         let p = PathBuf::from(v);
-        assert!(p.join("bin/python").exists(), "DIRSYNC_VENV={} has no bin/python", p.display());
+        assert!(
+            p.join("bin/python").exists(),
+            "DIRSYNC_VENV={} has no bin/python",
+            p.display()
+        );
         return p;
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
@@ -38,7 +42,13 @@ fn venv() -> PathBuf {
     if !has(&p) {
         let req = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/requirements.txt");
         if !p.join("bin/python").exists() {
-            let ok = Command::new("python3").arg("-m").arg("venv").arg(&p).status().expect("python3 -m venv").success();
+            let ok = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&p)
+                .status()
+                .expect("python3 -m venv")
+                .success();
             assert!(ok, "python3 -m venv {} failed", p.display());
         }
         let ok = Command::new(p.join("bin/pip"))
@@ -48,7 +58,11 @@ fn venv() -> PathBuf {
             .expect("pip")
             .success();
         assert!(ok, "pip install -r {} failed", req.display());
-        assert!(has(&p), "msal/msgraph-sdk still missing from {}", p.display());
+        assert!(
+            has(&p),
+            "msal/msgraph-sdk still missing from {}",
+            p.display()
+        );
     }
     p
 }
@@ -59,7 +73,16 @@ fn msal_and_msgraph_sdk_list_a_generated_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--generate", &USERS.to_string(), "--domain", "example.com", "--seed", "7"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--generate",
+            &USERS.to_string(),
+            "--domain",
+            "example.com",
+            "--seed",
+            "7",
+        ])
         .arg("--tls-ca-out")
         .arg(&ca)
         .stdout(Stdio::piped())
@@ -85,16 +108,23 @@ fn msal_and_msgraph_sdk_list_a_generated_tenant() {
         .env("EMU_CLIENT_SECRET", entra_emulator::DEFAULT_CLIENT_SECRET)
         .env("EMU_EXPECTED_USERS", USERS.to_string())
         .env("EMU_EXPECTED_GUESTS", shares.guests.to_string())
-        .env("EMU_EXPECTED_IN_DOMAIN", (USERS - shares.guests - shares.initial_domain).to_string())
+        .env(
+            "EMU_EXPECTED_IN_DOMAIN",
+            (USERS - shares.guests - shares.initial_domain).to_string(),
+        )
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("report");
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("report");
     assert_eq!(report["users"], USERS);
     assert_eq!(report["pages"], 3);
     assert_eq!(report["msal_wrong_secret"], serde_json::json!([7000215]));
-    assert_eq!(report["in_domain"], USERS - shares.guests - shares.initial_domain);
+    assert_eq!(
+        report["in_domain"],
+        USERS - shares.guests - shares.initial_domain
+    );
     drop(proc);
 }

@@ -33,12 +33,22 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-async fn list_all(client: &reqwest::Client, base: &str, token: &str, query: &str) -> Result<(usize, usize, Duration), String> {
+async fn list_all(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    query: &str,
+) -> Result<(usize, usize, Duration), String> {
     let start = Instant::now();
     let mut url = format!("{base}/v1.0/users?{query}");
     let (mut users, mut pages) = (0usize, 0usize);
     loop {
-        let resp = client.get(&url).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
+        let resp = client
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
@@ -65,7 +75,16 @@ async fn main() -> Result<(), String> {
     let ca = dir.join("ca.pem");
     let t0 = Instant::now();
     let mut child = Command::new(&emulator)
-        .args(["--listen", "127.0.0.1:0", "--generate", &n.to_string(), "--domain", "example.com", "--seed", "42"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--generate",
+            &n.to_string(),
+            "--domain",
+            "example.com",
+            "--seed",
+            "42",
+        ])
         .arg("--tls-ca-out")
         .arg(&ca)
         .stdout(Stdio::piped())
@@ -73,21 +92,33 @@ async fn main() -> Result<(), String> {
         .map_err(|e| format!("cannot start {}: {e}", emulator.display()))?;
     let mut line = String::new();
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     let base = line.trim().to_string();
-    println!("emulator with {n} users ready in {:?} at {base}", t0.elapsed());
+    println!(
+        "emulator with {n} users ready in {:?} at {base}",
+        t0.elapsed()
+    );
 
     let pem = std::fs::read(&ca).map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.map_err(|e| format!("{e:?}"))?).map_err(|e| e.to_string())?;
+        roots
+            .add(c.map_err(|e| format!("{e:?}"))?)
+            .map_err(|e| e.to_string())?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build().map_err(|e| e.to_string())?;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| e.to_string())?;
     let tenant = entra_emulator::DEFAULT_TENANT_ID;
     let form = [
         ("client_id", entra_emulator::DEFAULT_CLIENT_ID),
@@ -97,7 +128,12 @@ async fn main() -> Result<(), String> {
     ];
     let body = form
         .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)))
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&");
     let tok: Value = client
@@ -113,7 +149,10 @@ async fn main() -> Result<(), String> {
     let token = tok["access_token"].as_str().ok_or("no token")?.to_string();
 
     let mut best = f64::MAX;
-    for (label, q) in [("default properties", "$top=999".to_string()), ("operator $select", format!("$top=999&$select={SELECT}"))] {
+    for (label, q) in [
+        ("default properties", "$top=999".to_string()),
+        ("operator $select", format!("$top=999&$select={SELECT}")),
+    ] {
         for r in 0..rounds {
             let (users, pages, took) = list_all(&client, &base, &token, &q).await?;
             if users != n {
@@ -122,7 +161,11 @@ async fn main() -> Result<(), String> {
             if label == "default properties" {
                 best = best.min(took.as_secs_f64());
             }
-            println!("{label:>20} round {}: {users} users in {pages} pages, {:.3} s", r + 1, took.as_secs_f64());
+            println!(
+                "{label:>20} round {}: {users} users in {pages} pages, {:.3} s",
+                r + 1,
+                took.as_secs_f64()
+            );
         }
     }
     let hwm = vm_hwm_kib(child.id()).unwrap_or(0);

@@ -86,27 +86,61 @@ fn run(g: &GraphReq) -> Result<Resp, GErr> {
     let (_, seq, epoch) = g.tenant.view();
     let token = q.get("$skiptoken").or(q.get("$deltatoken"));
     let state = match token {
-        Some(t) if q.get("$deltatoken").is_some_and(|d| d.eq_ignore_ascii_case("latest")) => {
+        Some(t)
+            if q.get("$deltatoken")
+                .is_some_and(|d| d.eq_ignore_ascii_case("latest")) =>
+        {
             let _ = t;
             let (s, f) = initial_options(g)?;
-            let st = State { t: g.tenant.id.clone(), e: epoch, s, f, m: 1, since: seq, until: seq, pos: 0, iat: g.ctx.now };
+            let st = State {
+                t: g.tenant.id.clone(),
+                e: epoch,
+                s,
+                f,
+                m: 1,
+                since: seq,
+                until: seq,
+                pos: 0,
+                iat: g.ctx.now,
+            };
             return Ok(render(g, &st, Vec::new(), None, Some(st.clone())));
         }
         Some(t) => {
             let st = decode(t).ok_or_else(sync_state_not_found)?;
-            if st.t != g.tenant.id || st.e != epoch || st.since > seq || g.ctx.now - st.iat > TOKEN_LIFETIME {
+            if st.t != g.tenant.id
+                || st.e != epoch
+                || st.since > seq
+                || g.ctx.now - st.iat > TOKEN_LIFETIME
+            {
                 return Err(sync_state_not_found());
             }
             if q.get("$deltatoken").is_some() {
                 // A deltaLink: start a round of changes since it was issued.
-                State { m: 1, since: st.since, until: seq, pos: 0, iat: g.ctx.now, ..st }
+                State {
+                    m: 1,
+                    since: st.since,
+                    until: seq,
+                    pos: 0,
+                    iat: g.ctx.now,
+                    ..st
+                }
             } else {
                 st
             }
         }
         None => {
             let (s, f) = initial_options(g)?;
-            State { t: g.tenant.id.clone(), e: epoch, s, f, m: 0, since: 0, until: seq, pos: 0, iat: g.ctx.now }
+            State {
+                t: g.tenant.id.clone(),
+                e: epoch,
+                s,
+                f,
+                m: 0,
+                since: 0,
+                until: seq,
+                pos: 0,
+                iat: g.ctx.now,
+            }
         }
     };
     let size = page_size(g);
@@ -118,7 +152,10 @@ fn run(g: &GraphReq) -> Result<Resp, GErr> {
 }
 
 /// Options allowed on the first request of a delta query: `$select` and `$filter=id eq ...`.
-fn initial_options(g: &GraphReq) -> Result<(Option<Vec<usize>>, Option<Vec<String>>), GErr> {
+/// `($select` property indexes, `$filter` ids).
+type InitialOptions = (Option<Vec<usize>>, Option<Vec<String>>);
+
+fn initial_options(g: &GraphReq) -> Result<InitialOptions, GErr> {
     let q = &g.query;
     for opt in ["$top", "$orderby", "$expand", "$skip", "$search", "$count"] {
         if q.get(opt).is_some() {
@@ -137,7 +174,10 @@ fn initial_options(g: &GraphReq) -> Result<(Option<Vec<usize>>, Option<Vec<Strin
                 bad("Request_UnsupportedQuery", "Delta query on users supports only $filter=id eq '...' (or several joined by 'or').")
             })?;
             if ids.len() > 50 {
-                return Err(bad("Request_UnsupportedQuery", "Too many ids in the filter: at most 50 are allowed."));
+                return Err(bad(
+                    "Request_UnsupportedQuery",
+                    "Too many ids in the filter: at most 50 are allowed.",
+                ));
             }
             Some(ids)
         }
@@ -146,7 +186,8 @@ fn initial_options(g: &GraphReq) -> Result<(Option<Vec<usize>>, Option<Vec<Strin
 }
 
 fn id_allowed(st: &State, id: &str) -> bool {
-    st.f.as_ref().is_none_or(|ids| ids.iter().any(|i| i.eq_ignore_ascii_case(id)))
+    st.f.as_ref()
+        .is_none_or(|ids| ids.iter().any(|i| i.eq_ignore_ascii_case(id)))
 }
 
 enum Item {
@@ -165,10 +206,19 @@ fn initial_page(g: &GraphReq, st: State, size: usize) -> Result<Resp, GErr> {
     let items = page.iter().cloned().map(Item::User).collect();
     let last = page.last().map(|u| u.ord).unwrap_or(st.pos);
     Ok(if more {
-        let next = State { pos: last, ..st.clone() };
+        let next = State {
+            pos: last,
+            ..st.clone()
+        };
         render(g, &st, items, Some(next), None)
     } else {
-        let delta = State { m: 1, since: st.until, until: st.until, pos: 0, ..st.clone() };
+        let delta = State {
+            m: 1,
+            since: st.until,
+            until: st.until,
+            pos: 0,
+            ..st.clone()
+        };
         render(g, &st, items, None, Some(delta))
     })
 }
@@ -221,15 +271,30 @@ fn changes_page(g: &GraphReq, st: State, size: usize) -> Result<Resp, GErr> {
     }
     let end = start + slice.len();
     Ok(if end < relevant.len() {
-        let next = State { pos: end as u64, ..st.clone() };
+        let next = State {
+            pos: end as u64,
+            ..st.clone()
+        };
         render(g, &st, items, Some(next), None)
     } else {
-        let delta = State { m: 1, since: st.until, until: st.until, pos: 0, ..st.clone() };
+        let delta = State {
+            m: 1,
+            since: st.until,
+            until: st.until,
+            pos: 0,
+            ..st.clone()
+        };
         render(g, &st, items, None, Some(delta))
     })
 }
 
-fn render(g: &GraphReq, st: &State, items: Vec<Item>, next: Option<State>, delta: Option<State>) -> Resp {
+fn render(
+    g: &GraphReq,
+    st: &State,
+    items: Vec<Item>,
+    next: Option<State>,
+    delta: Option<State>,
+) -> Resp {
     let mut props = st.s.clone().unwrap_or_else(props::default_set);
     let id = props::idx("id");
     if !props.contains(&id) {
@@ -238,7 +303,14 @@ fn render(g: &GraphReq, st: &State, items: Vec<Item>, next: Option<State>, delta
     let base = format!("{}/v1.0/users/delta", g.ctx.base_url);
     let mut buf = Vec::with_capacity(256 + items.len() * 400);
     buf.extend_from_slice(b"{\"@odata.context\":");
-    write_str(&mut buf, &format!("{}/v1.0/$metadata#{}", g.ctx.base_url, query::context_of(st.s.as_deref())));
+    write_str(
+        &mut buf,
+        &format!(
+            "{}/v1.0/$metadata#{}",
+            g.ctx.base_url,
+            query::context_of(st.s.as_deref())
+        ),
+    );
     if let Some(n) = next {
         buf.extend_from_slice(b",\"@odata.nextLink\":");
         write_str(&mut buf, &format!("{base}?$skiptoken={}", encode(&n)));
@@ -257,7 +329,9 @@ fn render(g: &GraphReq, st: &State, items: Vec<Item>, next: Option<State>, delta
             Item::Removed(id, reason) => {
                 buf.extend_from_slice(b"{\"id\":");
                 write_str(&mut buf, id);
-                buf.extend_from_slice(format!(",\"@removed\":{{\"reason\":\"{reason}\"}}}}").as_bytes());
+                buf.extend_from_slice(
+                    format!(",\"@removed\":{{\"reason\":\"{reason}\"}}}}").as_bytes(),
+                );
             }
         }
     }

@@ -6,10 +6,19 @@ use serde_json::{Value, json};
 use super::GraphReq;
 use crate::http::{GRAPH_JSON, Resp, response};
 
-const DOMAIN_ROLES: &[&str] = &["Domain.Read.All", "Domain.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"];
+const DOMAIN_ROLES: &[&str] = &[
+    "Domain.Read.All",
+    "Domain.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
 
 fn ok(v: &Value) -> Resp {
-    response(StatusCode::OK, GRAPH_JSON, serde_json::to_vec(v).unwrap_or_default())
+    response(
+        StatusCode::OK,
+        GRAPH_JSON,
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 pub fn list(g: &GraphReq) -> Resp {
@@ -27,11 +36,11 @@ pub fn get(g: &GraphReq, raw_id: &str) -> Resp {
         return g.forbidden();
     }
     let id = percent_encoding::percent_decode_str(raw_id).decode_utf8_lossy();
-    let found = g
-        .tenant
-        .domains
-        .iter()
-        .find(|d| d["id"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(&id)));
+    let found = g.tenant.domains.iter().find(|d| {
+        d["id"]
+            .as_str()
+            .is_some_and(|x| x.eq_ignore_ascii_case(&id))
+    });
     match found {
         Some(Value::Object(d)) => {
             let mut m = serde_json::Map::new();

@@ -41,10 +41,24 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    Cmp { prop: usize, op: Op, lit: Lit },
-    In { prop: usize, lits: Vec<Lit> },
-    Func { func: Func, prop: usize, arg: String },
-    Any { prop: usize, cond: ItemCond },
+    Cmp {
+        prop: usize,
+        op: Op,
+        lit: Lit,
+    },
+    In {
+        prop: usize,
+        lits: Vec<Lit>,
+    },
+    Func {
+        func: Func,
+        prop: usize,
+        arg: String,
+    },
+    Any {
+        prop: usize,
+        cond: ItemCond,
+    },
 }
 
 /// Why a filter was refused; each maps to one Graph error.
@@ -65,8 +79,12 @@ pub enum FilterError {
 impl FilterError {
     pub fn code(&self) -> &'static str {
         match self {
-            FilterError::Syntax(_) | FilterError::UnknownProperty(_) | FilterError::Incompatible(_) => "BadRequest",
-            FilterError::NeedsAdvanced(_) | FilterError::Unsupported(_) => "Request_UnsupportedQuery",
+            FilterError::Syntax(_)
+            | FilterError::UnknownProperty(_)
+            | FilterError::Incompatible(_) => "BadRequest",
+            FilterError::NeedsAdvanced(_) | FilterError::Unsupported(_) => {
+                "Request_UnsupportedQuery"
+            }
         }
     }
 
@@ -152,7 +170,9 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, FilterError> {
                 }
                 out.push((Tok::Str(s), pos));
             }
-            c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+            c if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
                 let start = i;
                 i += 1;
                 while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
@@ -284,7 +304,11 @@ impl Parser<'_> {
         };
         let lower = name.to_ascii_lowercase();
         if (lower == "startswith" || lower == "endswith") && self.peek() == Some(&Tok::LParen) {
-            let func = if lower == "startswith" { Func::StartsWith } else { Func::EndsWith };
+            let func = if lower == "startswith" {
+                Func::StartsWith
+            } else {
+                Func::EndsWith
+            };
             self.i += 1;
             let Some(Tok::Ident(p)) = self.next() else {
                 self.i -= 1;
@@ -363,7 +387,11 @@ impl Parser<'_> {
         };
         let lower = name.to_ascii_lowercase();
         if lower == "startswith" || lower == "endswith" {
-            let func = if lower == "startswith" { Func::StartsWith } else { Func::EndsWith };
+            let func = if lower == "startswith" {
+                Func::StartsWith
+            } else {
+                Func::EndsWith
+            };
             self.expect(Tok::LParen)?;
             match self.next() {
                 Some(Tok::Ident(v)) if v == var => {}
@@ -381,7 +409,9 @@ impl Parser<'_> {
             return Err(self.err());
         }
         match self.next() {
-            Some(Tok::Ident(op)) if op.eq_ignore_ascii_case("eq") => Ok(ItemCond::Eq(self.string_arg()?)),
+            Some(Tok::Ident(op)) if op.eq_ignore_ascii_case("eq") => {
+                Ok(ItemCond::Eq(self.string_arg()?))
+            }
             _ => {
                 self.i -= 1;
                 Err(self.err())
@@ -437,10 +467,24 @@ fn need(prop: &str, k: Kind) -> Need {
     match (prop, k) {
         // Every `ne` (and `not`, checked separately) is an advanced query.
         (_, Ne) => match prop {
-            "userPrincipalName" | "mail" | "accountEnabled" | "userType" | "displayName" | "givenName"
-            | "surname" | "department" | "usageLocation" | "employeeId" | "onPremisesImmutableId"
-            | "mobilePhone" | "preferredLanguage" | "jobTitle" | "companyName" | "officeLocation"
-            | "mailNickname" | "id" => Advanced,
+            "userPrincipalName"
+            | "mail"
+            | "accountEnabled"
+            | "userType"
+            | "displayName"
+            | "givenName"
+            | "surname"
+            | "department"
+            | "usageLocation"
+            | "employeeId"
+            | "onPremisesImmutableId"
+            | "mobilePhone"
+            | "preferredLanguage"
+            | "jobTitle"
+            | "companyName"
+            | "officeLocation"
+            | "mailNickname"
+            | "id" => Advanced,
             _ => No,
         },
         ("id", Eq | In) => Default,
@@ -450,13 +494,13 @@ fn need(prop: &str, k: Kind) -> Need {
         ("userType", Eq | In) => Default,
         ("userType", EqNull) => Advanced,
         (
-            "displayName" | "givenName" | "surname" | "department" | "usageLocation" | "companyName"
-            | "officeLocation" | "mailNickname",
+            "displayName" | "givenName" | "surname" | "department" | "usageLocation"
+            | "companyName" | "officeLocation" | "mailNickname",
             Eq | In | StartsWith,
         ) => Default,
         (
-            "displayName" | "givenName" | "surname" | "department" | "usageLocation" | "companyName"
-            | "officeLocation" | "mailNickname",
+            "displayName" | "givenName" | "surname" | "department" | "usageLocation"
+            | "companyName" | "officeLocation" | "mailNickname",
             EqNull | Range,
         ) => Advanced,
         ("employeeId", Eq | StartsWith) => Default,
@@ -482,7 +526,9 @@ pub fn check(e: &Expr, advanced: bool) -> Result<(), FilterError> {
             Need::Default => Ok(()),
             Need::Advanced if advanced => Ok(()),
             Need::Advanced => match k {
-                Kind::Ne | Kind::EndsWith | Kind::AnyEndsWith => Err(FilterError::NeedsAdvanced(op)),
+                Kind::Ne | Kind::EndsWith | Kind::AnyEndsWith => {
+                    Err(FilterError::NeedsAdvanced(op))
+                }
                 _ => Err(FilterError::Unsupported(name.to_string())),
             },
             Need::No => Err(FilterError::Unsupported(name.to_string())),
@@ -701,9 +747,11 @@ pub fn matches(e: &Expr, u: &User) -> bool {
 /// `id eq '...' or id eq '...'` (the only filter user delta accepts); returns the ids.
 pub fn delta_ids(e: &Expr) -> Option<Vec<String>> {
     match e {
-        Expr::Cmp { prop, op: Op::Eq, lit: Lit::Str(s) } if PROPS[*prop].slot == Slot::Id => {
-            Some(vec![s.clone()])
-        }
+        Expr::Cmp {
+            prop,
+            op: Op::Eq,
+            lit: Lit::Str(s),
+        } if PROPS[*prop].slot == Slot::Id => Some(vec![s.clone()]),
         Expr::Or(a, b) => {
             let mut v = delta_ids(a)?;
             v.extend(delta_ids(b)?);
@@ -733,10 +781,16 @@ mod tests {
 
     #[test]
     fn evaluates() {
-        assert!(ok("userPrincipalName eq 'liam.o''brien@example.com'", false));
+        assert!(ok(
+            "userPrincipalName eq 'liam.o''brien@example.com'",
+            false
+        ));
         assert!(ok("startswith(displayName,'liam')", false));
         assert!(ok("endswith(userPrincipalName,'@EXAMPLE.com')", true));
-        assert!(ok("accountEnabled eq true and (mail eq 'x' or mail in ('a','LIAM@example.com'))", false));
+        assert!(ok(
+            "accountEnabled eq true and (mail eq 'x' or mail in ('a','LIAM@example.com'))",
+            false
+        ));
         assert!(ok("proxyAddresses/any(p:startswith(p,'smtp:l@'))", false));
         assert!(!ok("not(accountEnabled eq true)", true));
         assert!(ok("userType eq null", true));
@@ -746,19 +800,33 @@ mod tests {
     #[test]
     fn rules() {
         let e = parse("endswith(userPrincipalName,'@example.com')").unwrap();
-        assert_eq!(check(&e, false), Err(FilterError::NeedsAdvanced("endsWith")));
+        assert_eq!(
+            check(&e, false),
+            Err(FilterError::NeedsAdvanced("endsWith"))
+        );
         let e = parse("onPremisesImmutableId eq 'x'").unwrap();
         assert!(matches!(check(&e, false), Err(FilterError::Unsupported(_))));
         let e = parse("city eq 'x'").unwrap();
         assert!(matches!(check(&e, true), Err(FilterError::Unsupported(_))));
         let e = parse("accountEnabled eq 'true'").unwrap();
-        assert!(matches!(check(&e, false), Err(FilterError::Incompatible(_))));
-        assert_eq!(parse("bogus eq 'x'"), Err(FilterError::UnknownProperty("bogus".into())));
+        assert!(matches!(
+            check(&e, false),
+            Err(FilterError::Incompatible(_))
+        ));
+        assert_eq!(
+            parse("bogus eq 'x'"),
+            Err(FilterError::UnknownProperty("bogus".into()))
+        );
         assert_eq!(
             parse("displayName eq").unwrap_err().message(),
             "Invalid filter clause: Syntax error at position 14 in 'displayName eq'."
         );
-        assert!(parse("displayName eq 'x").unwrap_err().message().contains("unterminated"));
+        assert!(
+            parse("displayName eq 'x")
+                .unwrap_err()
+                .message()
+                .contains("unterminated")
+        );
         assert!(parse("displayName eq 'x' and").is_err());
         assert!(parse("contains(displayName,'x')").is_err());
     }

@@ -58,17 +58,28 @@ impl GraphReq<'_> {
 }
 
 fn unauthorized(ctx: &Ctx, msg: &str) -> Resp {
-    let mut r = graph_error(ctx, StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", msg);
+    let mut r = graph_error(
+        ctx,
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        msg,
+    );
     set_header(
         &mut r,
         "www-authenticate",
-        &format!("Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"{GRAPH_APP_ID}\""),
+        &format!(
+            "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"{GRAPH_APP_ID}\""
+        ),
     );
     r
 }
 
 /// Validate the bearer token as Graph does: signature, audience, tenant, lifetime.
-fn authenticate(state: &AppState, ctx: &Ctx, headers: &HeaderMap) -> Result<(Arc<Tenant>, Vec<String>), Resp> {
+fn authenticate(
+    state: &AppState,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+) -> Result<(Arc<Tenant>, Vec<String>), Resp> {
     let raw = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -83,46 +94,81 @@ fn authenticate(state: &AppState, ctx: &Ctx, headers: &HeaderMap) -> Result<(Arc
         return Err(unauthorized(ctx, "Access token is empty."));
     }
     let Some(jws) = Jws::parse(token) else {
-        return Err(unauthorized(ctx, "CompactToken parsing failed with error code: 80049217"));
+        return Err(unauthorized(
+            ctx,
+            "CompactToken parsing failed with error code: 80049217",
+        ));
     };
-    let key = SigningKey::get().map_err(|_| unauthorized(ctx, "Access token validation failure."))?;
-    if jws.alg() != "RS256" || !key.public().verify("RS256", jws.signing_input.as_bytes(), &jws.signature) {
+    let key =
+        SigningKey::get().map_err(|_| unauthorized(ctx, "Access token validation failure."))?;
+    if jws.alg() != "RS256"
+        || !key
+            .public()
+            .verify("RS256", jws.signing_input.as_bytes(), &jws.signature)
+    {
         return Err(unauthorized(ctx, "Access token validation failure."));
     }
-    let aud_ok = jws
-        .audiences()
-        .iter()
-        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(GRAPH_AUDIENCE) || a.eq_ignore_ascii_case(GRAPH_APP_ID));
+    let aud_ok = jws.audiences().iter().any(|a| {
+        a.trim_end_matches('/').eq_ignore_ascii_case(GRAPH_AUDIENCE)
+            || a.eq_ignore_ascii_case(GRAPH_APP_ID)
+    });
     if !aud_ok {
-        return Err(unauthorized(ctx, "Access token validation failure. Invalid audience."));
+        return Err(unauthorized(
+            ctx,
+            "Access token validation failure. Invalid audience.",
+        ));
     }
     let exp = jws.claim_i64("exp").unwrap_or(0);
     let nbf = jws.claim_i64("nbf").unwrap_or(0);
     if exp <= ctx.now || nbf > ctx.now {
-        return Err(unauthorized(ctx, "Access token has expired or is not yet valid."));
+        return Err(unauthorized(
+            ctx,
+            "Access token has expired or is not yet valid.",
+        ));
     }
-    let tenant = jws
-        .claim_str("tid")
-        .and_then(|t| state.tenants.iter().find(|x| x.id.eq_ignore_ascii_case(t)).cloned());
+    let tenant = jws.claim_str("tid").and_then(|t| {
+        state
+            .tenants
+            .iter()
+            .find(|x| x.id.eq_ignore_ascii_case(t))
+            .cloned()
+    });
     let Some(tenant) = tenant else {
-        return Err(unauthorized(ctx, "Access token validation failure. Invalid issuer."));
+        return Err(unauthorized(
+            ctx,
+            "Access token validation failure. Invalid issuer.",
+        ));
     };
     let roles = jws
         .claims
         .get("roles")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     Ok((tenant, roles))
 }
 
 /// Which delta spellings the path uses: `delta`, `delta()`, `microsoft.graph.delta[()]`.
 pub fn is_delta_segment(s: &str) -> bool {
-    matches!(s, "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()")
+    matches!(
+        s,
+        "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()"
+    )
 }
 
 /// Serve one `/v1.0/...` request.
-pub fn handle(state: &AppState, ctx: &Ctx, method: &Method, path: &str, raw_query: Option<&str>, headers: &HeaderMap) -> Resp {
+pub fn handle(
+    state: &AppState,
+    ctx: &Ctx,
+    method: &Method,
+    path: &str,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+) -> Resp {
     let (tenant, roles) = match authenticate(state, ctx, headers) {
         Ok(t) => t,
         Err(r) => return r,
@@ -131,7 +177,15 @@ pub fn handle(state: &AppState, ctx: &Ctx, method: &Method, path: &str, raw_quer
         Ok(q) => q,
         Err(e) => return graph_error(ctx, e.0, e.1, &e.2),
     };
-    let g = GraphReq { state, ctx, tenant, roles, headers, query, path };
+    let g = GraphReq {
+        state,
+        ctx,
+        tenant,
+        roles,
+        headers,
+        query,
+        path,
+    };
     let rest = path.trim_start_matches("/v1.0").trim_start_matches('/');
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if method != Method::GET {
@@ -139,7 +193,9 @@ pub fn handle(state: &AppState, ctx: &Ctx, method: &Method, path: &str, raw_quer
             ctx,
             StatusCode::METHOD_NOT_ALLOWED,
             "Request_BadRequest",
-            &format!("The emulator does not implement {method} on this resource; it serves the read side of Graph."),
+            &format!(
+                "The emulator does not implement {method} on this resource; it serves the read side of Graph."
+            ),
         );
     }
     match segs.as_slice() {
@@ -162,6 +218,11 @@ pub fn handle(state: &AppState, ctx: &Ctx, method: &Method, path: &str, raw_quer
             "BadRequest",
             &format!("Resource not found for the segment '{first}'."),
         ),
-        [] => graph_error(ctx, StatusCode::BAD_REQUEST, "BadRequest", "Invalid request."),
+        [] => graph_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Invalid request.",
+        ),
     }
 }

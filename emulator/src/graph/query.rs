@@ -19,8 +19,17 @@ fn decode(s: &str) -> String {
 }
 
 const KNOWN: &[&str] = &[
-    "$select", "$filter", "$top", "$skip", "$count", "$orderby", "$expand", "$search", "$skiptoken",
-    "$deltatoken", "$format",
+    "$select",
+    "$filter",
+    "$top",
+    "$skip",
+    "$count",
+    "$orderby",
+    "$expand",
+    "$search",
+    "$skiptoken",
+    "$deltatoken",
+    "$format",
 ];
 
 #[derive(Debug, Default)]
@@ -39,12 +48,17 @@ impl Query {
             if key.starts_with('$') {
                 let lower = key.to_ascii_lowercase();
                 if !KNOWN.contains(&lower.as_str()) {
-                    return Err(bad("BadRequest", format!("Query option '{key}' is not supported.")));
+                    return Err(bad(
+                        "BadRequest",
+                        format!("Query option '{key}' is not supported."),
+                    ));
                 }
                 if items.iter().any(|(k2, _, _)| k2.eq_ignore_ascii_case(&key)) {
                     return Err(bad(
                         "BadRequest",
-                        format!("Query option '{key}' was specified more than once, but it must be specified at most once."),
+                        format!(
+                            "Query option '{key}' was specified more than once, but it must be specified at most once."
+                        ),
                     ));
                 }
             }
@@ -92,7 +106,9 @@ pub fn parse_bool_option(name: &str, v: Option<&str>) -> Result<Option<bool>, GE
         Some(s) if s == "false" => Ok(Some(false)),
         Some(s) => Err(bad(
             "BadRequest",
-            format!("Invalid value '{s}' for {name} query option found. Valid values are 'true' or 'false'."),
+            format!(
+                "Invalid value '{s}' for {name} query option found. Valid values are 'true' or 'false'."
+            ),
         )),
     }
 }
@@ -128,7 +144,10 @@ pub fn context_of(select: Option<&[usize]>) -> String {
         None => "users".into(),
         Some(ps) => format!(
             "users({})",
-            ps.iter().map(|p| PROPS[*p].name).collect::<Vec<_>>().join(",")
+            ps.iter()
+                .map(|p| PROPS[*p].name)
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     }
 }

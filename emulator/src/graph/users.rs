@@ -11,7 +11,12 @@ use crate::http::{GRAPH_JSON, Resp, response};
 use crate::props::{self, PROPS};
 use crate::user::{User, write_str};
 
-pub const READ_ROLES: &[&str] = &["User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"];
+pub const READ_ROLES: &[&str] = &[
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
 const DEFAULT_PAGE: usize = 100;
 
 /// Page position carried in `$skiptoken`.
@@ -63,7 +68,14 @@ enum Search {
 }
 
 fn parse_search(s: &str) -> Result<Search, GErr> {
-    let err = || bad("BadRequest", format!("Syntax error: '{s}' is not a valid $search value. Use \"property:value\" clauses joined by AND or OR."));
+    let err = || {
+        bad(
+            "BadRequest",
+            format!(
+                "Syntax error: '{s}' is not a valid $search value. Use \"property:value\" clauses joined by AND or OR."
+            ),
+        )
+    };
     let mut parts: Vec<String> = Vec::new();
     let mut cur = String::new();
     let mut in_q = false;
@@ -88,7 +100,10 @@ fn parse_search(s: &str) -> Result<Search, GErr> {
         parts.push(cur);
     }
     let clause = |p: &str| -> Result<Search, GErr> {
-        let inner = p.strip_prefix('"').and_then(|x| x.strip_suffix('"')).ok_or_else(err)?;
+        let inner = p
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .ok_or_else(err)?;
         let (prop, term) = inner.split_once(':').ok_or_else(err)?;
         let idx = props::lookup(prop).ok_or_else(err)?;
         Ok(Search::Term(idx, term.to_lowercase()))
@@ -134,10 +149,17 @@ struct ListQuery {
 fn parse_list(g: &GraphReq) -> Result<ListQuery, GErr> {
     let q = &g.query;
     if q.get("$skip").is_some() {
-        return Err(bad("Request_BadRequest", "'$skip' is not supported by the service."));
+        return Err(bad(
+            "Request_BadRequest",
+            "'$skip' is not supported by the service.",
+        ));
     }
     if q.get("$expand").is_some() {
-        return Err((StatusCode::NOT_IMPLEMENTED, "NotImplemented", "This operation target is not yet supported.".into()));
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "This operation target is not yet supported.".into(),
+        ));
     }
     let top = query::parse_top(q.get("$top"), DEFAULT_PAGE)?;
     let count = query::parse_bool_option("$count", q.get("$count"))?;
@@ -170,18 +192,38 @@ fn parse_list(g: &GraphReq) -> Result<ListQuery, GErr> {
             let prop = words.next().unwrap_or("");
             let dir = words.next().unwrap_or("asc").to_ascii_lowercase();
             let p = props::lookup(prop).ok_or_else(|| {
-                bad("BadRequest", format!("Could not find a property named '{prop}' on type 'microsoft.graph.user'."))
+                bad(
+                    "BadRequest",
+                    format!(
+                        "Could not find a property named '{prop}' on type 'microsoft.graph.user'."
+                    ),
+                )
             })?;
-            if !matches!(PROPS[p].name, "displayName" | "userPrincipalName") || !(dir == "asc" || dir == "desc") {
-                return Err(bad("Request_UnsupportedQuery", "Sorting not supported for current query."));
+            if !matches!(PROPS[p].name, "displayName" | "userPrincipalName")
+                || !(dir == "asc" || dir == "desc")
+            {
+                return Err(bad(
+                    "Request_UnsupportedQuery",
+                    "Sorting not supported for current query.",
+                ));
             }
             if filter.is_some() && !advanced {
-                return Err(bad("Request_UnsupportedQuery", "Sorting not supported for current query."));
+                return Err(bad(
+                    "Request_UnsupportedQuery",
+                    "Sorting not supported for current query.",
+                ));
             }
             Some((p, dir == "desc"))
         }
     };
-    Ok(ListQuery { select, top, advanced, filter, search, order })
+    Ok(ListQuery {
+        select,
+        top,
+        advanced,
+        filter,
+        search,
+        order,
+    })
 }
 
 fn keep(lq: &ListQuery, u: &User) -> bool {
@@ -237,10 +279,14 @@ pub fn list(g: &GraphReq) -> Resp {
             Some(Cursor::AfterOrd(o)) => snap.position_after(o),
             Some(Cursor::Offset(_)) => return g.error(expired_page_token()),
         };
-        let mut it = users[start.min(users.len())..].iter().filter(|u| keep(&lq, u));
+        let mut it = users[start.min(users.len())..]
+            .iter()
+            .filter(|u| keep(&lq, u));
         page.extend(it.by_ref().take(lq.top));
         next = match page.last() {
-            Some(last) if page.len() == lq.top && it.next().is_some() => Some(Cursor::AfterOrd(last.ord)),
+            Some(last) if page.len() == lq.top && it.next().is_some() => {
+                Some(Cursor::AfterOrd(last.ord))
+            }
             _ => None,
         };
     }
@@ -248,14 +294,26 @@ pub fn list(g: &GraphReq) -> Resp {
     let props = lq.select.clone().unwrap_or_else(props::default_set);
     let mut buf = Vec::with_capacity(256 + page.len() * 64 * props.len());
     buf.extend_from_slice(b"{\"@odata.context\":");
-    write_str(&mut buf, &format!("{}/v1.0/$metadata#{}", g.ctx.base_url, query::context_of(lq.select.as_deref())));
+    write_str(
+        &mut buf,
+        &format!(
+            "{}/v1.0/$metadata#{}",
+            g.ctx.base_url,
+            query::context_of(lq.select.as_deref())
+        ),
+    );
     if let Some(c) = count {
         buf.extend_from_slice(format!(",\"@odata.count\":{c}").as_bytes());
     }
     if let Some(n) = next {
         let rest = g.query.raw_without(&["$skiptoken"]);
         let sep = if rest.is_empty() { "" } else { "&" };
-        let link = format!("{}{}?{rest}{sep}$skiptoken={}", g.ctx.base_url, g.path, encode_cursor(n));
+        let link = format!(
+            "{}{}?{rest}{sep}$skiptoken={}",
+            g.ctx.base_url,
+            g.path,
+            encode_cursor(n)
+        );
         buf.extend_from_slice(b",\"@odata.nextLink\":");
         write_str(&mut buf, &link);
     }
@@ -276,7 +334,10 @@ pub fn count(g: &GraphReq) -> Resp {
         return g.forbidden();
     }
     if !g.eventual() {
-        return g.error(bad("Request_BadRequest", "$count is not currently supported."));
+        return g.error(bad(
+            "Request_BadRequest",
+            "$count is not currently supported.",
+        ));
     }
     let filter = match g.query.get("$filter") {
         None => None,
@@ -299,7 +360,9 @@ pub fn get(g: &GraphReq, raw_key: &str) -> Resp {
     if !g.has_role(READ_ROLES) {
         return g.forbidden();
     }
-    let mut key = percent_encoding::percent_decode_str(raw_key).decode_utf8_lossy().into_owned();
+    let mut key = percent_encoding::percent_decode_str(raw_key)
+        .decode_utf8_lossy()
+        .into_owned();
     // `users('alice@contoso.com')` form.
     if let Some(inner) = key.strip_prefix("('").and_then(|k| k.strip_suffix("')")) {
         key = inner.replace("''", "'");
@@ -321,7 +384,11 @@ pub fn get(g: &GraphReq, raw_key: &str) -> Resp {
     buf.extend_from_slice(b"{\"@odata.context\":");
     write_str(
         &mut buf,
-        &format!("{}/v1.0/$metadata#{}/$entity", g.ctx.base_url, query::context_of(select.as_deref())),
+        &format!(
+            "{}/v1.0/$metadata#{}/$entity",
+            g.ctx.base_url,
+            query::context_of(select.as_deref())
+        ),
     );
     let mut obj = Vec::new();
     user.write_json(&mut obj, &props);
@@ -340,7 +407,11 @@ mod tests {
 
     #[test]
     fn cursor_round_trip() {
-        for c in [Cursor::AfterOrd(0), Cursor::AfterOrd(99_999), Cursor::Offset(5)] {
+        for c in [
+            Cursor::AfterOrd(0),
+            Cursor::AfterOrd(99_999),
+            Cursor::Offset(5),
+        ] {
             assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
         }
         assert_eq!(decode_cursor("garbage"), None);

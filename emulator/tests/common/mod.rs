@@ -24,11 +24,13 @@ pub fn client_trusting(pems: &[&str]) -> Client {
             roots.add(c.expect("pem")).expect("root");
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("tls versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(std::time::Duration::from_secs(30))
@@ -70,7 +72,8 @@ impl Emu {
 
     /// A Graph token for the default generated app.
     pub async fn token(&self) -> String {
-        self.token_for(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET).await
+        self.token_for(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+            .await
     }
 
     pub async fn token_for(&self, client_id: &str, secret: &str) -> String {
@@ -87,11 +90,18 @@ impl Emu {
             .await;
         assert_eq!(r.status(), StatusCode::OK);
         let v: Value = r.json().await.expect("json");
-        v["access_token"].as_str().expect("access_token").to_string()
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
     }
 
     pub async fn get(&self, path_or_url: &str, token: &str, headers: &[(&str, &str)]) -> Response {
-        let url = if path_or_url.starts_with("http") { path_or_url.to_string() } else { self.url(path_or_url) };
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            self.url(path_or_url)
+        };
         let mut rb = self.client.get(url).bearer_auth(token);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
@@ -100,7 +110,13 @@ impl Emu {
     }
 
     /// GET and parse JSON, asserting the status.
-    pub async fn get_json(&self, path: &str, token: &str, headers: &[(&str, &str)], status: u16) -> Value {
+    pub async fn get_json(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        status: u16,
+    ) -> Value {
         let r = self.get(path, token, headers).await;
         let got = r.status().as_u16();
         let text = r.text().await.expect("body");
@@ -108,8 +124,15 @@ impl Emu {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
     }
 
-    pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self.client.request(method, self.url(&format!("/_emulator{path}")));
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut rb = self
+            .client
+            .request(method, self.url(&format!("/_emulator{path}")));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -119,7 +142,9 @@ impl Emu {
     }
 
     pub async fn fault(&self, spec: Value) {
-        let (s, v) = self.control(reqwest::Method::POST, "/faults", Some(spec)).await;
+        let (s, v) = self
+            .control(reqwest::Method::POST, "/faults", Some(spec))
+            .await;
         assert_eq!(s, 201, "{v}");
     }
 
@@ -132,7 +157,12 @@ impl Emu {
 pub fn assert_graph_error(v: &Value, code: &str) {
     assert_eq!(v["error"]["code"], code, "{v}");
     let inner = &v["error"]["innerError"];
-    assert!(inner["date"].as_str().is_some_and(|d| d.len() == 19 && &d[10..11] == "T"), "{v}");
+    assert!(
+        inner["date"]
+            .as_str()
+            .is_some_and(|d| d.len() == 19 && &d[10..11] == "T"),
+        "{v}"
+    );
     assert!(inner["request-id"].as_str().is_some(), "{v}");
     assert!(inner["client-request-id"].as_str().is_some(), "{v}");
 }
@@ -141,12 +171,28 @@ pub fn assert_graph_error(v: &Value, code: &str) {
 pub fn assert_aad_error(v: &Value, error: &str, code: u64) -> String {
     assert_eq!(v["error"], error, "{v}");
     assert_eq!(v["error_codes"], json!([code]), "{v}");
-    let d = v["error_description"].as_str().expect("description").to_string();
+    let d = v["error_description"]
+        .as_str()
+        .expect("description")
+        .to_string();
     assert!(d.starts_with(&format!("AADSTS{code}: ")), "{d}");
-    assert!(d.contains("\r\nTrace ID: ") && d.contains("\r\nCorrelation ID: ") && d.contains("\r\nTimestamp: "), "{d}");
+    assert!(
+        d.contains("\r\nTrace ID: ")
+            && d.contains("\r\nCorrelation ID: ")
+            && d.contains("\r\nTimestamp: "),
+        "{d}"
+    );
     let ts = v["timestamp"].as_str().expect("timestamp");
-    assert!(ts.len() == 20 && ts.ends_with('Z') && &ts[10..11] == " ", "{ts}");
+    assert!(
+        ts.len() == 20 && ts.ends_with('Z') && &ts[10..11] == " ",
+        "{ts}"
+    );
     assert!(v["trace_id"].as_str().is_some() && v["correlation_id"].as_str().is_some());
-    assert!(v["error_uri"].as_str().is_some_and(|u| u.ends_with(&format!("/error?code={code}"))), "{v}");
+    assert!(
+        v["error_uri"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/error?code={code}"))),
+        "{v}"
+    );
     d
 }
