@@ -14,6 +14,7 @@
 
 pub mod certs;
 pub mod control_plane;
+pub mod emulator;
 pub mod proc;
 pub mod scim;
 pub mod tools;
