@@ -373,6 +373,15 @@ async fn single_user_count_segment_orderby_search() {
         )
         .await;
     assert_eq!(v["displayName"], "Carol");
+    let v = e
+        .get_json(
+            "/v1.0/users('alice@contoso.example')?$select=id",
+            &t,
+            &[],
+            200,
+        )
+        .await;
+    assert_eq!(v["id"], "00000000-0000-4000-8000-000000000001");
     let r = e
         .get(
             "/v1.0/users/nobody@contoso.example",

@@ -187,7 +187,17 @@ pub fn handle(
         path,
     };
     let rest = path.trim_start_matches("/v1.0").trim_start_matches('/');
-    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let mut segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // `users('alice@contoso.com')`, the OData key form (needed for UPNs starting with `$`).
+    let keyed;
+    if let Some(first) = segs.first()
+        && let Some(inner) = first
+            .strip_prefix("users(")
+            .and_then(|k| k.strip_suffix(')'))
+    {
+        keyed = inner.to_string();
+        segs.splice(0..1, ["users", keyed.as_str()]);
+    }
     if method != Method::GET {
         return graph_error(
             ctx,

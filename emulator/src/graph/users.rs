@@ -363,8 +363,8 @@ pub fn get(g: &GraphReq, raw_key: &str) -> Resp {
     let mut key = percent_encoding::percent_decode_str(raw_key)
         .decode_utf8_lossy()
         .into_owned();
-    // `users('alice@contoso.com')` form.
-    if let Some(inner) = key.strip_prefix("('").and_then(|k| k.strip_suffix("')")) {
+    // `users('alice@contoso.com')` form (the router passes `'alice@contoso.com'`).
+    if let Some(inner) = key.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')) {
         key = inner.replace("''", "'");
     }
     let select = match query::parse_select(g.query.get("$select"), false) {
