@@ -320,6 +320,16 @@ pub struct RunRecord {
     /// Writes that failed.
     #[serde(default)]
     pub failed: i64,
+    /// The metadata.generation the run was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// What started the run: SpecChange, SyncNow, Slot or Retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// A short, human-readable account of the outcome (never user data or secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
 }
 
 /// Where the preview of the most recent run is and what it holds.

@@ -7,9 +7,11 @@
 //! - [`crd`]: the `DirectorySync` resource types (the CRD is generated from them);
 //! - [`http`]: the outbound HTTP rules shared by both clients (timeouts, caps, retries);
 //! - [`graph`], [`scim`]: the Microsoft Graph and SCIM 2.0 clients implementing `Directory`;
+//! - [`controller`]: the Kubernetes operator (schedule, status, previews, managed set, leader election);
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod directory;
 pub mod graph;

@@ -8,6 +8,9 @@ use kube::CustomResourceExt;
 
 use crate::crd::DirectorySync;
 
+pub mod operator;
+pub mod preview;
+
 /// Exit codes of the command line (SPEC §5).
 pub mod exit {
     pub const DONE: u8 = 0;
@@ -28,6 +31,13 @@ struct Cli {
 enum Command {
     /// Print the DirectorySync CustomResourceDefinition (YAML).
     Crd,
+    /// Run the Kubernetes operator (kubeconfig or in-cluster configuration).
+    Operator(Box<operator::OperatorArgs>),
+    /// Read what the operator stored.
+    Preview {
+        #[command(subcommand)]
+        command: preview::PreviewCommand,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -41,6 +51,8 @@ pub async fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Operator(args) => operator::run(*args).await,
+        Command::Preview { command } => preview::run(command).await,
         Command::Crd => match crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

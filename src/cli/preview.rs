@@ -1,0 +1,74 @@
+//! `dirsync preview get NAME -n NAMESPACE`: reassembles a stored preview, checks its sha256
+//! and writes the CSV to standard output.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client};
+
+use crate::controller::preview;
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum PreviewCommand {
+    /// Write the preview CSV of a DirectorySync to standard output.
+    Get(GetArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GetArgs {
+    /// The DirectorySync's name.
+    pub name: String,
+    /// Its namespace (default: the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Print summary.json's storage facts to standard error.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+pub async fn run(cmd: PreviewCommand) -> ExitCode {
+    match cmd {
+        PreviewCommand::Get(a) => get(a).await,
+    }
+}
+
+async fn get(a: GetArgs) -> ExitCode {
+    crate::http::init_crypto();
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: no Kubernetes client configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let api: Api<ConfigMap> = match &a.namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::default_namespaced(client),
+    };
+    match preview::read(&api, &a.name).await {
+        Ok((csv, storage)) => {
+            if a.verbose {
+                eprintln!(
+                    "layout {} in {:?}: {} rows, {} bytes, sha256 {} (checked), expires {}",
+                    storage.layout,
+                    storage.config_maps,
+                    storage.rows,
+                    storage.csv_bytes,
+                    storage.sha256,
+                    storage.expires_at
+                );
+            }
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&csv).and_then(|_| out.flush()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

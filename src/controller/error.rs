@@ -1,0 +1,119 @@
+//! The reconciler's errors, one variant per pipeline step. [`Error::reason`] is the CamelCase
+//! reason used for conditions, events and the `reason` label of metrics; messages never carry
+//! a secret (Secret values are never formatted, and directory errors are already cut to a
+//! status and an error code).
+
+use crate::controller::status::reasons;
+use crate::directory::DirectoryError;
+use crate::sync::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object has no {0}")]
+    MissingObjectKey(&'static str),
+
+    /// A referenced Secret, or the key in it, does not exist (or is empty).
+    #[error("{0}")]
+    LoadSecret(String),
+
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    /// Refused by the outbound endpoint policy (SPEC §8).
+    #[error("endpoint not allowed: {0}")]
+    EndpointPolicy(String),
+
+    #[error("building the {side} client: {source}")]
+    BuildClient {
+        side: &'static str,
+        #[source]
+        source: DirectoryError,
+    },
+
+    #[error("reading the source: {0}")]
+    FetchSource(DirectoryError),
+
+    #[error("reading the destination: {0}")]
+    FetchDestination(DirectoryError),
+
+    #[error("the tenant has no domain {0:?} (Graph /domains)")]
+    DomainNotFound(String),
+
+    #[error("loading the managed set: {0}")]
+    LoadManagedSet(#[source] StoreError),
+
+    #[error("saving the managed set: {0}")]
+    SaveManagedSet(#[source] StoreError),
+
+    #[error("{0}")]
+    PreviewConflict(String),
+
+    #[error("publishing the preview: {0}")]
+    PublishPreview(#[source] kube::Error),
+
+    #[error("writing the run report: {0}")]
+    WriteReport(#[source] kube::Error),
+
+    #[error("claiming the run: {0}")]
+    ClaimRun(#[source] kube::Error),
+
+    #[error("writing status: {0}")]
+    PatchStatus(#[source] kube::Error),
+
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+fn directory_reason(e: &DirectoryError, unavailable: &'static str) -> &'static str {
+    match e {
+        DirectoryError::InvalidCredentials(_) => reasons::INVALID_CREDENTIALS,
+        DirectoryError::EndpointNotAllowed(_) => reasons::ENDPOINT_NOT_ALLOWED,
+        _ => unavailable,
+    }
+}
+
+impl Error {
+    /// CamelCase reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey(_) | Error::InvalidSpec(_) => reasons::INVALID_SPEC,
+            Error::LoadSecret(_) => reasons::SECRET_NOT_FOUND,
+            Error::EndpointPolicy(_) => reasons::ENDPOINT_NOT_ALLOWED,
+            Error::BuildClient { source, .. } => match source {
+                DirectoryError::InvalidCredentials(_) => reasons::INVALID_CREDENTIALS,
+                DirectoryError::EndpointNotAllowed(_) => reasons::ENDPOINT_NOT_ALLOWED,
+                _ => reasons::INVALID_SPEC,
+            },
+            Error::FetchSource(e) => directory_reason(e, reasons::SOURCE_UNAVAILABLE),
+            Error::FetchDestination(e) => directory_reason(e, reasons::DESTINATION_UNAVAILABLE),
+            Error::DomainNotFound(_) => reasons::DOMAIN_NOT_FOUND,
+            Error::LoadManagedSet(_) | Error::SaveManagedSet(_) => reasons::MANAGED_SET_UNAVAILABLE,
+            Error::PreviewConflict(_) => reasons::PREVIEW_CONFLICT,
+            Error::PublishPreview(_)
+            | Error::WriteReport(_)
+            | Error::ClaimRun(_)
+            | Error::PatchStatus(_)
+            | Error::Kube(_) => reasons::KUBERNETES_API_ERROR,
+        }
+    }
+
+    /// The step that failed, for logs.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey(_) | Error::InvalidSpec(_) => "Validate",
+            Error::LoadSecret(_) => "LoadCredentials",
+            Error::EndpointPolicy(_) | Error::BuildClient { .. } => "BuildClients",
+            Error::FetchSource(_) | Error::DomainNotFound(_) => "FetchSourceUsers",
+            Error::FetchDestination(_) => "ListDestinationUsers",
+            Error::LoadManagedSet(_) => "LoadManagedSet",
+            Error::SaveManagedSet(_) => "SaveManagedSet",
+            Error::PreviewConflict(_) | Error::PublishPreview(_) => "PublishPreview",
+            Error::WriteReport(_) => "WriteReport",
+            Error::ClaimRun(_) => "ClaimRun",
+            Error::PatchStatus(_) => "PatchStatus",
+            Error::Kube(_) => "KubernetesApi",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,256 @@
+//! The `DirectorySync` operator (SPEC §3–§5): a kube-runtime controller around the sync
+//! engine, behind a leader Lease, with metrics and health endpoints.
+//!
+//! - [`schedule`] (pure): when a resource runs and whether it may write;
+//! - [`status`] (pure): conditions and status patches;
+//! - [`reconcile`]: the pipeline (claim → credentials → plan → preview → apply → status → events);
+//! - [`clients`]: Secrets, the endpoint allowlist and the per-resource Graph/SCIM clients;
+//! - [`preview`], [`store`], [`report`], [`objects`]: the ConfigMaps the operator owns;
+//! - [`leader`]: leader election on a Lease; [`metrics`], [`admin`]: observability.
+
+pub mod admin;
+pub mod clients;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod objects;
+pub mod preview;
+pub mod reconcile;
+pub mod report;
+pub mod schedule;
+pub mod status;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::controller::clients::{ClientCache, ClientSettings};
+use crate::controller::metrics::Metrics;
+use crate::controller::schedule::Backoff;
+use crate::crd::DirectorySync;
+
+pub use error::{Error, Result};
+
+/// Name of the controller in events and logs.
+pub const CONTROLLER_NAME: &str = "dirsync-operator";
+
+/// Everything the reconciler is configured with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This replica's identity (claims, Lease, events).
+    pub identity: String,
+    /// Lower bound of `spec.interval`.
+    pub min_interval: Duration,
+    /// How long a preview is kept.
+    pub preview_ttl: Duration,
+    /// How long run reports are kept.
+    pub report_retention: Duration,
+    /// A run claim not renewed for this long is stale and may be taken over.
+    pub claim_ttl: Duration,
+    /// Retry delays after a failed run.
+    pub backoff: Backoff,
+    /// The deadline of one run's outbound calls.
+    pub run_deadline: Duration,
+    /// Save the managed set every this many writes during an apply.
+    pub checkpoint_every: usize,
+    pub clients: ClientSettings,
+    /// Reconciles in flight at once.
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            identity: CONTROLLER_NAME.to_owned(),
+            min_interval: Duration::from_secs(300),
+            preview_ttl: Duration::from_secs(24 * 3600),
+            report_retention: Duration::from_secs(720 * 3600),
+            claim_ttl: Duration::from_secs(60),
+            backoff: Backoff::default(),
+            run_deadline: Duration::from_secs(3600),
+            checkpoint_every: 500,
+            clients: ClientSettings::default(),
+            concurrency: 4,
+        }
+    }
+}
+
+/// Shared state of the reconciler.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub clients: ClientCache,
+    stores: RwLock<Vec<Store<DirectorySync>>>,
+    report_sweeps: Mutex<HashMap<String, Instant>>,
+    secret_changes: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.to_owned(),
+                instance: Some(settings.identity.clone()),
+            },
+        );
+        Self {
+            client,
+            settings,
+            recorder,
+            metrics,
+            clients: ClientCache::default(),
+            stores: RwLock::new(Vec::new()),
+            report_sweeps: Mutex::new(HashMap::new()),
+            secret_changes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every DirectorySync the controller sees.
+    pub fn resources(&self) -> Vec<Arc<DirectorySync>> {
+        self.stores
+            .read()
+            .map(|s| s.iter().flat_map(|st| st.state()).collect())
+            .unwrap_or_default()
+    }
+
+    fn note_secret_change(&self, uid: &str, at: Timestamp) {
+        if let Ok(mut s) = self.secret_changes.lock() {
+            let e = s.entry(uid.to_owned()).or_insert(at);
+            *e = (*e).max(at);
+        }
+    }
+
+    /// When a Secret this resource references last changed, if one did since the last call.
+    pub fn take_secret_change(&self, uid: &str) -> Option<Timestamp> {
+        self.secret_changes
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(uid))
+    }
+}
+
+/// When a Secret was last written: its creation or the newest managed-fields entry.
+fn last_modified(secret: &Secret) -> Option<Timestamp> {
+    let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let updated = secret
+        .metadata
+        .managed_fields
+        .as_ref()
+        .and_then(|m| m.iter().filter_map(|f| f.time.as_ref().map(|t| t.0)).max());
+    created.max(updated)
+}
+
+/// Which namespaces to watch.
+#[derive(Clone, Debug, Default)]
+pub enum Scope {
+    /// Every namespace the client can see.
+    #[default]
+    All,
+    Namespaces(Vec<String>),
+}
+
+/// Runs the controller(s) until `shutdown` turns true; in-flight reconciles finish first
+/// (so no status is half written).
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: watch::Receiver<bool>,
+    ready: Arc<AtomicBool>,
+) {
+    let client = ctx.client.clone();
+    let targets: Vec<Option<String>> = match &scope {
+        Scope::All => vec![None],
+        Scope::Namespaces(ns) => ns.iter().cloned().map(Some).collect(),
+    };
+    let mut runs = Vec::new();
+    let mut stores = Vec::new();
+    for ns in targets {
+        let (dsyncs, cms, secrets): (Api<DirectorySync>, Api<ConfigMap>, Api<Secret>) = match &ns {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+        let controller = Controller::new(dsyncs, watcher::Config::default().any_semantic());
+        let store = controller.store();
+        stores.push(store.clone());
+        let mapper_ctx = ctx.clone();
+        let mut stop = shutdown.clone();
+        let run = controller
+            .owns(cms, watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", objects::MANAGED_BY)))
+            .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                let changed = last_modified(&secret);
+                let hits: Vec<ObjectRef<DirectorySync>> = store
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.namespace() == ns && reconcile::references_secret(d, &name))
+                    .map(|d| {
+                        if let (Some(uid), Some(at)) = (d.metadata.uid.as_deref(), changed) {
+                            mapper_ctx.note_secret_change(uid, at);
+                        }
+                        ObjectRef::from_obj(&*d)
+                    })
+                    .collect();
+                hits
+            })
+            .with_config(controller::Config::default().concurrency(ctx.settings.concurrency).debounce(Duration::from_millis(200)))
+            .graceful_shutdown_on(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(|res| async move {
+                match res {
+                    Ok((obj, _)) => tracing::debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or_default(), "reconciled"),
+                    Err(controller::Error::ReconcilerFailed(e, obj)) => {
+                        warn!(name = %obj.name, reason = e.reason(), error = %e, "reconcile failed")
+                    }
+                    Err(e) => warn!(error = %e, "controller error"),
+                }
+            });
+        runs.push(run);
+    }
+    if let Ok(mut s) = ctx.stores.write() {
+        *s = stores.clone();
+    }
+    let readiness = async {
+        for s in &stores {
+            let _ = s.wait_until_ready().await;
+        }
+        ready.store(true, Ordering::Relaxed);
+        info!("watches synced; controller ready");
+    };
+    let controllers = futures::future::join_all(runs);
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => {}
+        _ = async { readiness.await; futures::future::pending::<()>().await } => {}
+    }
+    if !*shutdown.borrow() {
+        error!("controller stopped unexpectedly");
+    }
+}

@@ -1,0 +1,332 @@
+//! Previews (SPEC §4): ConfigMap `<name>-preview`, owned by the resource, holding
+//! `summary.json` and the CSV — `data.preview.csv` when it fits in 900 KiB, else gzip in
+//! `binaryData.preview.csv.gz`, and when even that is larger, one gzip stream cut into 900 KiB
+//! parts in `<name>-preview-1 … -N` (`binaryData.preview.csv.gz.part`). `summary.json` carries
+//! a `storage` object naming the layout, the parts and the sha256, so that
+//! `dirsync preview get` can reassemble and check any preview.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::controller::error::{Error, Result};
+use crate::controller::objects::{self, MAX_PART_BYTES, Owner, WriteCheck};
+use crate::crd::PreviewStatus;
+use crate::sync::PlannedRun;
+
+pub const ROLE: &str = "preview";
+pub const PART_ROLE: &str = "preview-part";
+pub const SUMMARY_KEY: &str = "summary.json";
+pub const CSV_KEY: &str = "preview.csv";
+pub const GZ_KEY: &str = "preview.csv.gz";
+pub const PART_KEY: &str = "preview.csv.gz.part";
+/// Annotation with the CSV's sha256 on every preview object.
+pub const SHA_ANNOTATION: &str = "dirsync.io/sha256";
+pub const EXPIRES_ANNOTATION: &str = "dirsync.io/expires-at";
+
+/// The name of the main preview ConfigMap.
+pub fn main_name(resource: &str) -> String {
+    format!("{resource}-preview")
+}
+
+/// The name of part `i` (1-based).
+pub fn part_name(resource: &str, i: usize) -> String {
+    format!("{resource}-preview-{i}")
+}
+
+/// How the CSV is stored; written into `summary.json` as `storage`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// `csv` (data.preview.csv), `gzip` (binaryData.preview.csv.gz) or `gzip-parts`.
+    pub layout: String,
+    /// The ConfigMaps holding the CSV bytes, in order (the main one for `csv` and `gzip`).
+    pub config_maps: Vec<String>,
+    /// Size of the CSV in bytes (BOM included).
+    pub csv_bytes: u64,
+    /// Size of the gzip stream, when compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip_bytes: Option<u64>,
+    pub sha256: String,
+    pub rows: u64,
+    pub run_id: String,
+    pub generated_at: String,
+    pub expires_at: String,
+}
+
+/// A preview laid out in ConfigMaps, ready to write.
+pub struct Layout {
+    pub objects: Vec<ConfigMap>,
+    pub status: PreviewStatus,
+    pub summary: serde_json::Value,
+}
+
+/// Renders the plan's CSV and summary and lays them out (pure).
+pub fn layout(
+    owner: &Owner,
+    planned: &PlannedRun,
+    dry_run: bool,
+    run_id: &str,
+    now: Timestamp,
+    expires: Timestamp,
+) -> std::io::Result<Layout> {
+    let mut csv = Vec::with_capacity(64 + planned.plan.items.len() * 160);
+    let stats = crate::sync::csv::write_preview_csv(&planned.plan, &mut csv)?;
+    let summary = planned.summary(dry_run).with_csv(&stats);
+    let main = main_name(&owner.name);
+    let annotations = BTreeMap::from([
+        (SHA_ANNOTATION.to_owned(), stats.sha256.clone()),
+        (EXPIRES_ANNOTATION.to_owned(), expires.to_string()),
+        ("dirsync.io/run-id".to_owned(), run_id.to_owned()),
+    ]);
+    let mut storage = Storage {
+        layout: "csv".into(),
+        config_maps: vec![main.clone()],
+        csv_bytes: stats.bytes,
+        gzip_bytes: None,
+        sha256: stats.sha256.clone(),
+        rows: stats.rows as u64,
+        run_id: run_id.to_owned(),
+        generated_at: now.to_string(),
+        expires_at: expires.to_string(),
+    };
+    let mut main_data = BTreeMap::new();
+    let mut main_binary = BTreeMap::new();
+    let mut parts = Vec::new();
+    if csv.len() <= MAX_PART_BYTES {
+        // The CSV is UTF-8 (BOM included) by construction.
+        main_data.insert(
+            CSV_KEY.to_owned(),
+            String::from_utf8(csv).map_err(std::io::Error::other)?,
+        );
+    } else {
+        let mut enc = GzEncoder::new(Vec::with_capacity(csv.len() / 4), Compression::default());
+        enc.write_all(&csv)?;
+        drop(csv);
+        let gz = enc.finish()?;
+        storage.gzip_bytes = Some(gz.len() as u64);
+        if gz.len() <= MAX_PART_BYTES {
+            storage.layout = "gzip".into();
+            main_binary.insert(GZ_KEY.to_owned(), ByteString(gz));
+        } else {
+            storage.layout = "gzip-parts".into();
+            storage.config_maps.clear();
+            for (i, chunk) in gz.chunks(MAX_PART_BYTES).enumerate() {
+                let name = part_name(&owner.name, i + 1);
+                storage.config_maps.push(name.clone());
+                let mut ann = annotations.clone();
+                ann.insert("dirsync.io/part".into(), format!("{}", i + 1));
+                parts.push(ConfigMap {
+                    metadata: owner.meta(&name, PART_ROLE, ann),
+                    binary_data: Some(BTreeMap::from([(
+                        PART_KEY.to_owned(),
+                        ByteString(chunk.to_vec()),
+                    )])),
+                    ..ConfigMap::default()
+                });
+            }
+        }
+    }
+    let mut summary_v = serde_json::to_value(&summary).map_err(std::io::Error::other)?;
+    if let serde_json::Value::Object(m) = &mut summary_v {
+        m.insert("runId".into(), serde_json::Value::String(run_id.to_owned()));
+        m.insert(
+            "storage".into(),
+            serde_json::to_value(&storage).map_err(std::io::Error::other)?,
+        );
+    }
+    main_data.insert(
+        SUMMARY_KEY.to_owned(),
+        serde_json::to_string_pretty(&summary_v).map_err(std::io::Error::other)?,
+    );
+    let main_cm = ConfigMap {
+        metadata: owner.meta(&main, ROLE, annotations),
+        data: Some(main_data),
+        binary_data: (!main_binary.is_empty()).then_some(main_binary),
+        ..ConfigMap::default()
+    };
+    let mut config_maps = vec![main.clone()];
+    config_maps.extend(parts.iter().filter_map(|p| p.metadata.name.clone()));
+    let mut objects = parts;
+    // The main object last: it is the one readers start from.
+    objects.push(main_cm);
+    Ok(Layout {
+        objects,
+        status: PreviewStatus {
+            config_maps,
+            rows: stats.rows as i64,
+            sha256: stats.sha256,
+            generated_at: Time(now),
+            expires_at: Time(expires),
+        },
+        summary: summary_v,
+    })
+}
+
+/// Writes a laid-out preview and removes parts left from a bigger one. A same-named object
+/// this resource does not control is left untouched (`PreviewConflict`).
+pub async fn publish(api: &Api<ConfigMap>, owner: &Owner, layout: &Layout) -> Result<()> {
+    for cm in &layout.objects {
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        if let WriteCheck::Foreign = objects::check_writable(api, owner, &name)
+            .await
+            .map_err(Error::PublishPreview)?
+        {
+            return Err(Error::PreviewConflict(format!(
+                "ConfigMap {name:?} exists and is not owned by this DirectorySync; it was left untouched. Rename or delete it so the preview can be written"
+            )));
+        }
+    }
+    for cm in &layout.objects {
+        objects::apply_configmap(api, cm)
+            .await
+            .map_err(Error::PublishPreview)?;
+    }
+    let keep: Vec<&str> = layout
+        .status
+        .config_maps
+        .iter()
+        .map(String::as_str)
+        .collect();
+    for (name, _) in objects::list_names(api, owner, PART_ROLE)
+        .await
+        .map_err(Error::PublishPreview)?
+    {
+        if !keep.contains(&name.as_str()) {
+            objects::delete_owned(api, owner, &name)
+                .await
+                .map_err(Error::PublishPreview)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every preview object of this resource (expired previews).
+pub async fn remove(api: &Api<ConfigMap>, owner: &Owner) -> Result<(), kube::Error> {
+    objects::delete_owned(api, owner, &main_name(&owner.name)).await?;
+    for (name, _) in objects::list_names(api, owner, PART_ROLE).await? {
+        objects::delete_owned(api, owner, &name).await?;
+    }
+    Ok(())
+}
+
+/// Why a stored preview cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("ConfigMap {0:?} was not found (no preview yet, or it expired)")]
+    NotFound(String),
+    #[error("reading {name:?}: {source}")]
+    Kube {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the preview is malformed: {0}")]
+    Malformed(String),
+    #[error("the reassembled CSV's sha256 is {actual}, but the preview says {expected}")]
+    Checksum { expected: String, actual: String },
+}
+
+/// Reads a preview back, whatever its layout, and checks its sha256.
+pub async fn read(api: &Api<ConfigMap>, resource: &str) -> Result<(Vec<u8>, Storage), ReadError> {
+    let main = main_name(resource);
+    let cm = api
+        .get_opt(&main)
+        .await
+        .map_err(|source| ReadError::Kube {
+            name: main.clone(),
+            source,
+        })?
+        .ok_or_else(|| ReadError::NotFound(main.clone()))?;
+    let summary = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(SUMMARY_KEY))
+        .ok_or_else(|| ReadError::Malformed(format!("{main} has no {SUMMARY_KEY}")))?;
+    let summary: serde_json::Value = serde_json::from_str(summary)
+        .map_err(|e| ReadError::Malformed(format!("{SUMMARY_KEY}: {e}")))?;
+    let storage: Storage =
+        serde_json::from_value(summary.get("storage").cloned().unwrap_or_default())
+            .map_err(|e| ReadError::Malformed(format!("{SUMMARY_KEY} storage: {e}")))?;
+    let csv = match storage.layout.as_str() {
+        "csv" => cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(CSV_KEY))
+            .map(|s| s.as_bytes().to_vec())
+            .ok_or_else(|| ReadError::Malformed(format!("{main} has no {CSV_KEY}")))?,
+        "gzip" => {
+            let gz = cm
+                .binary_data
+                .as_ref()
+                .and_then(|d| d.get(GZ_KEY))
+                .ok_or_else(|| ReadError::Malformed(format!("{main} has no {GZ_KEY}")))?;
+            gunzip(&gz.0)?
+        }
+        "gzip-parts" => {
+            let mut gz = Vec::new();
+            for name in &storage.config_maps {
+                let part = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|source| ReadError::Kube {
+                        name: name.clone(),
+                        source,
+                    })?
+                    .ok_or_else(|| ReadError::Malformed(format!("part {name:?} is missing")))?;
+                let sha = part
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(SHA_ANNOTATION));
+                if sha != Some(&storage.sha256) {
+                    return Err(ReadError::Malformed(format!(
+                        "part {name:?} belongs to another preview"
+                    )));
+                }
+                let bytes = part
+                    .binary_data
+                    .as_ref()
+                    .and_then(|d| d.get(PART_KEY))
+                    .ok_or_else(|| {
+                        ReadError::Malformed(format!("part {name:?} has no {PART_KEY}"))
+                    })?;
+                gz.extend_from_slice(&bytes.0);
+            }
+            gunzip(&gz)?
+        }
+        other => return Err(ReadError::Malformed(format!("unknown layout {other:?}"))),
+    };
+    let actual = crate::sync::csv::hex(&Sha256::digest(&csv));
+    if actual != storage.sha256 {
+        return Err(ReadError::Checksum {
+            expected: storage.sha256.clone(),
+            actual,
+        });
+    }
+    Ok((csv, storage))
+}
+
+fn gunzip(gz: &[u8]) -> Result<Vec<u8>, ReadError> {
+    // A preview of 100k users is ~25 MB; refuse absurd sizes rather than exhaust memory.
+    const MAX: u64 = 1 << 30;
+    let mut out = Vec::new();
+    GzDecoder::new(gz)
+        .take(MAX + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ReadError::Malformed(format!("gzip: {e}")))?;
+    if out.len() as u64 > MAX {
+        return Err(ReadError::Malformed("the CSV is larger than 1 GiB".into()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,295 @@
+//! Conditions and status maths (SPEC §4 "Status"), pure: `now` is a parameter.
+//!
+//! Three conditions, kstatus style: `Ready` (the summary), `Reconciling` (work in progress or a
+//! transient failure being retried) and `Stalled` (needs a person: bad credentials, a missing
+//! Secret, a guard trip, ...). `lastTransitionTime` is kept unless a condition's status flips,
+//! so recomputing the status with nothing changed gives an equal value and no patch is sent.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use crate::crd::DirectorySyncStatus;
+
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Condition and event reasons (CamelCase).
+pub mod reasons {
+    pub const PREVIEW_READY: &str = "PreviewReady";
+    pub const SYNCED: &str = "Synced";
+    pub const PARTIALLY_FAILED: &str = "PartiallyFailed";
+    pub const DELETION_THRESHOLD_EXCEEDED: &str = "DeletionThresholdExceeded";
+    pub const NO_SOURCE_USERS: &str = "NoSourceUsers";
+    pub const DOMAIN_NOT_FOUND: &str = "DomainNotFound";
+    pub const INVALID_CREDENTIALS: &str = "InvalidCredentials";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
+    pub const DESTINATION_UNAVAILABLE: &str = "DestinationUnavailable";
+    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+    pub const PREVIEW_CONFLICT: &str = "PreviewConflict";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const MANAGED_SET_UNAVAILABLE: &str = "ManagedSetUnavailable";
+    pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
+    pub const RUNNING: &str = "Running";
+    pub const WAITING: &str = "Waiting";
+    pub const RUN_CLAIMED: &str = "RunClaimedElsewhere";
+}
+
+/// How a reason maps onto the three conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Ready=True.
+    Ready,
+    /// Ready=False, Reconciling=True: being retried with backoff (source or destination
+    /// unavailable, API errors), or running.
+    Progressing,
+    /// Ready=False, Stalled=True: needs a person (credentials, Secret, guard, policy, ...).
+    Stalled,
+    /// Ready=False, neither reconciling nor stalled: the run ended with failures and waits for
+    /// the next slot, a spec change or sync-now.
+    Degraded,
+}
+
+/// The health a run result (a reason) stands for.
+pub fn health_of(reason: &str) -> Health {
+    use reasons::*;
+    match reason {
+        PREVIEW_READY | SYNCED => Health::Ready,
+        PARTIALLY_FAILED => Health::Degraded,
+        SOURCE_UNAVAILABLE
+        | DESTINATION_UNAVAILABLE
+        | KUBERNETES_API_ERROR
+        | MANAGED_SET_UNAVAILABLE
+        | RUNNING
+        | WAITING
+        | RUN_CLAIMED => Health::Progressing,
+        _ => Health::Stalled,
+    }
+}
+
+/// Sets condition `type_` in `list`, keeping `lastTransitionTime` unless the status flips.
+pub fn set_condition(
+    list: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status_s = if status { "True" } else { "False" };
+    let message = cut_message(message);
+    match list.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status_s {
+                c.last_transition_time = Time(now);
+            }
+            c.status = status_s.to_owned();
+            c.reason = reason.to_owned();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => list.push(Condition {
+            type_: type_.to_owned(),
+            status: status_s.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        }),
+    }
+}
+
+/// Sets all three conditions from a reason and its message.
+pub fn set_health(
+    list: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let h = health_of(reason);
+    set_condition(
+        list,
+        types::READY,
+        h == Health::Ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let (rec, rec_reason, rec_msg) = match h {
+        Health::Progressing => (true, reason, message),
+        _ => (false, reason, ""),
+    };
+    set_condition(
+        list,
+        types::RECONCILING,
+        rec,
+        rec_reason,
+        rec_msg,
+        generation,
+        now,
+    );
+    let (st, st_msg) = match h {
+        Health::Stalled => (true, message),
+        _ => (false, ""),
+    };
+    set_condition(list, types::STALLED, st, reason, st_msg, generation, now);
+    list.sort_by(|a, b| {
+        order(&a.type_)
+            .cmp(&order(&b.type_))
+            .then_with(|| a.type_.cmp(&b.type_))
+    });
+}
+
+fn order(t: &str) -> u8 {
+    match t {
+        types::READY => 0,
+        types::RECONCILING => 1,
+        types::STALLED => 2,
+        _ => 3,
+    }
+}
+
+/// Condition messages stay short (the API allows 32 KiB; people read one line).
+pub fn cut_message(m: &str) -> String {
+    const MAX: usize = 1024;
+    if m.len() <= MAX {
+        return m.to_owned();
+    }
+    let mut end = MAX;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &m[..end])
+}
+
+/// Whole seconds: what a `Time` keeps once written (RFC 3339 with second precision), so that
+/// a status built in memory compares equal to the same status read back.
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// A JSON merge patch of `status` that turns `old` into `new`: every field of `new`, and
+/// `null` for each top-level field `old` has and `new` lacks (a merge patch keeps what it does
+/// not mention).
+pub fn merge_patch(old: &DirectorySyncStatus, new: &DirectorySyncStatus) -> Value {
+    let old_v = serde_json::to_value(old).unwrap_or(Value::Null);
+    let mut new_map = match serde_json::to_value(new) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    if let Value::Object(old_map) = old_v {
+        for k in old_map.keys() {
+            if !new_map.contains_key(k) {
+                new_map.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    Value::Object(new_map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn get<'a>(l: &'a [Condition], ty: &str) -> &'a Condition {
+        l.iter()
+            .find(|c| c.type_ == ty)
+            .unwrap_or_else(|| panic!("{ty} missing"))
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let mut l = Vec::new();
+        set_health(&mut l, reasons::PREVIEW_READY, "ok", Some(1), t(10));
+        assert_eq!(get(&l, "Ready").status, "True");
+        assert_eq!(get(&l, "Ready").last_transition_time, Time(t(10)));
+        let before = l.clone();
+        set_health(&mut l, reasons::PREVIEW_READY, "ok", Some(1), t(20));
+        assert_eq!(
+            l, before,
+            "same health: nothing changes, timestamps included"
+        );
+        set_health(&mut l, reasons::SYNCED, "synced", Some(2), t(30));
+        assert_eq!(
+            get(&l, "Ready").last_transition_time,
+            Time(t(10)),
+            "still True"
+        );
+        assert_eq!(get(&l, "Ready").reason, "Synced");
+        assert_eq!(get(&l, "Ready").observed_generation, Some(2));
+        set_health(
+            &mut l,
+            reasons::DELETION_THRESHOLD_EXCEEDED,
+            "guard",
+            Some(2),
+            t(40),
+        );
+        assert_eq!(get(&l, "Ready").status, "False");
+        assert_eq!(get(&l, "Ready").last_transition_time, Time(t(40)));
+        assert_eq!(get(&l, "Stalled").status, "True");
+        assert_eq!(get(&l, "Stalled").reason, "DeletionThresholdExceeded");
+        assert_eq!(get(&l, "Reconciling").status, "False");
+        assert_eq!(
+            l.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            ["Ready", "Reconciling", "Stalled"]
+        );
+    }
+
+    #[test]
+    fn transient_reasons_are_reconciling_not_stalled() {
+        let mut l = Vec::new();
+        set_health(
+            &mut l,
+            reasons::DESTINATION_UNAVAILABLE,
+            "down",
+            Some(1),
+            t(1),
+        );
+        assert_eq!(get(&l, "Ready").status, "False");
+        assert_eq!(get(&l, "Reconciling").status, "True");
+        assert_eq!(get(&l, "Stalled").status, "False");
+        set_health(&mut l, reasons::SECRET_NOT_FOUND, "missing", Some(1), t(2));
+        assert_eq!(get(&l, "Reconciling").status, "False");
+        assert_eq!(get(&l, "Stalled").status, "True");
+        set_health(&mut l, reasons::PARTIALLY_FAILED, "2 failed", Some(1), t(3));
+        assert_eq!(get(&l, "Ready").status, "False");
+        assert_eq!(get(&l, "Stalled").status, "False");
+        assert_eq!(get(&l, "Reconciling").status, "False");
+    }
+
+    #[test]
+    fn merge_patch_nulls_removed_fields() {
+        let old = DirectorySyncStatus {
+            managed_users: Some(3),
+            last_sync_now: Some("x".into()),
+            ..Default::default()
+        };
+        let new = DirectorySyncStatus {
+            managed_users: Some(4),
+            ..Default::default()
+        };
+        let p = merge_patch(&old, &new);
+        assert_eq!(p["managedUsers"], 4);
+        assert_eq!(p["lastSyncNow"], Value::Null);
+        assert!(p.as_object().is_some_and(|m| m.contains_key("lastSyncNow")));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let m = "é".repeat(1000);
+        let c = cut_message(&m);
+        assert!(c.len() <= 1024 + 3);
+        assert!(c.ends_with('…'));
+    }
+}
