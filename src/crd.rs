@@ -361,17 +361,138 @@ pub struct RunClaim {
 }
 
 impl DirectorySyncSpec {
+    /// The checks the CRD schema and its CEL rules make on create, for readers that do not go
+    /// through the API server (the command line reads the resource file directly). Messages
+    /// name the field as `kubectl` would.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |field: &str, why: &str| Err(SpecError { field: field.to_string(), message: why.to_string() });
+        if !(0..=100).contains(&self.max_allowed_deletions) {
+            return bad("spec.maxAllowedDeletions", "must be between 0 and 100 (percent)");
+        }
+        if !is_domain_name(&self.domain) {
+            return bad("spec.domain", "must be a domain name such as example.com");
+        }
+        if parse_duration(&self.interval).is_none() {
+            return bad("spec.interval", "must be a duration such as 1h or 30m");
+        }
+        let entra = &self.source.entra_id;
+        if !(is_guid(&entra.tenant_id) || is_domain_name(&entra.tenant_id)) {
+            return bad("spec.source.entraID.tenantID", "must be a GUID or a domain name");
+        }
+        if !is_guid(&entra.client_id) {
+            return bad("spec.source.entraID.clientID", "must be a GUID");
+        }
+        let kinds = [entra.client_secret_ref.is_some(), entra.client_certificate_ref.is_some(), entra.workload_identity.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return bad(
+                "spec.source.entraID",
+                "exactly one of clientSecretRef, clientCertificateRef and workloadIdentity must be set",
+            );
+        }
+        check_url("spec.source.entraID.authorityHost", &entra.authority_host, &["https"])?;
+        check_url("spec.source.entraID.graphEndpoint", &entra.graph_endpoint, &["https"])?;
+        check_url("spec.destination.scim.endpoint", &self.destination.scim.endpoint, &["https", "http"])?;
+        Ok(())
+    }
+
     /// The pure core's view of this resource.
     pub fn sync_config(&self) -> crate::sync::config::SyncConfig {
         crate::sync::config::SyncConfig {
             domain: self.domain.to_ascii_lowercase(),
             upn_mode: self.upn_mode,
+            // Out-of-range values are refused by the schema and by `validate`; clamping here only
+            // keeps this conversion total.
             max_allowed_deletions: u8::try_from(self.max_allowed_deletions.clamp(0, 100)).unwrap_or(100),
             deletion_policy: self.deletion_policy,
             adopt_existing: self.adopt_existing,
             protected_user_names: self.protected_user_names.clone(),
             exclude_resource_like_accounts: self.exclude_resource_like_accounts,
             upn_attribute: Some(self.destination.scim.user_principal_name_attribute.clone()).filter(|a| !a.is_empty()),
+        }
+    }
+}
+
+/// A resource the schema would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Parses a Go-style duration as `spec.interval` takes it ("1h", "90m", "1h30m", "1.5h", "45s",
+/// "500ms"). `None` for anything else, including zero.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let mut rest = s.trim();
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        total += value * unit;
+        rest = &rest[len..];
+    }
+    (total > 0.0 && total.is_finite() && total < 1e10).then(|| std::time::Duration::from_secs_f64(total))
+}
+
+fn is_guid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::parse_str(s).is_ok()
+}
+
+fn is_domain_name(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    s.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn check_url(field: &str, value: &str, schemes: &[&str]) -> Result<(), SpecError> {
+    let err = |why: &str| SpecError { field: field.to_string(), message: why.to_string() };
+    let url = url::Url::parse(value).map_err(|_| err("must be an absolute URL"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(err(&format!("must use {}", schemes.join(" or "))));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err("must not carry user-info (credentials belong in Secrets)"));
+    }
+    if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err(err("must be a base URL with a host and no query or fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("1h"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
+        for bad in ["", "0s", "1d", "h", "1 h", "-1h", "1hx"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
 }

@@ -1,0 +1,352 @@
+//! `dirsync plan` and `dirsync apply` (SPEC §5): the operator's engine without a cluster.
+//!
+//! Output discipline: `plan` writes the CSV to standard output (or `--out`); everything meant
+//! for a person goes to standard error, so a script can pipe the CSV. No secret is ever printed:
+//! client errors are already cut to a status and an error code.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use url::Url;
+
+use super::exit;
+use super::inputs::{InputError, Secrets, load_resource};
+use crate::crd::DirectorySync;
+use crate::directory::DirectoryError;
+use crate::graph::{ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential};
+use crate::http::HttpConfig;
+use crate::scim::{ScimClient, ScimConfig};
+use crate::state_file::{ResourceIdentity, StateFile};
+use crate::sync::csv::write_preview_csv;
+use crate::sync::engine::{self, ApplyObserver, ApplyOptions, OtherResources, PlannedRun, RunError, RunResult};
+use crate::sync::managed::{ManagedSet, ManagedStore as _};
+
+/// The flags `plan` and `apply` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The DirectorySync manifest (the same YAML you apply to a cluster).
+    #[arg(short = 'f', long = "filename", value_name = "RESOURCE.yaml")]
+    pub resource: PathBuf,
+    /// Kubernetes Secret manifests holding the credentials the resource refers to.
+    #[arg(long, value_name = "SECRETS.yaml")]
+    pub secrets: PathBuf,
+    /// The managed set of this resource (created on the first apply; mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// An extra trusted CA (PEM) for both the Entra ID / Graph side and the SCIM side.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Writes in flight at once while applying.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+}
+
+/// A failure that ends the command with exit code 1 and one line on stderr.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Run(String),
+}
+
+/// `dirsync plan`: never writes to either directory; exit 0 even when applying would trip the guard.
+pub async fn plan(args: RunArgs, out: Option<PathBuf>) -> u8 {
+    match plan_inner(&args, out.as_deref()).await {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+/// `dirsync apply`: applies now, whatever `spec.mode` says.
+pub async fn apply(args: RunArgs) -> u8 {
+    if args.state.is_none() {
+        eprintln!("error: apply needs --state FILE: it records which destination users this resource manages");
+        return exit::USAGE;
+    }
+    match apply_inner(&args).await {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Failure) -> u8 {
+    eprintln!("error: {e}");
+    exit::ERROR
+}
+
+/// Everything a run needs, built from the files.
+struct Setup {
+    resource: DirectorySync,
+    graph: GraphClient,
+    scim: ScimClient,
+    state: Option<StateFile>,
+}
+
+fn setup(args: &RunArgs) -> Result<Setup, Failure> {
+    crate::http::init_crypto();
+    let resource = load_resource(&args.resource)?;
+    let namespace = resource.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+    let secrets = Secrets::load(&args.secrets, &namespace)?;
+    let extra_ca = match &args.ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(|e| Failure::Run(format!("{}: cannot read: {e}", p.display())))?),
+        None => None,
+    };
+    let ca_with = |bundle: Option<&crate::crd::SecretKeyRef>| -> Result<Option<Vec<u8>>, Failure> {
+        let mut pem = extra_ca.clone().unwrap_or_default();
+        if let Some(r) = bundle {
+            use secrecy::ExposeSecret as _;
+            pem.extend_from_slice(b"\n");
+            pem.extend_from_slice(secrets.get(r)?.expose_secret().as_bytes());
+        }
+        Ok((!pem.is_empty()).then_some(pem))
+    };
+
+    let entra = &resource.spec.source.entra_id;
+    let credential = if let Some(r) = &entra.client_secret_ref {
+        GraphCredential::ClientSecret(secrets.get(r)?)
+    } else if let Some(r) = &entra.client_certificate_ref {
+        use secrecy::ExposeSecret as _;
+        let cert = ClientCertificate::from_pem(secrets.get(r)?.expose_secret().as_bytes())
+            .map_err(|e| Failure::Run(format!("Secret {:?} key {:?}: {e}", r.name, r.key)))?;
+        GraphCredential::ClientCertificate(std::sync::Arc::new(cert))
+    } else {
+        // Outside a cluster a workload identity token can only come from a file, as the Azure
+        // SDKs read it (AZURE_FEDERATED_TOKEN_FILE).
+        let path = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
+            Failure::Run(
+                "spec.source.entraID.workloadIdentity: outside a cluster set AZURE_FEDERATED_TOKEN_FILE to a file holding the federated token"
+                    .to_string(),
+            )
+        })?;
+        GraphCredential::FederatedToken(std::sync::Arc::new(FederatedTokenFile::new(path)))
+    };
+    let url = |field: &str, s: &str| Url::parse(s).map_err(|e| Failure::Run(format!("{field}: {e}")));
+    let mut graph_cfg = GraphConfig::new(entra.tenant_id.clone(), entra.client_id.clone(), credential);
+    graph_cfg.authority_host = url("spec.source.entraID.authorityHost", &entra.authority_host)?;
+    graph_cfg.graph_endpoint = url("spec.source.entraID.graphEndpoint", &entra.graph_endpoint)?;
+    graph_cfg.http = HttpConfig { extra_ca_pem: ca_with(entra.ca_bundle_ref.as_ref())?, ..HttpConfig::default() };
+    let graph = GraphClient::new(graph_cfg).map_err(|e| Failure::Run(format!("Entra ID: {e}")))?;
+
+    let dest = &resource.spec.destination.scim;
+    let mut scim_cfg = ScimConfig::new(url("spec.destination.scim.endpoint", &dest.endpoint)?, secrets.get(&dest.bearer_token_ref)?);
+    scim_cfg.upn_attribute = Some(dest.user_principal_name_attribute.clone()).filter(|a| !a.is_empty());
+    scim_cfg.http = HttpConfig {
+        extra_ca_pem: ca_with(dest.ca_bundle_ref.as_ref())?,
+        max_in_flight: usize::from(args.concurrency),
+        ..HttpConfig::default()
+    };
+    let scim = ScimClient::new(scim_cfg).map_err(|e| Failure::Run(format!("SCIM destination: {e}")))?;
+
+    let state = args.state.as_ref().map(|p| {
+        StateFile::new(
+            p.clone(),
+            ResourceIdentity {
+                namespace,
+                name: resource.metadata.name.clone().unwrap_or_default(),
+                domain: resource.spec.domain.to_ascii_lowercase(),
+            },
+        )
+    });
+    Ok(Setup { resource, graph, scim, state })
+}
+
+async fn load_managed(state: Option<&StateFile>) -> Result<ManagedSet, Failure> {
+    match state {
+        Some(s) => s.load().await.map_err(|e| Failure::Run(format!("{}: {e}", s.path().display()))),
+        None => Ok(ManagedSet::new()),
+    }
+}
+
+async fn plan_once(s: &Setup, managed: &ManagedSet) -> Result<PlannedRun, Failure> {
+    let started = Instant::now();
+    eprintln!(
+        "dirsync: planning {} ({}): reading Entra ID and the SCIM destination ...",
+        s.resource.metadata.name.as_deref().unwrap_or("?"),
+        s.resource.spec.domain
+    );
+    let planned = engine::plan_run(&s.graph, &s.scim, &s.resource.spec.sync_config(), managed, &OtherResources::default())
+        .await
+        .map_err(|e| Failure::Run(describe_run_error(&e)))?;
+    eprintln!(
+        "dirsync: read {} source and {} destination users in {:.1}s",
+        planned.source_users_read,
+        planned.destination_users_read,
+        started.elapsed().as_secs_f64()
+    );
+    if planned.no_source_users {
+        // SPEC §2.1: DomainNotFound when the tenant's domain list lacks the domain.
+        if let Ok(domains) = s.graph.list_domains().await
+            && !domains.iter().any(|d| d.eq_ignore_ascii_case(&s.resource.spec.domain))
+        {
+            return Err(Failure::Run(format!(
+                "DomainNotFound: {} is not a domain of tenant {}",
+                s.resource.spec.domain, s.resource.spec.source.entra_id.tenant_id
+            )));
+        }
+    }
+    Ok(planned)
+}
+
+fn describe_run_error(e: &RunError) -> String {
+    match e {
+        RunError::Source(DirectoryError::InvalidCredentials(m)) => {
+            format!("InvalidCredentials: Entra ID refused the app's credentials ({m})")
+        }
+        RunError::Destination(DirectoryError::InvalidCredentials(m)) => {
+            format!("InvalidCredentials: the SCIM destination refused the bearer token ({m})")
+        }
+        RunError::Source(other) => format!("SourceUnavailable: reading Entra ID failed, nothing was written ({other})"),
+        RunError::Destination(other) => {
+            format!("DestinationUnavailable: reading the SCIM destination failed, nothing was written ({other})")
+        }
+        RunError::Config(c) => format!("invalid resource: {c}"),
+    }
+}
+
+fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool) {
+    let c = planned.summary(dry_run).counts;
+    eprintln!(
+        "dirsync: plan: {} add, {} update, {} delete, {} conflict, {} unmanaged, {} unchanged{}",
+        c.add,
+        c.update,
+        c.delete,
+        c.conflict,
+        c.unmanaged,
+        c.unchanged,
+        if c.handed_over > 0 { format!(", {} handed over", c.handed_over) } else { String::new() }
+    );
+    let g = &planned.guard;
+    if g.tripped {
+        let msg = if dry_run { g.dry_run_message() } else { g.message() };
+        eprintln!("dirsync: deletion guard: TRIPPED. {}", msg.unwrap_or_default());
+    } else {
+        eprintln!(
+            "dirsync: deletion guard: ok ({} of {} managed users would be deleted or deactivated; maxAllowedDeletions {} %)",
+            g.deletes, g.managed, g.max_allowed_deletions
+        );
+    }
+    if planned.no_source_users {
+        eprintln!("dirsync: NoSourceUsers: Entra ID has no users in {} and none are managed", planned.config.domain);
+    }
+    eprintln!("dirsync: preview CSV: {csv_to}");
+}
+
+async fn plan_inner(args: &RunArgs, out: Option<&Path>) -> Result<u8, Failure> {
+    let s = setup(args)?;
+    let managed = load_managed(s.state.as_ref()).await?;
+    let planned = plan_once(&s, &managed).await?;
+    let to = write_csv(&planned, out)?;
+    print_summary(&planned, &to, true);
+    Ok(exit::DONE)
+}
+
+/// Writes the preview CSV to `out` (atomically) or to standard output; returns where it went.
+fn write_csv(planned: &PlannedRun, out: Option<&Path>) -> Result<String, Failure> {
+    match out {
+        Some(path) => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .map_err(|e| Failure::Run(format!("{}: cannot write: {e}", path.display())))?;
+            let stats = write_preview_csv(&planned.plan, &mut tmp)
+                .map_err(|e| Failure::Run(format!("{}: cannot write: {e}", path.display())))?;
+            tmp.persist(path).map_err(|e| Failure::Run(format!("{}: cannot write: {e}", path.display())))?;
+            Ok(format!("{} ({} rows, sha256 {})", path.display(), stats.rows, stats.sha256))
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            let stats = write_preview_csv(&planned.plan, &mut lock)
+                .and_then(|s| lock.flush().map(|()| s))
+                .map_err(|e| Failure::Run(format!("standard output: {e}")))?;
+            Ok(format!("standard output ({} rows, sha256 {})", stats.rows, stats.sha256))
+        }
+    }
+}
+
+/// Prints progress at most every two seconds on long applies and saves the managed set at
+/// checkpoints, so an interrupted apply loses little and never creates duplicates.
+struct CliObserver<'a> {
+    state: &'a StateFile,
+    last: Instant,
+    save_error: Option<String>,
+}
+
+#[async_trait]
+impl ApplyObserver for CliObserver<'_> {
+    fn progress(&mut self, done: usize, total: usize) {
+        if self.last.elapsed() >= Duration::from_secs(2) || done == total {
+            self.last = Instant::now();
+            eprintln!("dirsync: applied {done} of {total} changes");
+        }
+    }
+
+    async fn checkpoint(&mut self, managed: &ManagedSet) {
+        if let Err(e) = self.state.save(managed).await {
+            self.save_error = Some(e.to_string());
+        }
+    }
+}
+
+async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
+    let s = setup(args)?;
+    let Some(state) = s.state.as_ref() else { return Ok(exit::USAGE) };
+    let managed = load_managed(Some(state)).await?;
+    let planned = plan_once(&s, &managed).await?;
+    print_summary(&planned, "not written (use dirsync plan --out to keep one)", false);
+    if planned.guard.tripped {
+        eprintln!("error: {}", planned.guard.message().unwrap_or_default());
+        return Ok(exit::GUARD_TRIPPED);
+    }
+    let total = planned.plan.writes();
+    if total > 0 {
+        eprintln!("dirsync: applying {total} changes ...");
+    }
+    let started = Instant::now();
+    let opts = ApplyOptions { concurrency: usize::from(args.concurrency), ..ApplyOptions::default() };
+    let mut observer = CliObserver { state, last: Instant::now(), save_error: None };
+    let outcome = engine::apply_run(&planned, &s.scim, &opts, &mut observer).await;
+    if let Some(set) = &outcome.managed {
+        state.save(set).await.map_err(|e| Failure::Run(format!("{}: {e}", state.path().display())))?;
+    }
+    if let Some(e) = observer.save_error {
+        eprintln!("warning: a checkpoint of {} failed: {e}", state.path().display());
+    }
+    eprintln!(
+        "dirsync: {} created, {} updated, {} deleted or deactivated in {:.1}s; {} managed users recorded in {}",
+        outcome.created,
+        outcome.updated,
+        outcome.deleted,
+        started.elapsed().as_secs_f64(),
+        outcome.managed.as_ref().map_or(managed.len(), ManagedSet::len),
+        state.path().display()
+    );
+    if outcome.created > 0 {
+        eprintln!("dirsync: note: users created by a sync have no password; an administrator must set an initial password");
+    }
+    for r in &outcome.replanned {
+        eprintln!("dirsync: re-planned after 409 on create: {} -> {} ({})", r.user_name, r.action.as_str(), r.detail);
+    }
+    for f in &outcome.failures {
+        eprintln!("dirsync: FAILED {} {}: {}", f.action.as_str(), f.user_name, f.reason);
+    }
+    if let Some(e) = &outcome.aborted {
+        let reason = match e {
+            DirectoryError::InvalidCredentials(_) => "InvalidCredentials: the SCIM destination refused the bearer token",
+            DirectoryError::EndpointNotAllowed(_) => "EndpointNotAllowed",
+            _ => "the destination stopped accepting writes",
+        };
+        eprintln!("error: {reason} mid-run ({e}); {} changes were not attempted", outcome.not_attempted);
+        return Ok(exit::ERROR);
+    }
+    Ok(match outcome.result {
+        RunResult::Success | RunResult::NoSourceUsers => exit::DONE,
+        RunResult::PartiallyFailed => {
+            eprintln!("error: PartiallyFailed: {} of {total} changes failed (listed above)", outcome.failures.len());
+            exit::PARTIALLY_FAILED
+        }
+        RunResult::GuardTripped => exit::GUARD_TRIPPED,
+    })
+}
