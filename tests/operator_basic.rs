@@ -302,6 +302,11 @@ async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
         evs.iter().any(|e| e.0 == "Normal" && e.1 == "Synced"),
         "{evs:?}"
     );
+    let metrics = op.metrics().await;
+    assert!(
+        metrics.contains("dirsync_runs_total{result=\"Synced\"} 1"),
+        "{metrics}"
+    );
 
     // Nothing changed: another reconcile makes no API write and no destination write.
     tokio::time::sleep(Duration::from_secs(2)).await;

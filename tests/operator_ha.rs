@@ -347,3 +347,127 @@ async fn killing_the_operator_mid_apply_then_restarting_ends_right_without_dupli
         ("Synced", 0, 0, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_claim_is_exclusive_and_a_live_foreign_claim_is_respected() {
+    dirsync::http::init_crypto();
+    let cp = control_plane().await;
+    let ns = cp.namespace("op-claim").await;
+    let fixture = tenant(
+        &["example.com"],
+        vec![user("alice@example.com", "Alice", "Liddell", "YWxpY2U=")],
+    );
+    let emu = emulator(&fixture).await;
+    let scim = scim();
+    secrets(&ns, &emu, CLIENT_SECRET).await;
+    let created = create(
+        &ns,
+        "example-com",
+        spec("example.com", "Once", &emu, &scim.base_url()),
+    )
+    .await;
+    let api = ns.api::<dirsync::crd::DirectorySync>();
+
+    // The API server refuses a claim made against a stale resourceVersion: two replicas can
+    // never both claim one run.
+    let rv = created.metadata.resource_version.clone();
+    let claim = |holder: &str| {
+        json!({
+            "metadata": {"resourceVersion": rv},
+            "status": {"claim": {"holder": holder, "runId": "r1", "since": k8s_openapi::jiff::Timestamp::now().to_string()}},
+        })
+    };
+    api.patch_status(
+        "example-com",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&claim("ghost")),
+    )
+    .await
+    .expect("the first claim wins");
+    match api
+        .patch_status(
+            "example-com",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&claim("other")),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("a second claim on the same resourceVersion must conflict, got {other:?}"),
+    }
+
+    // An operator finds the live claim of "ghost" and waits until it is stale (--claim-ttl 6s).
+    let started = Instant::now();
+    let op = Operator::start(cp, ns.name(), "replica-a", &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        scim_users(&scim.base_url()).await.is_empty(),
+        "nothing written while another replica holds the run"
+    );
+    let d = wait_for(
+        &ns,
+        "example-com",
+        "Synced after the claim went stale",
+        T,
+        Some(&op),
+        |d| ready_reason(d).as_deref() == Some("Synced"),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "waited for the claim to go stale"
+    );
+    assert!(status(&d).claim.is_none());
+    assert!(
+        op.log_text().contains("claimed by another replica"),
+        "{}",
+        op.log_tail(20)
+    );
+    assert_eq!(scim_users(&scim.base_url()).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_apply_finishes_the_run_and_its_status_first() {
+    dirsync::http::init_crypto();
+    let cp = control_plane().await;
+    let ns = cp.namespace("op-term-apply").await;
+    let emu = emulator_generated(600, "example.com").await;
+    let scim = scim();
+    secrets(&ns, &emu, CLIENT_SECRET).await;
+    let mut a = Operator::start(cp, ns.name(), "replica-a", &["--apply-concurrency", "2"]);
+    create(
+        &ns,
+        "example-com",
+        spec("example.com", "Once", &emu, &scim.base_url()),
+    )
+    .await;
+    let deadline = Instant::now() + T;
+    while scim_users(&scim.base_url()).await.len() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the apply did not start:\n{}",
+            a.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        a.terminate(),
+        Some(0),
+        "exit 0 after a graceful stop:\n{}",
+        a.log_tail(30)
+    );
+    let d = get(&ns, "example-com").await;
+    assert_eq!(
+        ready_reason(&d).as_deref(),
+        Some("Synced"),
+        "the in-flight run finished and wrote its status"
+    );
+    assert!(
+        status(&d).claim.is_none(),
+        "no half-written status: the claim is released"
+    );
+    assert_eq!(
+        status(&d).managed_users,
+        Some(scim_users(&scim.base_url()).await.len() as i64)
+    );
+}
