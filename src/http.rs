@@ -205,7 +205,7 @@ impl fmt::Debug for HttpClient {
 enum AttemptError {
     /// Worth another attempt (connection failure, timeout, connection cut mid-body).
     Transient(String),
-    /// Not worth one (body over the cap, undecodable content encoding).
+    /// Not worth one (body over the cap, an address the endpoint policy refused).
     Fatal(DirectoryError),
 }
 
@@ -351,11 +351,8 @@ impl HttpClient {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) if e.is_decode() => {
-                    return Err(AttemptError::Fatal(DirectoryError::Protocol(
-                        "response body could not be decoded".to_string(),
-                    )));
-                }
+                // A body cut off mid-way surfaces as a decode error when it was compressed,
+                // so body errors of either kind count as transient (bounded by the attempts).
                 Err(e) => return Err(AttemptError::Transient(describe_reqwest_error(&e))),
             }
         }
@@ -401,8 +398,8 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
         "timed out"
     } else if e.is_connect() {
         "connection failed"
-    } else if e.is_body() {
-        "connection broke while reading the response"
+    } else if e.is_body() || e.is_decode() {
+        "response body broke off or could not be decoded"
     } else {
         "request failed"
     };

@@ -133,6 +133,35 @@ async fn the_run_deadline_cuts_a_hanging_request_short() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
 
+/// The first connection gets headers and half a body, then a hang-up; later ones a full answer.
+#[tokio::test]
+async fn a_body_cut_off_mid_way_is_retried() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(Hits::default());
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let n = h.bump();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = json!({"patch": {"supported": true}, "filter": {"supported": true}}).to_string();
+                let sent = if n == 1 { &body[..body.len() / 2] } else { &body[..] };
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(sent.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    let client = scim(&format!("http://{addr}"), http(Duration::from_secs(10)));
+    let caps = client.capabilities().await.unwrap();
+    assert!(caps.patch);
+    assert_eq!(hits.get(), 2);
+}
+
 // --- huge bodies ------------------------------------------------------------------------------
 
 /// Streams `total` bytes of JSON-ish filler in 1 MiB chunks, counting what it produced.
