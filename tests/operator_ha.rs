@@ -279,7 +279,7 @@ async fn killing_the_operator_mid_apply_then_restarting_ends_right_without_dupli
     let deadline = Instant::now() + T;
     loop {
         let n = scim_users(&scim.base_url()).await.len();
-        if n >= 300 {
+        if n >= 200 {
             break;
         }
         assert!(

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::controller::error::{Error, Result};
-use crate::controller::objects::{self, MAX_PART_BYTES, Owner, WriteCheck};
+use crate::controller::objects::{self, Owner, WriteCheck};
 use crate::crd::PreviewStatus;
 use crate::sync::PlannedRun;
 
@@ -71,9 +71,11 @@ pub struct Layout {
     pub summary: serde_json::Value,
 }
 
-/// Renders the plan's CSV and summary and lays them out (pure).
+/// Renders the plan's CSV and summary and lays them out (pure); `max_part` is the largest
+/// payload per object ([`objects::MAX_PART_BYTES`] in production).
 pub fn layout(
     owner: &Owner,
+    max_part: usize,
     planned: &PlannedRun,
     dry_run: bool,
     run_id: &str,
@@ -103,7 +105,7 @@ pub fn layout(
     let mut main_data = BTreeMap::new();
     let mut main_binary = BTreeMap::new();
     let mut parts = Vec::new();
-    if csv.len() <= MAX_PART_BYTES {
+    if csv.len() <= max_part {
         // The CSV is UTF-8 (BOM included) by construction.
         main_data.insert(
             CSV_KEY.to_owned(),
@@ -115,13 +117,13 @@ pub fn layout(
         drop(csv);
         let gz = enc.finish()?;
         storage.gzip_bytes = Some(gz.len() as u64);
-        if gz.len() <= MAX_PART_BYTES {
+        if gz.len() <= max_part {
             storage.layout = "gzip".into();
             main_binary.insert(GZ_KEY.to_owned(), ByteString(gz));
         } else {
             storage.layout = "gzip-parts".into();
             storage.config_maps.clear();
-            for (i, chunk) in gz.chunks(MAX_PART_BYTES).enumerate() {
+            for (i, chunk) in gz.chunks(max_part.max(1)).enumerate() {
                 let name = part_name(&owner.name, i + 1);
                 storage.config_maps.push(name.clone());
                 let mut ann = annotations.clone();
@@ -237,53 +239,85 @@ pub enum ReadError {
     Checksum { expected: String, actual: String },
 }
 
-/// Reads a preview back, whatever its layout, and checks its sha256.
-pub async fn read(api: &Api<ConfigMap>, resource: &str) -> Result<(Vec<u8>, Storage), ReadError> {
-    let main = main_name(resource);
-    let cm = api
-        .get_opt(&main)
-        .await
-        .map_err(|source| ReadError::Kube {
-            name: main.clone(),
-            source,
-        })?
-        .ok_or_else(|| ReadError::NotFound(main.clone()))?;
-    let summary = cm
+/// The main object's `storage` facts.
+fn storage_of(main: &ConfigMap) -> Result<Storage, ReadError> {
+    let name = main.metadata.name.clone().unwrap_or_default();
+    let summary = main
         .data
         .as_ref()
         .and_then(|d| d.get(SUMMARY_KEY))
-        .ok_or_else(|| ReadError::Malformed(format!("{main} has no {SUMMARY_KEY}")))?;
+        .ok_or_else(|| ReadError::Malformed(format!("{name} has no {SUMMARY_KEY}")))?;
     let summary: serde_json::Value = serde_json::from_str(summary)
         .map_err(|e| ReadError::Malformed(format!("{SUMMARY_KEY}: {e}")))?;
-    let storage: Storage =
-        serde_json::from_value(summary.get("storage").cloned().unwrap_or_default())
-            .map_err(|e| ReadError::Malformed(format!("{SUMMARY_KEY} storage: {e}")))?;
+    serde_json::from_value(summary.get("storage").cloned().unwrap_or_default())
+        .map_err(|e| ReadError::Malformed(format!("{SUMMARY_KEY} storage: {e}")))
+}
+
+/// Reads a preview back, whatever its layout, and checks its sha256.
+pub async fn read(api: &Api<ConfigMap>, resource: &str) -> Result<(Vec<u8>, Storage), ReadError> {
+    let main_name = main_name(resource);
+    let main = api
+        .get_opt(&main_name)
+        .await
+        .map_err(|source| ReadError::Kube {
+            name: main_name.clone(),
+            source,
+        })?
+        .ok_or_else(|| ReadError::NotFound(main_name.clone()))?;
+    let storage = storage_of(&main)?;
+    let mut parts = Vec::new();
+    if storage.layout == "gzip-parts" {
+        for name in &storage.config_maps {
+            let part = api
+                .get_opt(name)
+                .await
+                .map_err(|source| ReadError::Kube {
+                    name: name.clone(),
+                    source,
+                })?
+                .ok_or_else(|| ReadError::Malformed(format!("part {name:?} is missing")))?;
+            parts.push(part);
+        }
+    }
+    assemble(&main, &parts)
+}
+
+/// Reassembles the CSV from the main object and, for `gzip-parts`, the parts in the order
+/// `storage.configMaps` lists them; checks that every part belongs to this preview and the
+/// sha256 of the result.
+pub fn assemble(main: &ConfigMap, parts: &[ConfigMap]) -> Result<(Vec<u8>, Storage), ReadError> {
+    let main_name = main.metadata.name.clone().unwrap_or_default();
+    let storage = storage_of(main)?;
     let csv = match storage.layout.as_str() {
-        "csv" => cm
+        "csv" => main
             .data
             .as_ref()
             .and_then(|d| d.get(CSV_KEY))
             .map(|s| s.as_bytes().to_vec())
-            .ok_or_else(|| ReadError::Malformed(format!("{main} has no {CSV_KEY}")))?,
+            .ok_or_else(|| ReadError::Malformed(format!("{main_name} has no {CSV_KEY}")))?,
         "gzip" => {
-            let gz = cm
+            let gz = main
                 .binary_data
                 .as_ref()
                 .and_then(|d| d.get(GZ_KEY))
-                .ok_or_else(|| ReadError::Malformed(format!("{main} has no {GZ_KEY}")))?;
+                .ok_or_else(|| ReadError::Malformed(format!("{main_name} has no {GZ_KEY}")))?;
             gunzip(&gz.0)?
         }
         "gzip-parts" => {
+            if parts.len() != storage.config_maps.len() {
+                return Err(ReadError::Malformed(format!(
+                    "{} parts listed, {} found",
+                    storage.config_maps.len(),
+                    parts.len()
+                )));
+            }
             let mut gz = Vec::new();
-            for name in &storage.config_maps {
-                let part = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|source| ReadError::Kube {
-                        name: name.clone(),
-                        source,
-                    })?
-                    .ok_or_else(|| ReadError::Malformed(format!("part {name:?} is missing")))?;
+            for (name, part) in storage.config_maps.iter().zip(parts) {
+                if part.metadata.name.as_deref() != Some(name.as_str()) {
+                    return Err(ReadError::Malformed(format!(
+                        "part {name:?} is out of order"
+                    )));
+                }
                 let sha = part
                     .metadata
                     .annotations
@@ -329,4 +363,142 @@ fn gunzip(gz: &[u8]) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::Malformed("the CSV is larger than 1 GiB".into()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+    use crate::sync::testing::{FakeDirectory, entra_user};
+    use crate::sync::{ManagedSet, OtherResources, SyncConfig, UpnMode, plan_run};
+
+    fn owner() -> Owner {
+        Owner {
+            name: "example-com".into(),
+            namespace: "identity".into(),
+            uid: "uid-1".into(),
+            reference: OwnerReference {
+                api_version: "dirsync.io/v1alpha1".into(),
+                kind: "DirectorySync".into(),
+                name: "example-com".into(),
+                uid: "uid-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        }
+    }
+
+    async fn planned(n: u128) -> PlannedRun {
+        let source = FakeDirectory::with_users(
+            (1..=n).map(|i| entra_user(i, &format!("user{i}@example.com"))),
+        );
+        let destination = FakeDirectory::new();
+        let cfg = SyncConfig::new("example.com", UpnMode::Enabled, 65);
+        plan_run(
+            &source,
+            &destination,
+            &cfg,
+            &ManagedSet::new(),
+            &OtherResources::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("plan: {e}"))
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn main_of(l: &Layout) -> &ConfigMap {
+        l.objects.last().unwrap_or_else(|| panic!("no objects"))
+    }
+
+    #[tokio::test]
+    async fn the_layout_follows_the_size_and_every_layout_reads_back() {
+        let p = planned(300).await;
+        let mut csv = Vec::new();
+        let stats = crate::sync::csv::write_preview_csv(&p.plan, &mut csv)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gz_len = {
+            let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+            enc.write_all(&csv).unwrap_or_else(|e| panic!("{e}"));
+            enc.finish().unwrap_or_default().len()
+        };
+        assert!(gz_len < csv.len());
+        for (max, layout_name, objects) in [
+            (csv.len(), "csv", 1),
+            (csv.len() - 1, "gzip", 1),
+            (gz_len, "gzip", 1),
+            (gz_len / 3 + 1, "gzip-parts", 4),
+        ] {
+            let l = layout(&owner(), max, &p, true, "run-1", t(100), t(200))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(l.objects.len(), objects, "{layout_name} at {max}");
+            assert_eq!(l.summary["storage"]["layout"], layout_name);
+            assert_eq!(l.status.rows, 300);
+            assert_eq!(l.status.sha256, stats.sha256);
+            assert_eq!(l.status.config_maps.len(), objects);
+            assert_eq!(l.status.config_maps[0], "example-com-preview");
+            let main = main_of(&l);
+            assert_eq!(main.metadata.name.as_deref(), Some("example-com-preview"));
+            assert!(l.objects.iter().all(|o| {
+                o.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|r| r[0].uid == "uid-1")
+            }));
+            let parts: Vec<ConfigMap> = l.objects[..l.objects.len() - 1].to_vec();
+            for part in &parts {
+                let n = part
+                    .binary_data
+                    .as_ref()
+                    .and_then(|b| b.get(PART_KEY))
+                    .map(|b| b.0.len())
+                    .unwrap_or(0);
+                assert!(n > 0 && n <= max);
+            }
+            let (back, storage) =
+                assemble(main, &parts).unwrap_or_else(|e| panic!("{layout_name}: {e}"));
+            assert_eq!(back, csv, "{layout_name} reads back byte for byte");
+            assert_eq!(storage.rows, 300);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_foreign_or_reordered_part_is_refused() {
+        let p = planned(300).await;
+        let l = layout(&owner(), 2000, &p, true, "run-1", t(100), t(200))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let main = main_of(&l);
+        let mut parts: Vec<ConfigMap> = l.objects[..l.objects.len() - 1].to_vec();
+        assert!(parts.len() >= 2);
+        assert!(assemble(main, &parts[1..]).is_err(), "a part missing");
+        let mut swapped = parts.clone();
+        swapped.swap(0, 1);
+        assert!(assemble(main, &swapped).is_err(), "out of order");
+        if let Some(a) = parts[0].metadata.annotations.as_mut() {
+            a.insert(SHA_ANNOTATION.into(), "another".into());
+        }
+        assert!(
+            matches!(assemble(main, &parts), Err(ReadError::Malformed(m)) if m.contains("another preview"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_csv_fails_the_checksum() {
+        let p = planned(3).await;
+        let l = layout(&owner(), 1 << 20, &p, true, "run-1", t(100), t(200))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut main = main_of(&l).clone();
+        if let Some(d) = main.data.as_mut()
+            && let Some(csv) = d.get_mut(CSV_KEY)
+        {
+            csv.push_str("Add,x,,,,,,true,,\r\n");
+        }
+        assert!(matches!(
+            assemble(&main, &[]),
+            Err(ReadError::Checksum { .. })
+        ));
+    }
 }

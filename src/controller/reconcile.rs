@@ -691,8 +691,16 @@ async fn execute(
 
     // The preview, always.
     let expires = add(now, ctx.settings.preview_ttl);
-    let layout = preview::layout(owner, &planned, !apply, run_id, now, expires)
-        .map_err(|e| Error::InvalidSpec(format!("rendering the preview: {e}")))?;
+    let layout = preview::layout(
+        owner,
+        crate::controller::objects::MAX_PART_BYTES,
+        &planned,
+        !apply,
+        run_id,
+        now,
+        expires,
+    )
+    .map_err(|e| Error::InvalidSpec(format!("rendering the preview: {e}")))?;
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     preview::publish(&cms, owner, &layout).await?;
     ctx.metrics.write("configmap");
