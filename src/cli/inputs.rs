@@ -68,15 +68,15 @@ impl Secrets {
             if doc["kind"].as_str() != Some("Secret") {
                 return Err(InputError(format!("{}: document {} is not a Secret", path.display(), i + 1)));
             }
+            if doc["metadata"]["namespace"].as_str().is_some_and(|ns| ns != namespace) {
+                continue;
+            }
             let secret: Secret = serde_json::from_value(doc).map_err(|_| {
                 InputError(format!("{}: document {} is not a valid Secret (check data is base64)", path.display(), i + 1))
             })?;
             let Some(name) = secret.metadata.name.clone() else {
                 return Err(InputError(format!("{}: document {} has no metadata.name", path.display(), i + 1)));
             };
-            if secret.metadata.namespace.as_deref().is_some_and(|ns| ns != namespace) {
-                continue;
-            }
             for (key, bytes) in secret.data.unwrap_or_default() {
                 let value = String::from_utf8(bytes.0)
                     .map_err(|_| InputError(format!("{}: Secret {name} key {key} is not UTF-8", path.display())))?;
@@ -121,7 +121,7 @@ mod tests {
             "s.yaml",
             "apiVersion: v1\nkind: Secret\nmetadata: {name: a, namespace: identity}\ndata: {k: c2VjcmV0}\n---\n\
              apiVersion: v1\nkind: Secret\nmetadata: {name: b}\nstringData: {t: tok}\n---\n\
-             apiVersion: v1\nkind: Secret\nmetadata: {name: c, namespace: other}\nstringData: {t: no}\n",
+             apiVersion: v1\nkind: Secret\nmetadata: {name: c, namespace: other}\nstringData: {t: other-value}\n",
         );
         let s = Secrets::load(&p, "identity").unwrap();
         let r = |n: &str, k: &str| SecretKeyRef { name: n.into(), key: k.into() };
