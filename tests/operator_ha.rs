@@ -471,3 +471,57 @@ async fn sigterm_during_an_apply_finishes_the_run_and_its_status_first() {
         Some(scim_users(&scim.base_url()).await.len() as i64)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lease_stops_the_operator() {
+    dirsync::http::init_crypto();
+    let cp = control_plane().await;
+    let ns = cp.namespace("op-leaselost").await;
+    let mut a = Operator::start(cp, ns.name(), "replica-a", &[]);
+    a.wait_ready(Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.counter("dirsync_leader").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "A never led:\n{}",
+            a.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Someone else takes the Lease (as a replica whose clock says A's lease ran out would).
+    let leases = ns.api::<k8s_openapi::api::coordination::v1::Lease>();
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let patch = json!({"spec": {"holderIdentity": "intruder", "acquireTime": now, "renewTime": now, "leaseDurationSeconds": 60}});
+    leases
+        .patch(
+            "dirsync-leader",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("Lease taken");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = a.exited() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A kept running without the Lease:\n{}",
+            a.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit 1 so that Kubernetes restarts it"
+    );
+    assert!(
+        a.log_text().contains("leadership lost"),
+        "{}",
+        a.log_tail(20)
+    );
+}

@@ -99,6 +99,7 @@ pub struct Context {
     stores: RwLock<Vec<Store<DirectorySync>>>,
     report_sweeps: Mutex<HashMap<String, Instant>>,
     secret_changes: Mutex<HashMap<String, Timestamp>>,
+    destinations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Context {
@@ -119,6 +120,7 @@ impl Context {
             stores: RwLock::new(Vec::new()),
             report_sweeps: Mutex::new(HashMap::new()),
             secret_changes: Mutex::new(HashMap::new()),
+            destinations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +136,16 @@ impl Context {
         if let Ok(mut s) = self.secret_changes.lock() {
             let e = s.entry(uid.to_owned()).or_insert(at);
             *e = (*e).max(at);
+        }
+    }
+
+    /// A lock per destination endpoint: resources that write to the same SCIM service run one
+    /// at a time, so a hand-over reads the other resource's managed set as it stands.
+    pub fn destination_lock(&self, endpoint: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let key = endpoint.trim().trim_end_matches('/').to_ascii_lowercase();
+        match self.destinations.lock() {
+            Ok(mut m) => m.entry(key).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

@@ -660,6 +660,9 @@ async fn execute(
     let graph = graph.with_deadline(deadline);
     let scim = scim.with_deadline(deadline);
     let cfg = obj.spec.sync_config();
+    // One run at a time per destination (held until this run's managed set is saved).
+    let lock = ctx.destination_lock(&obj.spec.destination.scim.endpoint);
+    let _destination = lock.lock().await;
     let store = ClusterStore::new(ctx.client.clone(), owner.clone());
     let managed = store.load().await.map_err(Error::LoadManagedSet)?;
     let others = other_resources(ctx, obj, owner).await?;
