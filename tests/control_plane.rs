@@ -10,7 +10,9 @@ use dirsync_testenv::{ControlPlane, TestNamespace};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::{CustomResourceExt, Resource, ResourceExt};
 use serde_json::json;
 
@@ -21,7 +23,8 @@ const CRD_NAME: &str = "directorysyncs.dirsync.io";
 async fn control_plane() -> &'static ControlPlane {
     let cp = ControlPlane::shared();
     let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&dirsync::cli::crd_yaml().expect("CRD serialises")).expect("CRD parses back");
+        serde_saphyr::from_str(&dirsync::cli::crd_yaml().expect("CRD serialises"))
+            .expect("CRD parses back");
     dirsync_testenv::apply_crds(&cp.client(), &[crd], Duration::from_secs(30))
         .await
         .expect("the DirectorySync CRD is applied and Established");
@@ -64,16 +67,28 @@ async fn crd_is_established_with_its_names_and_printer_columns() {
     let cp = control_plane().await;
     let crds: Api<CustomResourceDefinition> = Api::all(cp.client());
     let crd = crds.get(CRD_NAME).await.unwrap();
-    let conditions = crd.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let conditions = crd
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     for ty in ["Established", "NamesAccepted"] {
         assert!(
-            conditions.iter().any(|c| c.type_ == ty && c.status == "True"),
+            conditions
+                .iter()
+                .any(|c| c.type_ == ty && c.status == "True"),
             "{ty} condition: {conditions:?}"
         );
     }
-    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["dsync".to_string()][..]));
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["dsync".to_string()][..])
+    );
     assert_eq!(crd.spec.scope, "Namespaced");
-    assert_eq!(crd.spec.names.plural, DirectorySync::crd().spec.names.plural);
+    assert_eq!(
+        crd.spec.names.plural,
+        DirectorySync::crd().spec.names.plural
+    );
 }
 
 #[tokio::test]
@@ -83,11 +98,24 @@ async fn create_read_patch_status_and_watch_a_directory_sync() {
     let api: Api<DirectorySync> = ns.api();
 
     // Watch from "now" so the stream sees our create and our status patch.
-    let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let mut events = api.watch(&WatchParams::default().timeout(60), &rv).await.unwrap().boxed();
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(60), &rv)
+        .await
+        .unwrap()
+        .boxed();
 
     let created = api
-        .create(&PostParams::default(), &directory_sync("example-com", spec_json("example.com")))
+        .create(
+            &PostParams::default(),
+            &directory_sync("example-com", spec_json("example.com")),
+        )
         .await
         .expect("the API server accepts a valid DirectorySync");
     assert_eq!(created.metadata.generation, Some(1));
@@ -116,25 +144,41 @@ async fn create_read_patch_status_and_watch_a_directory_sync() {
         },
     });
     let patched = api
-        .patch_status("example-com", &PatchParams::apply("dirsync-test").force(), &Patch::Apply(&status))
+        .patch_status(
+            "example-com",
+            &PatchParams::apply("dirsync-test").force(),
+            &Patch::Apply(&status),
+        )
         .await
         .expect("status patch through /status");
     let st: DirectorySyncStatus = patched.status.clone().expect("status is set");
     assert_eq!(st.managed_users, Some(3));
     assert_eq!(st.observed_generation, Some(1));
     assert_eq!(st.conditions[0].reason, "PreviewReady");
-    assert_eq!(patched.metadata.generation, Some(1), "a status write does not bump the generation");
+    assert_eq!(
+        patched.metadata.generation,
+        Some(1),
+        "a status write does not bump the generation"
+    );
 
     // ...while status sent to the main resource is ignored by the server.
     let ignored = api
-        .patch("example-com", &PatchParams::default(), &Patch::Merge(json!({"status": {"managedUsers": 99}})))
+        .patch(
+            "example-com",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"managedUsers": 99}})),
+        )
         .await
         .unwrap();
     assert_eq!(ignored.status.unwrap().managed_users, Some(3));
 
     // A spec change bumps the generation (DryRun -> Once is allowed).
     let changed = api
-        .patch("example-com", &PatchParams::default(), &Patch::Merge(json!({"spec": {"mode": "Once"}})))
+        .patch(
+            "example-com",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Once"}})),
+        )
         .await
         .unwrap();
     assert_eq!(changed.metadata.generation, Some(2));
@@ -146,7 +190,9 @@ async fn create_read_patch_status_and_watch_a_directory_sync() {
         while let Some(ev) = events.try_next().await.unwrap() {
             match ev {
                 WatchEvent::Added(o) if o.name_any() == "example-com" => saw_added = true,
-                WatchEvent::Modified(o) if o.status.as_ref().and_then(|s| s.managed_users) == Some(3) => {
+                WatchEvent::Modified(o)
+                    if o.status.as_ref().and_then(|s| s.managed_users) == Some(3) =>
+                {
                     saw_status = true
                 }
                 WatchEvent::Error(e) => panic!("watch error: {e:?}"),
@@ -158,7 +204,10 @@ async fn create_read_patch_status_and_watch_a_directory_sync() {
         }
     })
     .await;
-    assert!(seen.is_ok() && saw_added && saw_status, "watch events: added={saw_added} status={saw_status}");
+    assert!(
+        seen.is_ok() && saw_added && saw_status,
+        "watch events: added={saw_added} status={saw_status}"
+    );
 }
 
 #[tokio::test]
@@ -167,19 +216,34 @@ async fn api_server_rejects_out_of_range_max_allowed_deletions() {
     let ns = cp.namespace("dsync-invalid").await;
     let api: Api<DirectorySync> = ns.api();
 
-    for (value, words) in [(150, "less than or equal to 100"), (-1, "greater than or equal to 0")] {
+    for (value, words) in [
+        (150, "less than or equal to 100"),
+        (-1, "greater than or equal to 0"),
+    ] {
         let mut spec = spec_json("example.com");
         spec["maxAllowedDeletions"] = json!(value);
         let err = api
-            .create(&PostParams::default(), &directory_sync("out-of-range", spec))
+            .create(
+                &PostParams::default(),
+                &directory_sync("out-of-range", spec),
+            )
             .await
             .expect_err("the API server must reject maxAllowedDeletions={value}");
         let (code, reason, message) = api_error(err);
         assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
-        assert!(message.contains("spec.maxAllowedDeletions") && message.contains(words), "{message}");
+        assert!(
+            message.contains("spec.maxAllowedDeletions") && message.contains(words),
+            "{message}"
+        );
     }
     // Nothing was stored.
-    assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     // kubectl (and so Argo CD) gets the same answer from the server.
     let mut spec = spec_json("example.com");
@@ -188,9 +252,17 @@ async fn api_server_rejects_out_of_range_max_allowed_deletions() {
         "metadata": {"name": "via-kubectl", "namespace": ns.name()}, "spec": spec});
     let file = cp.dir().join(format!("{}-invalid.json", ns.name()));
     std::fs::write(&file, manifest.to_string()).unwrap();
-    let out = cp.kubectl().args(["apply", "--server-side", "-f"]).arg(&file).output().unwrap();
+    let out = cp
+        .kubectl()
+        .args(["apply", "--server-side", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "kubectl apply accepted maxAllowedDeletions=101");
+    assert!(
+        !out.status.success(),
+        "kubectl apply accepted maxAllowedDeletions=101"
+    );
     assert!(
         stderr.contains("spec.maxAllowedDeletions") && stderr.contains("less than or equal to 100"),
         "{stderr}"
@@ -202,13 +274,23 @@ async fn cel_rules_reject_changing_upn_mode_domain_tenant_or_endpoint() {
     let cp = control_plane().await;
     let ns = cp.namespace("dsync-cel").await;
     let api: Api<DirectorySync> = ns.api();
-    api.create(&PostParams::default(), &directory_sync("contoso", spec_json("contoso.example")))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &directory_sync("contoso", spec_json("contoso.example")),
+    )
+    .await
+    .unwrap();
 
-    for change in [json!({"upnMode": "Disabled"}), json!({"domain": "fabrikam.example"})] {
+    for change in [
+        json!({"upnMode": "Disabled"}),
+        json!({"domain": "fabrikam.example"}),
+    ] {
         let err = api
-            .patch("contoso", &PatchParams::default(), &Patch::Merge(json!({"spec": change})))
+            .patch(
+                "contoso",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": change})),
+            )
             .await
             .expect_err("the CEL rule must reject {change}");
         let (code, reason, message) = api_error(err);
@@ -216,23 +298,38 @@ async fn cel_rules_reject_changing_upn_mode_domain_tenant_or_endpoint() {
         assert!(message.contains(IMMUTABLE_MESSAGE), "{change}: {message}");
     }
     for (change, field) in [
-        (json!({"source": {"entraID": {"tenantID": "contoso.onmicrosoft.com"}}}), "source.entraID.tenantID"),
-        (json!({"destination": {"scim": {"endpoint": "https://other.example.net/scim/v2"}}}), "destination.scim.endpoint"),
+        (
+            json!({"source": {"entraID": {"tenantID": "contoso.onmicrosoft.com"}}}),
+            "source.entraID.tenantID",
+        ),
+        (
+            json!({"destination": {"scim": {"endpoint": "https://other.example.net/scim/v2"}}}),
+            "destination.scim.endpoint",
+        ),
     ] {
         let err = api
-            .patch("contoso", &PatchParams::default(), &Patch::Merge(json!({"spec": change})))
+            .patch(
+                "contoso",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": change})),
+            )
             .await
             .expect_err("the CEL rule must reject {change}");
         let (code, _, message) = api_error(err);
         assert_eq!(code, 422, "{message}");
-        assert!(message.contains(&format!("{field} cannot be changed after creation")), "{message}");
+        assert!(
+            message.contains(&format!("{field} cannot be changed after creation")),
+            "{message}"
+        );
     }
     // Other fields may change.
     let ok = api
         .patch(
             "contoso",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"maxAllowedDeletions": 10, "mode": "Periodic", "interval": "30m"}})),
+            &Patch::Merge(
+                json!({"spec": {"maxAllowedDeletions": 10, "mode": "Periodic", "interval": "30m"}}),
+            ),
         )
         .await
         .expect("changing the guard, the mode and the interval is allowed");
@@ -242,25 +339,55 @@ async fn cel_rules_reject_changing_upn_mode_domain_tenant_or_endpoint() {
 #[tokio::test]
 async fn kubectl_talks_to_the_real_server_version_and_explains_the_resource() {
     let cp = control_plane().await;
-    let out = cp.kubectl().args(["version", "-o", "json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cp
+        .kubectl()
+        .args(["version", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["serverVersion"]["gitVersion"], "v1.37.2");
     assert_eq!(cp.version(), "v1.37.2");
 
     let ns = cp.namespace("dsync-kubectl").await;
     let api: Api<DirectorySync> = ns.api();
-    api.create(&PostParams::default(), &directory_sync("example-com", spec_json("example.com")))
-        .await
+    api.create(
+        &PostParams::default(),
+        &directory_sync("example-com", spec_json("example.com")),
+    )
+    .await
+    .unwrap();
+    let out = cp
+        .kubectl()
+        .args(["get", "dsync", "-n", ns.name()])
+        .output()
         .unwrap();
-    let out = cp.kubectl().args(["get", "dsync", "-n", ns.name()]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(table.contains("DOMAIN") && table.contains("example.com") && table.contains("DryRun"), "{table}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("DOMAIN") && table.contains("example.com") && table.contains("DryRun"),
+        "{table}"
+    );
 
-    let out = cp.kubectl().args(["explain", "directorysync.spec.upnMode"]).output().unwrap();
+    let out = cp
+        .kubectl()
+        .args(["explain", "directorysync.spec.upnMode"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("userPrincipalName"), "{text}");
 }
 
@@ -274,7 +401,10 @@ async fn owned_configmaps_are_garbage_collected_with_their_directory_sync() {
     let ns = cp.namespace("dsync-gc").await;
     let api: Api<DirectorySync> = ns.api();
     let ds = api
-        .create(&PostParams::default(), &directory_sync("example-com", spec_json("example.com")))
+        .create(
+            &PostParams::default(),
+            &directory_sync("example-com", spec_json("example.com")),
+        )
         .await
         .unwrap();
     let owner = ds.controller_owner_ref(&()).unwrap();
@@ -287,7 +417,9 @@ async fn owned_configmaps_are_garbage_collected_with_their_directory_sync() {
     cm.metadata.owner_references = Some(vec![owner]);
     cms.create(&PostParams::default(), &cm).await.unwrap();
 
-    api.delete("example-com", &DeleteParams::background()).await.unwrap();
+    api.delete("example-com", &DeleteParams::background())
+        .await
+        .unwrap();
     let gone = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             if cms.get_opt("example-com-preview").await.unwrap().is_none() {
@@ -297,5 +429,8 @@ async fn owned_configmaps_are_garbage_collected_with_their_directory_sync() {
         }
     })
     .await;
-    assert!(gone.is_ok(), "the owned preview ConfigMap was not garbage-collected within 30 s");
+    assert!(
+        gone.is_ok(),
+        "the owned preview ConfigMap was not garbage-collected within 30 s"
+    );
 }

@@ -62,7 +62,10 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
     let serving_key = key()?;
     let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
     p.distinguished_name = dn("localhost", None);
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.use_authority_key_identifier_extension = true;
     let serving = p.signed_by(&serving_key, &issuer)?;

@@ -51,19 +51,30 @@ impl Options {
             std::env::var_os("DIRSYNC_CRDS_DIR")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("crds")),
+                .unwrap_or_else(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("..")
+                        .join("crds")
+                }),
         );
-        let controller_manager = match std::env::var("DIRSYNC_TESTENV_CONTROLLER_MANAGER").as_deref() {
-            Ok("1") | Ok("true") | Ok("yes") => true,
-            Ok("0") | Ok("false") | Ok("no") => false,
-            _ => tools().try_bin("kube-controller-manager").is_ok(),
-        };
+        let controller_manager =
+            match std::env::var("DIRSYNC_TESTENV_CONTROLLER_MANAGER").as_deref() {
+                Ok("1") | Ok("true") | Ok("yes") => true,
+                Ok("0") | Ok("false") | Ok("no") => false,
+                _ => tools().try_bin("kube-controller-manager").is_ok(),
+            };
         let timeout = std::env::var("DIRSYNC_TESTENV_START_TIMEOUT")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .map(Duration::from_secs)
             .unwrap_or(Duration::from_secs(60));
-        Options { data_root, crds_dir, controller_manager, timeout, attempts: 3 }
+        Options {
+            data_root,
+            crds_dir,
+            controller_manager,
+            timeout,
+            attempts: 3,
+        }
     }
 }
 
@@ -80,7 +91,13 @@ struct Running {
 }
 
 impl Running {
-    fn spawn(&mut self, name: &'static str, bin: &Path, args: Vec<String>, marker: &str) -> anyhow::Result<u32> {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        bin: &Path,
+        args: Vec<String>,
+        marker: &str,
+    ) -> anyhow::Result<u32> {
         let log = self.dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(bin)
@@ -114,7 +131,13 @@ impl Running {
     fn log_tails(&self) -> String {
         self.procs
             .iter()
-            .map(|p| format!("--- last lines of {} ---\n{}", p.log.display(), tail(&p.log, 25)))
+            .map(|p| {
+                format!(
+                    "--- last lines of {} ---\n{}",
+                    p.log.display(),
+                    tail(&p.log, 25)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -169,9 +192,8 @@ impl ControlPlane {
     /// (blocking; callable from sync code and from inside a tokio runtime). Panics with the
     /// reason — including the end of the etcd/apiserver logs — when it cannot start.
     pub fn shared() -> &'static ControlPlane {
-        let res = SHARED.get_or_init(|| {
-            ControlPlane::start(Options::from_env()).map_err(|e| format!("{e:#}"))
-        });
+        let res = SHARED
+            .get_or_init(|| ControlPlane::start(Options::from_env()).map_err(|e| format!("{e:#}")));
         match res {
             Ok(cp) => cp,
             Err(e) => panic!("the shared test control plane did not start:\n{e}"),
@@ -180,7 +202,8 @@ impl ControlPlane {
 
     /// A control plane of its own, for a test that needs one (stopped when dropped).
     pub fn start_dedicated() -> ControlPlane {
-        ControlPlane::start(Options::from_env()).unwrap_or_else(|e| panic!("control plane did not start:\n{e:#}"))
+        ControlPlane::start(Options::from_env())
+            .unwrap_or_else(|e| panic!("control plane did not start:\n{e:#}"))
     }
 
     /// Starts a control plane (blocking). Runs its own small runtime on a separate thread, so it
@@ -189,7 +212,9 @@ impl ControlPlane {
         std::thread::Builder::new()
             .name("dirsync-testenv-start".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(start_with_retries(opts))
             })?
             .join()
@@ -198,7 +223,8 @@ impl ControlPlane {
 
     /// A new client (needs a tokio runtime; make one per test, never share one across runtimes).
     pub fn client(&self) -> Client {
-        Client::try_from(self.config.clone()).expect("building a kube client for the test control plane")
+        Client::try_from(self.config.clone())
+            .expect("building a kube client for the test control plane")
     }
 
     /// A client with no credentials (the API server sees `system:anonymous`).
@@ -286,12 +312,26 @@ impl ControlPlane {
         static N: AtomicU32 = AtomicU32::new(0);
         let mut base: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         base.truncate(40);
         let base = base.trim_matches('-').to_string();
-        let base = if base.is_empty() { "test".to_string() } else { base };
-        let name = format!("{base}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed));
+        let base = if base.is_empty() {
+            "test".to_string()
+        } else {
+            base
+        };
+        let name = format!(
+            "{base}-{}-{}",
+            std::process::id() % 100_000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let client = self.client();
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1",
@@ -308,12 +348,18 @@ impl ControlPlane {
 
     /// Stops the processes and removes the run directory now (dropping does the same).
     pub fn stop(&self) {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).stop();
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
     }
 
     /// The last lines of each process's log.
     pub fn log_tails(&self) -> String {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).log_tails()
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_tails()
     }
 }
 
@@ -361,7 +407,10 @@ async fn start_with_retries(opts: Options) -> anyhow::Result<ControlPlane> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let swept = proc::sweep_stale_runs(&opts.data_root);
     if swept > 0 {
-        eprintln!("dirsync-testenv: removed {swept} stale run(s) under {}", opts.data_root.display());
+        eprintln!(
+            "dirsync-testenv: removed {swept} stale run(s) under {}",
+            opts.data_root.display()
+        );
     }
     let mut attempt = 1;
     loop {
@@ -371,7 +420,9 @@ async fn start_with_retries(opts: Options) -> anyhow::Result<ControlPlane> {
                 let text = format!("{e:#}");
                 let port_race = text.contains("address already in use") || text.contains("bind: ");
                 if port_race && attempt < opts.attempts {
-                    eprintln!("dirsync-testenv: port taken during start (attempt {attempt}), retrying");
+                    eprintln!(
+                        "dirsync-testenv: port taken during start (attempt {attempt}), retrying"
+                    );
                     attempt += 1;
                     continue;
                 }
@@ -387,11 +438,18 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
     let tools = tools();
     let etcd_bin = tools.try_bin("etcd")?;
     let apiserver_bin = tools.try_bin("kube-apiserver")?;
-    let kcm_bin = if opts.controller_manager { Some(tools.try_bin("kube-controller-manager")?) } else { None };
+    let kcm_bin = if opts.controller_manager {
+        Some(tools.try_bin("kube-controller-manager")?)
+    } else {
+        None
+    };
 
     let dir = proc::new_run_dir(&opts.data_root)?;
     proc::watch_dir(&dir)?;
-    let mut running = Running { dir: dir.clone(), procs: Vec::new() };
+    let mut running = Running {
+        dir: dir.clone(),
+        procs: Vec::new(),
+    };
     let dir_s = dir.to_str().context("run dir is not UTF-8")?.to_string();
 
     let pki = certs::generate(&dir.join("pki"))?;
@@ -414,16 +472,23 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
         "--unsafe-no-fsync=true".to_string(),
         "--log-level=warn".to_string(),
     ];
-    pids.push(("etcd".to_string(), running.spawn("etcd", &etcd_bin, etcd_args, &etcd_data)?));
+    pids.push((
+        "etcd".to_string(),
+        running.spawn("etcd", &etcd_bin, etcd_args, &etcd_data)?,
+    ));
     loop {
         running.check_alive()?;
-        if let Ok((200, body)) = proc::http_get(etcd_port, "/health", &[]) {
-            if body.contains("\"health\":\"true\"") {
-                break;
-            }
+        if let Ok((200, body)) = proc::http_get(etcd_port, "/health", &[])
+            && body.contains("\"health\":\"true\"")
+        {
+            break;
         }
         if Instant::now() > deadline {
-            bail!("etcd not healthy after {:?}\n{}", opts.timeout, running.log_tails());
+            bail!(
+                "etcd not healthy after {:?}\n{}",
+                opts.timeout,
+                running.log_tails()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -453,7 +518,10 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
         format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
         "--profiling=false".to_string(),
     ];
-    pids.push(("kube-apiserver".to_string(), running.spawn("kube-apiserver", &apiserver_bin, api_args, &cert_dir)?));
+    pids.push((
+        "kube-apiserver".to_string(),
+        running.spawn("kube-apiserver", &apiserver_bin, api_args, &cert_dir)?,
+    ));
 
     let kubeconfig = dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &server, &pki)?;
@@ -467,7 +535,10 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
     // /readyz
     loop {
         running.check_alive()?;
-        let last = match client.request_text(http::Request::get("/readyz").body(Vec::new())?).await {
+        let last = match client
+            .request_text(http::Request::get("/readyz").body(Vec::new())?)
+            .await
+        {
             Ok(body) if body.trim() == "ok" => break,
             Ok(body) => body,
             Err(e) => e.to_string(),
@@ -491,7 +562,11 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
         }
         running.check_alive()?;
         if Instant::now() > deadline {
-            bail!("namespace default did not appear within {:?}\n{}", opts.timeout, running.log_tails());
+            bail!(
+                "namespace default did not appear within {:?}\n{}",
+                opts.timeout,
+                running.log_tails()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -533,7 +608,12 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
         ];
         pids.push((
             "kube-controller-manager".to_string(),
-            running.spawn("kube-controller-manager", &kcm_bin, kcm_args, &kcm_kubeconfig)?,
+            running.spawn(
+                "kube-controller-manager",
+                &kcm_bin,
+                kcm_args,
+                &kcm_kubeconfig,
+            )?,
         ));
     }
 
@@ -556,14 +636,22 @@ async fn try_start(opts: &Options) -> anyhow::Result<ControlPlane> {
         }
     }
 
-    let version = client.apiserver_version().await.context("GET /version")?.git_version;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("GET /version")?
+        .git_version;
     let startup = t0.elapsed();
     eprintln!(
         "dirsync-testenv: Kubernetes {version} ready at {server} in {:.1} s (etcd {:.1} s, apiserver ready {:.1} s{}, {} CRD(s)); data in {}",
         startup.as_secs_f64(),
         etcd_ready.as_secs_f64(),
         api_ready.as_secs_f64(),
-        if opts.controller_manager { ", with kube-controller-manager" } else { "" },
+        if opts.controller_manager {
+            ", with kube-controller-manager"
+        } else {
+            ""
+        },
         crds,
         dir.display()
     );
@@ -629,9 +717,10 @@ pub fn read_crds(dir: &Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-        let docs: Vec<serde_json::Value> =
-            serde_saphyr::from_multiple(&text).with_context(|| format!("parsing {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("parsing {}", f.display()))?;
         for doc in docs {
             if doc.is_null() {
                 continue;
@@ -639,36 +728,60 @@ pub fn read_crds(dir: &Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
             if doc.get("kind").and_then(|k| k.as_str()) != Some("CustomResourceDefinition") {
                 continue;
             }
-            out.push(serde_json::from_value(doc).with_context(|| format!("{} is not a valid CRD", f.display()))?);
+            out.push(
+                serde_json::from_value(doc)
+                    .with_context(|| format!("{} is not a valid CRD", f.display()))?,
+            );
         }
     }
     Ok(out)
 }
 
 /// Applies (server-side) the CRDs and waits until they are Established.
-pub async fn apply_crds(client: &Client, crds: &[CustomResourceDefinition], timeout: Duration) -> anyhow::Result<()> {
+pub async fn apply_crds(
+    client: &Client,
+    crds: &[CustomResourceDefinition],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crds {
-        let name = crd.metadata.name.clone().context("CRD without metadata.name")?;
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
+        let name = crd
+            .metadata
+            .name
+            .clone()
+            .context("CRD without metadata.name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
     }
     let deadline = Instant::now() + timeout;
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
         loop {
-            let current = api.get(&name).await.with_context(|| format!("reading CRD {name}"))?;
+            let current = api
+                .get(&name)
+                .await
+                .with_context(|| format!("reading CRD {name}"))?;
             let established = current
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
             if established {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("CRD {name} not Established within {timeout:?}: {:?}", current.status);
+                bail!(
+                    "CRD {name} not Established within {timeout:?}: {:?}",
+                    current.status
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -684,7 +797,9 @@ async fn install_crds(
 ) -> anyhow::Result<usize> {
     let Some(dir) = dir else { return Ok(0) };
     let crds = read_crds(dir)?;
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(10));
     apply_crds(client, &crds, left).await.map_err(|e| {
         let _ = running.check_alive();
         e.context(running.log_tails())

@@ -19,6 +19,8 @@ pub mod proc;
 pub mod scim;
 pub mod tools;
 
-pub use control_plane::{ControlPlane, FIELD_MANAGER, Options, TestNamespace, apply_crds, read_crds};
+pub use control_plane::{
+    ControlPlane, FIELD_MANAGER, Options, TestNamespace, apply_crds, read_crds,
+};
 pub use scim::Scim2Server;
 pub use tools::{Tools, tools};

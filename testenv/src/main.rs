@@ -84,7 +84,9 @@ fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 }
 
@@ -112,8 +114,17 @@ fn print_howto(state: &State, state_dir: &Path) {
         state.version,
         state.server,
         state.startup_secs,
-        if state.controller_manager { ", with kube-controller-manager" } else { "" },
-        state.pids.iter().map(|(n, p)| format!("{n} {p}")).collect::<Vec<_>>().join(", ")
+        if state.controller_manager {
+            ", with kube-controller-manager"
+        } else {
+            ""
+        },
+        state
+            .pids
+            .iter()
+            .map(|(n, p)| format!("{n} {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("Use it with:\n");
     println!("{}", export_lines(state));
@@ -135,7 +146,8 @@ fn up(state_dir: &Path) -> anyhow::Result<ExitCode> {
     }
     // Leftovers of a control plane whose serve process died.
     cleanup(state_dir);
-    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
     // Fail early with setup's message when a binary is missing.
     tools().try_bin("etcd")?;
     tools().try_bin("kube-apiserver")?;
@@ -144,7 +156,10 @@ fn up(state_dir: &Path) -> anyhow::Result<ExitCode> {
     let out = std::fs::File::create(&log)?;
     let exe = std::env::current_exe().context("finding this program")?;
     let t0 = Instant::now();
-    eprintln!("dirsync-testenv: starting a control plane under {} ...", state_dir.display());
+    eprintln!(
+        "dirsync-testenv: starting a control plane under {} ...",
+        state_dir.display()
+    );
     let mut child = {
         use std::os::unix::process::CommandExt;
         Command::new(exe)
@@ -165,11 +180,17 @@ fn up(state_dir: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(status) = child.try_wait()? {
-            bail!("the control plane did not start ({status}):\n{}", proc::tail(&log, 60));
+            bail!(
+                "the control plane did not start ({status}):\n{}",
+                proc::tail(&log, 60)
+            );
         }
         if Instant::now() > deadline {
             proc::signal(child.id(), "TERM");
-            bail!("the control plane did not start within 240 s:\n{}", proc::tail(&log, 60));
+            bail!(
+                "the control plane did not start within 240 s:\n{}",
+                proc::tail(&log, 60)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -199,13 +220,20 @@ fn down(state_dir: &Path) -> anyhow::Result<ExitCode> {
                 proc::signal(state.pid, "KILL");
             }
             cleanup(state_dir);
-            println!("Stopped the control plane at {} and removed {}.", state.server, state_dir.display());
+            println!(
+                "Stopped the control plane at {} and removed {}.",
+                state.server,
+                state_dir.display()
+            );
         }
         None => {
             let existed = state_dir.exists();
             cleanup(state_dir);
             if existed {
-                println!("No control plane was running; removed leftovers in {}.", state_dir.display());
+                println!(
+                    "No control plane was running; removed leftovers in {}.",
+                    state_dir.display()
+                );
             } else {
                 println!("No control plane is running.");
             }
@@ -216,25 +244,39 @@ fn down(state_dir: &Path) -> anyhow::Result<ExitCode> {
 
 fn status(state_dir: &Path) -> anyhow::Result<ExitCode> {
     let Some(state) = live_state(state_dir) else {
-        println!("No control plane is running (state dir {}).", state_dir.display());
+        println!(
+            "No control plane is running (state dir {}).",
+            state_dir.display()
+        );
         return Ok(ExitCode::from(3));
     };
     let ready = readyz(&state.kubeconfig);
-    println!("ready: {}", match &ready {
-        Ok(()) => "yes".to_string(),
-        Err(e) => format!("no ({e:#})"),
-    });
+    println!(
+        "ready: {}",
+        match &ready {
+            Ok(()) => "yes".to_string(),
+            Err(e) => format!("no ({e:#})"),
+        }
+    );
     print_howto(&state, state_dir);
-    Ok(if ready.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ready.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn readyz(kubeconfig: &Path) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         let client = kube::Client::try_from(config)?;
-        let body = client.request_text(http::Request::get("/readyz").body(Vec::new())?).await?;
+        let body = client
+            .request_text(http::Request::get("/readyz").body(Vec::new())?)
+            .await?;
         anyhow::ensure!(body.trim() == "ok", "/readyz: {body}");
         Ok(())
     })
@@ -276,7 +318,9 @@ fn serve(state_dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::write(&tmp, serde_json::to_string_pretty(&state)?)?;
     std::fs::rename(&tmp, state_dir.join("state.json"))?;
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let signal = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;

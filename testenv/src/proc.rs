@@ -79,7 +79,10 @@ fn with_watchdog(line: &str) -> anyhow::Result<()> {
 /// Registers a process to be stopped when this process ends, however it ends. `marker` must be
 /// one whole element of the process's argv (checked through `/proc/PID/cmdline`).
 pub fn watch_pid(pid: u32, marker: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(!marker.contains(['\n', ' ', ':']), "watchdog marker {marker:?} has a space, colon or newline");
+    anyhow::ensure!(
+        !marker.contains(['\n', ' ', ':']),
+        "watchdog marker {marker:?} has a space, colon or newline"
+    );
     with_watchdog(&format!("pid {pid} {marker}\n"))
 }
 
@@ -236,13 +239,17 @@ pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Res
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 /// The last `lines` lines of a log file (for error messages).
 pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
     all[start..].join("\n")

@@ -21,7 +21,9 @@ pub struct Scim2Server {
 
 impl std::fmt::Debug for Scim2Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scim2Server").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Scim2Server")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,7 +49,13 @@ impl Scim2Server {
             let out = File::create(&log)?;
             let port_arg = format!("--port={port}");
             let child = Command::new(&bin)
-                .args(["--hostname", "127.0.0.1", &port_arg, "--bearer-token", token])
+                .args([
+                    "--hostname",
+                    "127.0.0.1",
+                    &port_arg,
+                    "--bearer-token",
+                    token,
+                ])
                 .args(extra)
                 .env("PYTHONUNBUFFERED", "1")
                 .stdin(Stdio::null())
@@ -56,7 +64,12 @@ impl Scim2Server {
                 .spawn()
                 .with_context(|| format!("starting {}", bin.display()))?;
             proc::watch_pid(child.id(), &port_arg)?;
-            let mut server = Scim2Server { child, port, token: token.to_string(), dir };
+            let mut server = Scim2Server {
+                child,
+                port,
+                token: token.to_string(),
+                dir,
+            };
             match server.wait_ready(Duration::from_secs(20)) {
                 Ok(()) => return Ok(server),
                 Err(e) => {
@@ -76,15 +89,23 @@ impl Scim2Server {
         let auth = format!("Bearer {}", self.token);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("scim2-server exited ({status}):\n{}", proc::tail(&self.log(), 30));
+                bail!(
+                    "scim2-server exited ({status}):\n{}",
+                    proc::tail(&self.log(), 30)
+                );
             }
-            if let Ok((200, _)) =
-                proc::http_get(self.port, "/v2/ServiceProviderConfig", &[("Authorization", &auth)])
-            {
+            if let Ok((200, _)) = proc::http_get(
+                self.port,
+                "/v2/ServiceProviderConfig",
+                &[("Authorization", &auth)],
+            ) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("scim2-server not answering after {budget:?}:\n{}", proc::tail(&self.log(), 30));
+                bail!(
+                    "scim2-server not answering after {budget:?}:\n{}",
+                    proc::tail(&self.log(), 30)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

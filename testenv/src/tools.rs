@@ -25,7 +25,9 @@ pub struct Tools {
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 impl Tools {
@@ -37,7 +39,11 @@ impl Tools {
         });
         let bin_dir = env_path("DIRSYNC_BIN_DIR").unwrap_or_else(|| cache.join("bin"));
         let venv = env_path("DIRSYNC_VENV").unwrap_or_else(|| cache.join("venv"));
-        Tools { cache, bin_dir, venv }
+        Tools {
+            cache,
+            bin_dir,
+            venv,
+        }
     }
 
     /// The path of a binary in the bin directory, or an error that says to run `tools/setup.sh`.

@@ -41,21 +41,33 @@ async fn anonymous_users_can_read_the_service_account_issuer_discovery() {
     let cp = ControlPlane::shared();
     let anon = cp.anonymous_client();
     let doc = anon
-        .request_text(http::Request::get("/.well-known/openid-configuration").body(Vec::new()).unwrap())
+        .request_text(
+            http::Request::get("/.well-known/openid-configuration")
+                .body(Vec::new())
+                .unwrap(),
+        )
         .await
         .expect("anonymous GET /.well-known/openid-configuration");
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     assert_eq!(doc["issuer"], cp.service_account_issuer());
     assert_eq!(doc["jwks_uri"], format!("{}/openid/v1/jwks", cp.server()));
     let jwks = anon
-        .request_text(http::Request::get("/openid/v1/jwks").body(Vec::new()).unwrap())
+        .request_text(
+            http::Request::get("/openid/v1/jwks")
+                .body(Vec::new())
+                .unwrap(),
+        )
         .await
         .expect("anonymous GET /openid/v1/jwks");
     let jwks: serde_json::Value = serde_json::from_str(&jwks).unwrap();
     assert_eq!(jwks["keys"][0]["kty"], "EC");
     // ...but nothing else.
     let err = anon
-        .request_text(http::Request::get("/api/v1/namespaces").body(Vec::new()).unwrap())
+        .request_text(
+            http::Request::get("/api/v1/namespaces")
+                .body(Vec::new())
+                .unwrap(),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("forbidden"), "{err}");
@@ -64,8 +76,16 @@ async fn anonymous_users_can_read_the_service_account_issuer_discovery() {
 #[tokio::test]
 async fn kubectl_sees_the_real_server_version() {
     let cp = ControlPlane::shared();
-    let out = cp.kubectl().args(["version", "-o", "json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cp
+        .kubectl()
+        .args(["version", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["serverVersion"]["gitVersion"], "v1.37.2");
     assert_eq!(v["serverVersion"]["major"], "1");
@@ -101,16 +121,28 @@ fn a_killed_owner_leaves_nothing_behind() {
         assert!(child.try_wait().unwrap().is_none(), "serve exited early");
         state_file.exists()
     });
-    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
     let run_dir = std::path::PathBuf::from(st["run_dir"].as_str().unwrap());
-    let pids: Vec<u32> = st["pids"].as_array().unwrap().iter().map(|p| p[1].as_u64().unwrap() as u32).collect();
+    let pids: Vec<u32> = st["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap() as u32)
+        .collect();
     assert!(run_dir.exists());
     child.kill().unwrap(); // SIGKILL: no destructor, no signal handler runs
     child.wait().unwrap();
-    wait_until("the watchdog to stop etcd and kube-apiserver", Duration::from_secs(20), || {
-        pids.iter().all(|p| gone(*p))
-    });
-    wait_until("the watchdog to remove the data dir", Duration::from_secs(10), || !run_dir.exists());
+    wait_until(
+        "the watchdog to stop etcd and kube-apiserver",
+        Duration::from_secs(20),
+        || pids.iter().all(|p| gone(*p)),
+    );
+    wait_until(
+        "the watchdog to remove the data dir",
+        Duration::from_secs(10),
+        || !run_dir.exists(),
+    );
     let _ = std::fs::remove_dir_all(&state);
 }
 
@@ -118,4 +150,21 @@ fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("dirsync-testenv-killtest-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[test]
+fn scim2_server_starts_answers_with_the_token_and_is_killed_on_drop() {
+    let server = dirsync_testenv::Scim2Server::start("s3cret");
+    let port = server.port();
+    let pid = server.pid();
+    assert_eq!(server.base_url(), format!("http://127.0.0.1:{port}/v2"));
+    let (code, _) =
+        proc::http_get(port, "/v2/Users", &[("Authorization", "Bearer s3cret")]).unwrap();
+    assert_eq!(code, 200);
+    let (code, _) =
+        proc::http_get(port, "/v2/Users", &[("Authorization", "Bearer wrong")]).unwrap();
+    assert_eq!(code, 401);
+    drop(server);
+    assert!(gone(pid), "scim2-server {pid} still runs");
+    assert!(proc::http_get(port, "/v2/ServiceProviderConfig", &[]).is_err());
 }
