@@ -33,6 +33,16 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 async fn list_all(
     client: &reqwest::Client,
     base: &str,
@@ -154,7 +164,9 @@ async fn main() -> Result<(), String> {
         ("operator $select", format!("$top=999&$select={SELECT}")),
     ] {
         for r in 0..rounds {
+            let cpu0 = cpu_secs(child.id());
             let (users, pages, took) = list_all(&client, &base, &token, &q).await?;
+            let cpu = cpu_secs(child.id()) - cpu0;
             if users != n {
                 return Err(format!("listed {users} users, expected {n}"));
             }
@@ -162,7 +174,7 @@ async fn main() -> Result<(), String> {
                 best = best.min(took.as_secs_f64());
             }
             println!(
-                "{label:>20} round {}: {users} users in {pages} pages, {:.3} s",
+                "{label:>20} round {}: {users} users in {pages} pages, {:.3} s (emulator CPU {cpu:.2} s)",
                 r + 1,
                 took.as_secs_f64()
             );
