@@ -85,15 +85,16 @@ up_to_date() {
   for f in "$@"; do [ -x "$f" ] || return 1; done
 }
 
-# go_build NAME DIR OUT PKG LDFLAGS [go build|go install] — with a heartbeat every 30 s.
+# go_build NAME DIR OUT PKG LDFLAGS HINT — with a heartbeat every 30 s.
 go_build() {
-  local name=$1 dir=$2 out=$3 pkg=$4 ldflags=$5
+  local name=$1 dir=$2 out=$3 pkg=$4 ldflags=$5 hint=$6
   local log="$CACHE/build-$name.log" t0 hb rc
   t0=$(now)
-  echo "==> building $name (a cold build of kube-apiserver takes ~4-5 min on 2 cores; warm ~30 s) ..."
+  echo "==> building $name ($hint) ..."
   (
     while sleep 30; do
-      echo "    ... still building $name: $(grep -c . "$log" 2>/dev/null || echo 0) packages compiled, $(secs "$t0") s"
+      n=$(grep -c . "$log" 2>/dev/null || true)
+      echo "    ... still building $name: ${n:-0} packages compiled, $(secs "$t0") s"
     done
   ) &
   hb=$!
@@ -118,7 +119,7 @@ if up_to_date etcd "$STAMP" "$BIN/etcd"; then
 elif [ "$CHECK" = 1 ]; then
   echo "==> etcd $ETCD_VERSION: needs building"; NEEDED=1
 else
-  go_build etcd "$ROOT/tools/etcd-bin" "$BIN/etcd" go.etcd.io/etcd/server/v3 "-s -w"
+  go_build etcd "$ROOT/tools/etcd-bin" "$BIN/etcd" go.etcd.io/etcd/server/v3 "-s -w" "cold ~1.5 min, warm ~5 s"
   [[ "$("$BIN/etcd" --version)" == *"etcd Version: ${ETCD_VERSION#v}"* ]] || die "$BIN/etcd does not report version ${ETCD_VERSION#v}"
   echo "$STAMP" >"$STAMPS/etcd"
 fi
@@ -134,6 +135,10 @@ k8s_ldflags() {
   done
   echo "$f"
 }
+declare -A HINTS=(
+  [kube-apiserver]="cold 4 min on 2 idle cores, 10+ min when the machine is busy; warm ~20 s"
+  [kube-controller-manager]="cold ~4 min more after kube-apiserver; warm ~20 s"
+)
 K8S_BINS=(kube-apiserver)
 [ "$WITH_KCM" = 1 ] && K8S_BINS+=(kube-controller-manager)
 for b in "${K8S_BINS[@]}"; do
@@ -143,7 +148,7 @@ for b in "${K8S_BINS[@]}"; do
   elif [ "$CHECK" = 1 ]; then
     echo "==> $b $K8S_VERSION: needs building"; NEEDED=1
   else
-    go_build "$b" "$ROOT/tools/kube-bin" "$BIN/$b" "k8s.io/kubernetes/cmd/$b" "$(k8s_ldflags)"
+    go_build "$b" "$ROOT/tools/kube-bin" "$BIN/$b" "k8s.io/kubernetes/cmd/$b" "$(k8s_ldflags)" "${HINTS[$b]}"
     [ "$("$BIN/$b" --version)" = "Kubernetes $K8S_VERSION" ] || die "$BIN/$b does not report Kubernetes $K8S_VERSION"
     echo "$STAMP" >"$STAMPS/$b"
   fi
@@ -199,6 +204,44 @@ else
 fi
 if [ "$CHECK" = 0 ]; then
   ln -sfn "$VENV/bin/kubectl" "$BIN/kubectl"
+fi
+
+# --- issue 7 (chart, supply chain): lua-check and cargo-deny ------------------------------------
+# bin/lua-check: runs argocd/health.lua in gopher-lua (Argo CD's interpreter) against
+# argocd/testdata (tests/chart.rs). Pinned by tools/lua-check/go.mod + go.sum.
+LUA_HASH=$(hash_files "$ROOT/tools/lua-check/go.mod" "$ROOT/tools/lua-check/go.sum" "$ROOT/tools/lua-check/main.go")
+STAMP="lua-check $LUA_HASH $GOV"
+if up_to_date lua-check "$STAMP" "$BIN/lua-check"; then
+  echo "==> lua-check: up to date"
+elif [ "$CHECK" = 1 ]; then
+  echo "==> lua-check: needs building"; NEEDED=1
+else
+  go_build lua-check "$ROOT/tools/lua-check" "$BIN/lua-check" . "-s -w"
+  echo "$STAMP" >"$STAMPS/lua-check"
+fi
+# bin/cargo-deny: the dependency policy (deny.toml) that tools/test.sh checks offline.
+# `cargo install --locked` builds it with its own Cargo.lock (~5-10 min cold on 2 cores) into
+# $CACHE/cargo-tools; DIRSYNC_SETUP_CARGO_DENY=0 skips it (tools/test.sh then skips the check).
+CARGO_DENY_VERSION=0.20.2
+if [ "${DIRSYNC_SETUP_CARGO_DENY:-1}" = 1 ]; then
+  STAMP="cargo-deny $CARGO_DENY_VERSION $(rustc --version 2>/dev/null | cut -d' ' -f2)"
+  if up_to_date cargo-deny "$STAMP" "$BIN/cargo-deny"; then
+    echo "==> cargo-deny $CARGO_DENY_VERSION: up to date"
+  elif [ "$CHECK" = 1 ]; then
+    echo "==> cargo-deny $CARGO_DENY_VERSION: needs installing"; NEEDED=1
+  else
+    command -v cargo >/dev/null || die "cargo not found (needed to install cargo-deny)"
+    t0=$(now)
+    echo "==> installing cargo-deny $CARGO_DENY_VERSION (cargo install --locked; ~5-10 min cold) ..."
+    if ! CARGO_INSTALL_ROOT="$CACHE/cargo-tools" CARGO_TARGET_DIR="$CACHE/cargo-tools/build" \
+        cargo install --locked --version "$CARGO_DENY_VERSION" cargo-deny >"$CACHE/build-cargo-deny.log" 2>&1; then
+      tail -n 40 "$CACHE/build-cargo-deny.log" >&2
+      die "installing cargo-deny failed; full log: $CACHE/build-cargo-deny.log"
+    fi
+    ln -sfn "$CACHE/cargo-tools/bin/cargo-deny" "$BIN/cargo-deny"
+    echo "    installed in $(secs "$t0") s"
+    echo "$STAMP" >"$STAMPS/cargo-deny"
+  fi
 fi
 
 if [ "$CHECK" = 1 ]; then
