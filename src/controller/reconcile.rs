@@ -169,6 +169,18 @@ async fn idle(
         ctx.metrics.write("delete");
         info!(name = %owner.name, namespace = %owner.namespace, "removed an expired preview");
         new.preview = None;
+        // Say so where people look, keeping the condition's reason and status.
+        if let Some(ready) = new
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == status::types::READY)
+            && ready.reason == reasons::PREVIEW_READY
+        {
+            ready.message = format!(
+                "The preview expired at {} and was removed; set dirsync.io/sync-now to make a new one.",
+                p.expires_at.0
+            );
+        }
     }
     sweep_reports(ctx, owner, &cms, now).await;
     if new != old {
