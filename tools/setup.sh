@@ -216,7 +216,7 @@ if up_to_date lua-check "$STAMP" "$BIN/lua-check"; then
 elif [ "$CHECK" = 1 ]; then
   echo "==> lua-check: needs building"; NEEDED=1
 else
-  go_build lua-check "$ROOT/tools/lua-check" "$BIN/lua-check" . "-s -w"
+  go_build lua-check "$ROOT/tools/lua-check" "$BIN/lua-check" . "-s -w" "a few seconds"
   echo "$STAMP" >"$STAMPS/lua-check"
 fi
 # bin/cargo-deny: the dependency policy (deny.toml) that tools/test.sh checks offline.

@@ -20,6 +20,19 @@ t=$(date +%s)
 cargo build --workspace --all-targets --locked
 echo "    build took $(( $(date +%s) - t ))s"
 
+# --- issue 7: dependency policy (deny.toml: licences, banned crates, sources), offline --------
+# cargo-deny is installed by tools/setup.sh; advisories need the network database, so they are
+# not checked here.
+if command -v cargo-deny >/dev/null; then
+  echo "==> dependency policy (cargo deny --offline check licenses bans sources)"
+  t=$(date +%s)
+  # --log-level error: duplicate versions (warnings in deny.toml) are not printed; run without it to see them.
+  cargo deny --offline --locked --workspace --log-level error check --hide-inclusion-graph licenses bans sources
+  echo "    dependency policy took $(( $(date +%s) - t ))s"
+else
+  echo "==> dependency policy: SKIPPED (cargo-deny not installed; DIRSYNC_SETUP_CARGO_DENY=0?)"
+fi
+
 echo "==> tests (cargo test --workspace --locked)"
 t=$(date +%s)
 cargo test --workspace --locked -- --test-threads="${DIRSYNC_TEST_THREADS:-2}"
