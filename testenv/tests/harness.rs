@@ -168,3 +168,27 @@ fn scim2_server_starts_answers_with_the_token_and_is_killed_on_drop() {
     assert!(gone(pid), "scim2-server {pid} still runs");
     assert!(proc::http_get(port, "/v2/ServiceProviderConfig", &[]).is_err());
 }
+
+#[test]
+fn stale_runs_of_dead_owners_are_swept_and_live_ones_kept() {
+    let root =
+        std::env::temp_dir().join(format!("dirsync-testenv-sweeptest-{}", std::process::id()));
+    let stale = root.join("run-stale");
+    let live = proc::new_run_dir(&root).unwrap(); // owned by this (live) process
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("owner"), "1 0").unwrap(); // pid 1 with another start time: gone
+    // A leftover server of the dead run: its argv names the run directory.
+    let mut leftover = std::process::Command::new("sh")
+        .args(["-c", "sleep 300"])
+        .arg(stale.join("etcd"))
+        .spawn()
+        .unwrap();
+    assert_eq!(proc::sweep_stale_runs(&root), 1);
+    assert!(!stale.exists());
+    assert!(live.exists());
+    assert!(
+        leftover.wait().unwrap().code().is_none(),
+        "killed by a signal"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
