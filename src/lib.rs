@@ -17,4 +17,5 @@ pub mod directory;
 pub mod graph;
 pub mod http;
 pub mod scim;
+pub mod state_file;
 pub mod sync;

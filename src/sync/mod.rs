@@ -1,3 +1,27 @@
-//! The pure sync core: no Kubernetes, no HTTP.
+//! The pure sync core: no Kubernetes, no HTTP, no clock (SPEC §2, §4, §6).
+//!
+//! A run is: [`mapping`] (source users → desired destination users, with the
+//! [`immutable_id`]), [`plan`] (matching and rows), [`guard`] (the deletion guard), [`csv`]
+//! and [`summary`] (the preview), and [`engine`], which reads both [`crate::directory::Directory`]s,
+//! plans and applies. The [`managed`] set says which destination users a resource may change.
+//! Nothing here knows which system is the source and which the destination.
 
 pub mod config;
+pub mod csv;
+pub mod engine;
+pub mod guard;
+pub mod immutable_id;
+pub mod managed;
+pub mod mapping;
+pub mod plan;
+pub mod summary;
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{DeletionPolicy, SyncConfig, UpnMode};
+pub use engine::{
+    ApplyObserver, ApplyOptions, ApplyOutcome, OtherResources, PlannedRun, RunError, RunResult, apply_run, plan_run,
+};
+pub use managed::{ManagedEntry, ManagedSet, ManagedStore, StoreError};

@@ -1,0 +1,503 @@
+//! The run (SPEC §2): read both directories, map, resolve hand-overs, plan, guard; then, when
+//! asked and allowed, apply. Talks to the systems only through [`Directory`], so it knows no
+//! HTTP and no Kubernetes; the caller loads and saves the managed set.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
+use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
+use crate::sync::guard::{self, GuardVerdict};
+use crate::sync::managed::{ManagedEntry, ManagedSet};
+use crate::sync::mapping::{Skipped, map_source_users};
+use crate::sync::plan::{self, Action, Plan, PlanContext, PlanItem, UpdateKind, fold_user_name, same_user_name};
+use crate::sync::summary::Summary;
+
+/// How many hand-over look-ups run at once.
+pub const HANDOVER_LOOKUP_CONCURRENCY: usize = 8;
+/// A sensible default for [`ApplyOptions::concurrency`].
+pub const DEFAULT_APPLY_CONCURRENCY: usize = 8;
+
+/// What other resources that write to the same destination know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OtherResources {
+    /// Immutable IDs in their managed sets.
+    pub managed_elsewhere: HashSet<String>,
+    /// Their domains. A managed user who left this domain for one of these is handed over
+    /// instead of deleted.
+    pub synced_domains: Vec<String>,
+}
+
+/// A run that could not be planned. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Reading the source failed or returned a record the plan cannot use.
+    #[error("source: {0}")]
+    Source(DirectoryError),
+    #[error("destination: {0}")]
+    Destination(DirectoryError),
+}
+
+/// A planned run, ready to preview and, if the guard allows, to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRun {
+    pub config: SyncConfig,
+    pub plan: Plan,
+    pub guard: GuardVerdict,
+    pub skipped: Skipped,
+    /// The source had no users and nothing managed is left in the destination (reason
+    /// `NoSourceUsers`).
+    pub no_source_users: bool,
+    /// Users read, before mapping.
+    pub source_users_read: usize,
+    pub destination_users_read: usize,
+}
+
+impl PlannedRun {
+    /// The preview's `summary.json` content (add the CSV checksum with [`Summary::with_csv`]).
+    pub fn summary(&self, dry_run: bool) -> Summary {
+        Summary::new(&self.config.domain, &self.plan, self.skipped, &self.guard, dry_run, self.no_source_users)
+    }
+}
+
+/// Reads both sides concurrently and plans. `managed` is this resource's managed set as loaded.
+pub async fn plan_run(
+    source: &dyn Directory,
+    destination: &dyn Directory,
+    cfg: &SyncConfig,
+    managed: &ManagedSet,
+    others: &OtherResources,
+) -> Result<PlannedRun, RunError> {
+    cfg.validate()?;
+    let source_scope = ListScope::Domain(cfg.domain.clone());
+    let (src, dst) = futures::join!(source.list_users(&source_scope), destination.list_users(&ListScope::All));
+    let src = src.map_err(RunError::Source)?;
+    let dst = dst.map_err(RunError::Destination)?;
+    let source_users_read = src.len();
+    let destination_users_read = dst.len();
+
+    let mapped = map_source_users(cfg, src).map_err(|e| RunError::Source(DirectoryError::Protocol(e.to_string())))?;
+    let handed_over = resolve_hand_overs(source, cfg, managed, others, &mapped.users, &dst).await?;
+
+    let source_empty = mapped.users.is_empty();
+    let ctx = PlanContext { managed, managed_elsewhere: &others.managed_elsewhere, handed_over: &handed_over };
+    let plan = plan::plan(cfg, mapped.users, dst, &ctx);
+    let guard = guard::evaluate(&plan, cfg.max_allowed_deletions);
+    let no_source_users = source_empty && plan.managed_present == 0;
+    Ok(PlannedRun {
+        config: cfg.clone(),
+        plan,
+        guard,
+        skipped: mapped.skipped,
+        no_source_users,
+        source_users_read,
+        destination_users_read,
+    })
+}
+
+/// Managed users missing from the source that now live in another synced domain: looked up in
+/// the source by id, a bounded number at a time.
+///
+/// Look-ups stop early once the answer cannot matter or the read looks wrong: when the users
+/// already known to be deleted (gone from the tenant, or still in this domain) trip the guard
+/// by themselves, and — for an empty source read — at the first such user, because an empty
+/// listing contradicted by a user still in the domain is a bad read that must count as deleting
+/// everyone (SPEC §2.6), not cost one look-up per managed user. Either way the guard trips and
+/// nothing is written, so the cut cannot cause a wrong deletion.
+async fn resolve_hand_overs(
+    source: &dyn Directory,
+    cfg: &SyncConfig,
+    managed: &ManagedSet,
+    others: &OtherResources,
+    mapped: &[crate::sync::mapping::SourceUser],
+    destination: &[User],
+) -> Result<HashSet<String>, RunError> {
+    let own = cfg.domain.to_ascii_lowercase();
+    let suffixes: Vec<String> = others
+        .synced_domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .filter(|d| !d.is_empty() && *d != own)
+        .map(|d| format!("@{d}"))
+        .collect();
+    if suffixes.is_empty() || managed.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let in_source: HashSet<&str> = mapped.iter().map(|s| s.desired.immutable_id.as_str()).collect();
+    // A managed user no longer in the destination is dropped, not deleted: no need to ask.
+    let present: HashSet<&str> = destination.iter().filter_map(|u| u.immutable_id.as_deref()).collect();
+    let managed_present = managed.iter().filter(|(imm, _)| present.contains(imm)).count();
+    let candidates: Vec<(&str, &ManagedEntry)> = managed
+        .iter()
+        .filter(|(imm, e)| {
+            !in_source.contains(imm)
+                && !others.managed_elsewhere.contains(*imm)
+                && !e.source_id.is_empty()
+                && present.contains(imm)
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let suffixes = &suffixes;
+    let lookups = candidates.into_iter().map(|(imm, e)| async move {
+        let found = source.get_user(&e.source_id).await?;
+        let moved = found.is_some_and(|u| !u.guest && suffixes.iter().any(|s| ends_with_ignore_ascii_case(&u.user_name, s)));
+        Ok::<_, DirectoryError>((imm, moved))
+    });
+    let mut results = futures::stream::iter(lookups).buffer_unordered(HANDOVER_LOOKUP_CONCURRENCY);
+    let mut handed_over = HashSet::new();
+    let mut definite_deletes = 0usize;
+    let max = cfg.max_allowed_deletions;
+    while let Some(r) = results.next().await {
+        let (imm, moved) = r.map_err(RunError::Source)?;
+        if moved {
+            handed_over.insert(imm.to_owned());
+            continue;
+        }
+        definite_deletes += 1;
+        if mapped.is_empty() || guard::check(definite_deletes, managed_present, max).tripped {
+            break;
+        }
+    }
+    Ok(handed_over)
+}
+
+/// How a run ended (SPEC §2.7, §4 reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunResult {
+    /// Every planned write succeeded (conflicts are reported, not failures).
+    Success,
+    /// At least one write failed; the others were made.
+    PartiallyFailed,
+    /// Cancelled by the deletion guard before any write.
+    GuardTripped,
+    /// The source had no users and nothing is managed.
+    NoSourceUsers,
+}
+
+/// One user a write failed for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserFailure {
+    pub user_name: String,
+    pub action: Action,
+    /// Short reason, already cut to a status and error code by the directory client.
+    pub reason: String,
+}
+
+/// What became of a create that got a 409 (SPEC §2.4: re-planned, not a failure).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replanned {
+    pub user_name: String,
+    /// `Update` when the existing user was ours or adopted (and brought up to date, or already
+    /// was), `Conflict` when it is someone else's.
+    pub action: Action,
+    pub detail: String,
+}
+
+/// The result of applying a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub result: RunResult,
+    /// The managed set to save; `None` when the stored set must be left as it is (guard
+    /// tripped: the run is cancelled before any write, including releases).
+    pub managed: Option<ManagedSet>,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    /// Failed users, sorted by userName.
+    pub failures: Vec<UserFailure>,
+    /// Creates that got a 409 and were re-planned, sorted by userName.
+    pub replanned: Vec<Replanned>,
+    /// Writes not attempted because the destination refused the credentials or the endpoint
+    /// mid-run (see `aborted`).
+    pub not_attempted: usize,
+    /// The error that stopped further writes, if one did.
+    pub aborted: Option<DirectoryError>,
+}
+
+/// Knobs for [`apply_run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Writes in flight at once (at least 1).
+    pub concurrency: usize,
+    /// Call [`ApplyObserver::checkpoint`] after this many finished writes (0 = never), so the
+    /// caller can save the managed set during a long apply and a crash loses little.
+    pub checkpoint_every: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self { concurrency: DEFAULT_APPLY_CONCURRENCY, checkpoint_every: 1000 }
+    }
+}
+
+/// Watches an apply. Any `FnMut(done, total)` closure is an observer that only tracks progress.
+#[async_trait]
+pub trait ApplyObserver: Send {
+    /// `done` of `total` writes have finished (successfully or not).
+    fn progress(&mut self, _done: usize, _total: usize) {}
+    /// The managed set as it stands, every `checkpoint_every` writes; save it if you like.
+    async fn checkpoint(&mut self, _managed: &ManagedSet) {}
+}
+
+#[async_trait]
+impl<F: FnMut(usize, usize) + Send> ApplyObserver for F {
+    fn progress(&mut self, done: usize, total: usize) {
+        self(done, total)
+    }
+}
+
+/// An observer that ignores everything.
+pub struct NoProgress;
+
+#[async_trait]
+impl ApplyObserver for NoProgress {}
+
+/// What one write did to the managed set and the counts.
+enum ItemResult {
+    Created { imm: String, entry: ManagedEntry },
+    Updated { imm: String, entry: ManagedEntry },
+    Deleted { imm: String },
+    Replanned { replanned: Replanned, record: Option<(String, ManagedEntry)>, wrote: bool },
+    Failed { failure: UserFailure, forget: Option<String>, fatal: Option<DirectoryError> },
+    NotAttempted,
+}
+
+/// Applies a planned run: only when the guard passed and there is something to do. Writes run
+/// concurrently within `opts.concurrency`; a failure on one user never stops the others (except
+/// refused credentials or endpoint, which stop new writes). The returned managed set records
+/// every write that succeeded; the caller saves it.
+pub async fn apply_run(
+    planned: &PlannedRun,
+    destination: &dyn Directory,
+    opts: &ApplyOptions,
+    observer: &mut dyn ApplyObserver,
+) -> ApplyOutcome {
+    let mut outcome = ApplyOutcome {
+        result: RunResult::Success,
+        managed: None,
+        created: 0,
+        updated: 0,
+        deleted: 0,
+        failures: Vec::new(),
+        replanned: Vec::new(),
+        not_attempted: 0,
+        aborted: None,
+    };
+    if planned.guard.tripped {
+        outcome.result = RunResult::GuardTripped;
+        return outcome;
+    }
+    let mut managed = planned.plan.baseline.clone();
+    if planned.no_source_users {
+        outcome.result = RunResult::NoSourceUsers;
+        outcome.managed = Some(managed);
+        return outcome;
+    }
+
+    let total = planned.plan.writes();
+    let stop = AtomicBool::new(false);
+    let cfg = &planned.config;
+    let stop_ref = &stop;
+    let writes = planned.plan.items.iter().filter(|i| i.is_write()).map(|item| async move {
+        if stop_ref.load(Ordering::Relaxed) {
+            return ItemResult::NotAttempted;
+        }
+        let r = apply_item(item, destination, cfg).await;
+        if let ItemResult::Failed { fatal: Some(_), .. } = &r {
+            stop_ref.store(true, Ordering::Relaxed);
+        }
+        r
+    });
+    let mut results = futures::stream::iter(writes).buffer_unordered(opts.concurrency.max(1));
+    let mut done = 0usize;
+    while let Some(r) = results.next().await {
+        match r {
+            ItemResult::Created { imm, entry } => {
+                outcome.created += 1;
+                managed.insert(imm, entry);
+            }
+            ItemResult::Updated { imm, entry } => {
+                outcome.updated += 1;
+                managed.insert(imm, entry);
+            }
+            ItemResult::Deleted { imm } => {
+                outcome.deleted += 1;
+                managed.remove(&imm);
+            }
+            ItemResult::Replanned { replanned, record, wrote } => {
+                if wrote {
+                    outcome.updated += 1;
+                }
+                if let Some((imm, entry)) = record {
+                    managed.insert(imm, entry);
+                }
+                outcome.replanned.push(replanned);
+            }
+            ItemResult::Failed { failure, forget, fatal } => {
+                if let Some(imm) = forget {
+                    managed.remove(&imm);
+                }
+                if let Some(e) = fatal
+                    && outcome.aborted.is_none()
+                {
+                    outcome.aborted = Some(e);
+                }
+                outcome.failures.push(failure);
+            }
+            ItemResult::NotAttempted => outcome.not_attempted += 1,
+        }
+        done += 1;
+        observer.progress(done, total);
+        if opts.checkpoint_every > 0 && done.is_multiple_of(opts.checkpoint_every) && done < total {
+            observer.checkpoint(&managed).await;
+        }
+    }
+
+    outcome.failures.sort_by_cached_key(|f| (fold_user_name(&f.user_name).into_owned(), f.action));
+    outcome.replanned.sort_by_cached_key(|r| fold_user_name(&r.user_name).into_owned());
+    if !outcome.failures.is_empty() || outcome.not_attempted > 0 || outcome.aborted.is_some() {
+        outcome.result = RunResult::PartiallyFailed;
+    }
+    outcome.managed = Some(managed);
+    outcome
+}
+
+/// Refused credentials or endpoint fail every further write too: stop sending them.
+fn is_fatal(e: &DirectoryError) -> bool {
+    matches!(e, DirectoryError::InvalidCredentials(_) | DirectoryError::EndpointNotAllowed(_))
+}
+
+fn failed(user_name: &str, action: Action, e: DirectoryError, forget: Option<String>) -> ItemResult {
+    let fatal = is_fatal(&e).then(|| e.clone());
+    let reason = match &e {
+        DirectoryError::PreconditionFailed(_) => {
+            format!("{e} (the user's externalId changed since planning; nothing was written)")
+        }
+        _ => e.to_string(),
+    };
+    ItemResult::Failed { failure: UserFailure { user_name: user_name.to_owned(), action, reason }, forget, fatal }
+}
+
+fn entry(destination_id: &str, source_id: &str, user_name: &str) -> ManagedEntry {
+    ManagedEntry {
+        destination_id: destination_id.to_owned(),
+        source_id: source_id.to_owned(),
+        user_name: user_name.to_owned(),
+    }
+}
+
+async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConfig) -> ItemResult {
+    match item {
+        PlanItem::Add { source_id, desired, .. } => match destination.create_user(desired).await {
+            Ok(created) => ItemResult::Created {
+                imm: desired.immutable_id.clone(),
+                entry: entry(&created.id, source_id, &desired.user_name),
+            },
+            Err(DirectoryError::Conflict(_)) => replan_after_conflict(desired, source_id, destination, cfg).await,
+            Err(e) => failed(&desired.user_name, Action::Add, e, None),
+        },
+        PlanItem::Update(u) => {
+            let (current, desired) = (&u.current, &u.desired);
+            match destination.update_user(&current.id, current, desired, u.expected_immutable_id.as_deref()).await {
+                Ok(()) => ItemResult::Updated {
+                    imm: desired.immutable_id.clone(),
+                    entry: entry(&current.id, &u.source_id, &desired.user_name),
+                },
+                // Gone since planning: forget it if it was ours, so the next run re-creates it.
+                Err(e @ DirectoryError::NotFound(_)) => {
+                    let ours = matches!(u.kind, UpdateKind::Sync | UpdateKind::Deactivate);
+                    failed(&current.user_name, Action::Update, e, ours.then(|| desired.immutable_id.clone()))
+                }
+                Err(e) => failed(&current.user_name, Action::Update, e, None),
+            }
+        }
+        PlanItem::Delete { current, immutable_id } => {
+            match destination.delete_user(&current.id, Some(immutable_id)).await {
+                // Already gone: the goal is reached.
+                Ok(()) | Err(DirectoryError::NotFound(_)) => ItemResult::Deleted { imm: immutable_id.clone() },
+                Err(e) => failed(&current.user_name, Action::Delete, e, None),
+            }
+        }
+        PlanItem::Conflict { .. } | PlanItem::Unmanaged { .. } => ItemResult::NotAttempted,
+    }
+}
+
+/// A create got a 409: someone holds the userName now. Look again and apply the matching rules
+/// to what is there (SPEC §2.4).
+async fn replan_after_conflict(
+    desired: &DesiredUser,
+    source_id: &str,
+    destination: &dyn Directory,
+    cfg: &SyncConfig,
+) -> ItemResult {
+    let name = desired.user_name.as_str();
+    let imm = desired.immutable_id.as_str();
+    let conflict = |detail: String| ItemResult::Replanned {
+        replanned: Replanned { user_name: name.to_owned(), action: Action::Conflict, detail },
+        record: None,
+        wrote: false,
+    };
+    let found = match destination.find_by_user_name(name).await {
+        Ok(found) => found,
+        Err(e) => return failed(name, Action::Add, e, None),
+    };
+    let mut found: Vec<User> = found.into_iter().filter(|u| same_user_name(&u.user_name, name)).collect();
+    let existing = match found.len() {
+        0 => {
+            return conflict(
+                "create refused as a duplicate (409) but no user has this userName; another unique attribute collides"
+                    .into(),
+            );
+        }
+        1 => found.remove(0),
+        n => return conflict(format!("create refused as a duplicate (409); {n} destination users have this userName")),
+    };
+    let protected = cfg.protected_user_names.iter().any(|p| same_user_name(p, &existing.user_name));
+    if protected {
+        return conflict("create refused as a duplicate (409); the existing user is in protectedUserNames".into());
+    }
+    let existing_ext = existing.immutable_id.as_deref().filter(|e| !e.is_empty());
+    let (expected, how) = match existing_ext {
+        Some(e) if e == imm => (Some(imm), "already created with this externalId"),
+        None if cfg.adopt_existing => (None, "adopted a user created meanwhile"),
+        None => {
+            return conflict(
+                "create refused as a duplicate (409): a user with this userName exists without externalId; set adoptExisting: true to take it over"
+                    .into(),
+            );
+        }
+        Some(other) => {
+            return conflict(format!(
+                "create refused as a duplicate (409): userName is taken by another destination user (externalId {other})"
+            ));
+        }
+    };
+    let record = Some((imm.to_owned(), entry(&existing.id, source_id, &desired.user_name)));
+    let carry_upn = cfg.upn_attribute().is_some();
+    let changes = plan::diff(&existing, desired, carry_upn);
+    if expected.is_some() && changes.is_empty() {
+        return ItemResult::Replanned {
+            replanned: Replanned { user_name: name.to_owned(), action: Action::Update, detail: format!("409: {how}; no change") },
+            record,
+            wrote: false,
+        };
+    }
+    match destination.update_user(&existing.id, &existing, desired, expected).await {
+        Ok(()) => ItemResult::Replanned {
+            replanned: Replanned { user_name: name.to_owned(), action: Action::Update, detail: format!("409: {how}; updated") },
+            record,
+            wrote: true,
+        },
+        Err(e) => failed(name, Action::Update, e, None),
+    }
+}
