@@ -31,13 +31,19 @@ pub struct ResourceIdentity {
 
 impl ResourceIdentity {
     fn same_resource(&self, other: &ResourceIdentity) -> bool {
-        self.namespace == other.namespace && self.name == other.name && self.domain.eq_ignore_ascii_case(&other.domain)
+        self.namespace == other.namespace
+            && self.name == other.name
+            && self.domain.eq_ignore_ascii_case(&other.domain)
     }
 }
 
 impl std::fmt::Display for ResourceIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DirectorySync {}/{} (domain {})", self.namespace, self.name, self.domain)
+        write!(
+            f,
+            "DirectorySync {}/{} (domain {})",
+            self.namespace, self.name, self.domain
+        )
     }
 }
 
@@ -76,7 +82,13 @@ struct Inner {
 
 impl StateFile {
     pub fn new(path: impl Into<PathBuf>, identity: ResourceIdentity) -> Self {
-        Self { inner: Arc::new(Inner { path: path.into(), identity, verified: AtomicBool::new(false) }) }
+        Self {
+            inner: Arc::new(Inner {
+                path: path.into(),
+                identity,
+                verified: AtomicBool::new(false),
+            }),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -94,7 +106,12 @@ impl Inner {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", self.path.display()))),
+            Err(e) => {
+                return Err(StoreError::Io(format!(
+                    "reading {}: {e}",
+                    self.path.display()
+                )));
+            }
         };
         let doc: StateDoc = serde_json::from_slice(&bytes).map_err(|e| {
             StoreError::Corrupt(crate::sync::managed::ManagedSetError::Invalid(format!(
@@ -103,12 +120,14 @@ impl Inner {
             )))
         })?;
         if doc.kind != STATE_FILE_KIND || doc.api_version != STATE_FILE_API_VERSION {
-            return Err(StoreError::Corrupt(crate::sync::managed::ManagedSetError::Invalid(format!(
-                "{} is a {} {}, not a {STATE_FILE_API_VERSION} {STATE_FILE_KIND}",
-                self.path.display(),
-                doc.api_version,
-                doc.kind
-            ))));
+            return Err(StoreError::Corrupt(
+                crate::sync::managed::ManagedSetError::Invalid(format!(
+                    "{} is a {} {}, not a {STATE_FILE_API_VERSION} {STATE_FILE_KIND}",
+                    self.path.display(),
+                    doc.api_version,
+                    doc.kind
+                )),
+            ));
         }
         if !doc.resource.same_resource(&self.identity) {
             return Err(StoreError::WrongOwner(format!(
@@ -127,13 +146,22 @@ impl Inner {
             // Refuse to overwrite another resource's file even when save comes before load.
             self.read()?;
         }
-        let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what} {}: {e}", self.path.display()));
+        let io = |what: &str, e: std::io::Error| {
+            StoreError::Io(format!("{what} {}: {e}", self.path.display()))
+        };
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let file_name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state".into());
+        let tmp = dir.join(format!(
+            ".{file_name}.{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
         let result = (|| {
             let file = create_private(&tmp).map_err(|e| io("creating a temporary file for", e))?;
             let mut w = BufWriter::new(file);
@@ -210,14 +238,22 @@ mod tests {
     use crate::sync::managed::ManagedEntry;
 
     fn identity(name: &str, domain: &str) -> ResourceIdentity {
-        ResourceIdentity { namespace: "identity".into(), name: name.into(), domain: domain.into() }
+        ResourceIdentity {
+            namespace: "identity".into(),
+            name: name.into(),
+            domain: domain.into(),
+        }
     }
 
     fn sample() -> ManagedSet {
         let mut s = ManagedSet::new();
         s.insert(
             "RDHiRneDPkiofrZ2nbYu7Q==",
-            ManagedEntry { destination_id: "d1".into(), source_id: "s1".into(), user_name: "alice@example.com".into() },
+            ManagedEntry {
+                destination_id: "d1".into(),
+                source_id: "s1".into(),
+                user_name: "alice@example.com".into(),
+            },
         );
         s
     }
@@ -248,7 +284,11 @@ mod tests {
         let store = StateFile::new(&path, identity("example-com", "example.com"));
         store.save(&sample()).await.expect("saves");
         store.save(&ManagedSet::new()).await.expect("saves again");
-        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .expect("read_dir")
@@ -261,17 +301,34 @@ mod tests {
     async fn a_file_of_another_resource_is_refused_on_load_and_save() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
-        StateFile::new(&path, identity("example-com", "example.com")).save(&sample()).await.expect("saves");
+        StateFile::new(&path, identity("example-com", "example.com"))
+            .save(&sample())
+            .await
+            .expect("saves");
         let before = std::fs::read(&path).expect("read");
 
-        for other in [identity("other", "example.com"), identity("example-com", "example.org")] {
+        for other in [
+            identity("other", "example.com"),
+            identity("example-com", "example.org"),
+        ] {
             let store = StateFile::new(&path, other);
             let err = store.load().await.expect_err("refused");
             assert!(matches!(err, StoreError::WrongOwner(_)), "{err:?}");
-            assert!(err.to_string().contains("belongs to DirectorySync identity/example-com"), "{err}");
-            assert!(matches!(store.save(&ManagedSet::new()).await, Err(StoreError::WrongOwner(_))));
+            assert!(
+                err.to_string()
+                    .contains("belongs to DirectorySync identity/example-com"),
+                "{err}"
+            );
+            assert!(matches!(
+                store.save(&ManagedSet::new()).await,
+                Err(StoreError::WrongOwner(_))
+            ));
         }
-        assert_eq!(std::fs::read(&path).expect("read"), before, "the other resource's file is untouched");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            before,
+            "the other resource's file is untouched"
+        );
     }
 
     #[tokio::test]
@@ -279,7 +336,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
         std::fs::write(&path, b"{\"hello\":1}").expect("write");
-        let err = StateFile::new(&path, identity("a", "example.com")).load().await.expect_err("refused");
-        assert!(err.to_string().contains("not a dirsync state file"), "{err}");
+        let err = StateFile::new(&path, identity("a", "example.com"))
+            .load()
+            .await
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("not a dirsync state file"),
+            "{err}"
+        );
     }
 }

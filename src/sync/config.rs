@@ -81,7 +81,9 @@ impl SyncConfig {
     /// API server (the standalone CLI reads the resource from a file).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_allowed_deletions > 100 {
-            return Err(ConfigError::MaxAllowedDeletionsOutOfRange(self.max_allowed_deletions));
+            return Err(ConfigError::MaxAllowedDeletionsOutOfRange(
+                self.max_allowed_deletions,
+            ));
         }
         let d = self.domain.as_str();
         let plausible = !d.is_empty()
@@ -89,7 +91,8 @@ impl SyncConfig {
             && !d.starts_with('.')
             && !d.ends_with('.')
             && !d.contains("..")
-            && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            && d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
         if !plausible {
             return Err(ConfigError::InvalidDomain(self.domain.clone()));
         }
@@ -99,7 +102,10 @@ impl SyncConfig {
     /// The UPN attribute path when one is configured (an empty string counts as none, as the
     /// resource's default is `""`).
     pub fn upn_attribute(&self) -> Option<&str> {
-        self.upn_attribute.as_deref().map(str::trim).filter(|a| !a.is_empty())
+        self.upn_attribute
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
     }
 
     /// `@domain`, lower-cased, the suffix every in-scope userPrincipalName ends with.
@@ -123,11 +129,24 @@ mod tests {
 
     #[test]
     fn enums_serialize_with_the_spec_names() {
-        assert_eq!(serde_json::to_string(&UpnMode::Enabled).ok().as_deref(), Some("\"Enabled\""));
-        assert_eq!(serde_json::to_string(&UpnMode::Disabled).ok().as_deref(), Some("\"Disabled\""));
-        assert_eq!(serde_json::to_string(&DeletionPolicy::Delete).ok().as_deref(), Some("\"Delete\""));
         assert_eq!(
-            serde_json::to_string(&DeletionPolicy::Deactivate).ok().as_deref(),
+            serde_json::to_string(&UpnMode::Enabled).ok().as_deref(),
+            Some("\"Enabled\"")
+        );
+        assert_eq!(
+            serde_json::to_string(&UpnMode::Disabled).ok().as_deref(),
+            Some("\"Disabled\"")
+        );
+        assert_eq!(
+            serde_json::to_string(&DeletionPolicy::Delete)
+                .ok()
+                .as_deref(),
+            Some("\"Delete\"")
+        );
+        assert_eq!(
+            serde_json::to_string(&DeletionPolicy::Deactivate)
+                .ok()
+                .as_deref(),
             Some("\"Deactivate\"")
         );
         assert!(serde_json::from_str::<UpnMode>("\"enabled\"").is_err());
@@ -135,9 +154,10 @@ mod tests {
 
     #[test]
     fn config_reads_camel_case_with_defaults() {
-        let cfg: SyncConfig =
-            serde_json::from_str(r#"{"domain":"example.com","upnMode":"Disabled","maxAllowedDeletions":65}"#)
-                .expect("valid config");
+        let cfg: SyncConfig = serde_json::from_str(
+            r#"{"domain":"example.com","upnMode":"Disabled","maxAllowedDeletions":65}"#,
+        )
+        .expect("valid config");
         assert_eq!(cfg, SyncConfig::new("example.com", UpnMode::Disabled, 65));
         assert_eq!(cfg.deletion_policy, DeletionPolicy::Delete);
         let json = serde_json::to_value(&cfg).expect("serializes");
@@ -147,13 +167,22 @@ mod tests {
 
     #[test]
     fn validate_rejects_out_of_range_and_bad_domains() {
-        assert!(SyncConfig::new("example.com", UpnMode::Enabled, 100).validate().is_ok());
+        assert!(
+            SyncConfig::new("example.com", UpnMode::Enabled, 100)
+                .validate()
+                .is_ok()
+        );
         assert_eq!(
             SyncConfig::new("example.com", UpnMode::Enabled, 101).validate(),
             Err(ConfigError::MaxAllowedDeletionsOutOfRange(101))
         );
         for bad in ["", ".example.com", "exa mple.com", "a..b", "@example.com"] {
-            assert!(SyncConfig::new(bad, UpnMode::Enabled, 1).validate().is_err(), "{bad:?}");
+            assert!(
+                SyncConfig::new(bad, UpnMode::Enabled, 1)
+                    .validate()
+                    .is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -169,9 +198,18 @@ mod tests {
 
     #[test]
     fn suffix_match_ignores_case_and_survives_multibyte_names() {
-        assert!(ends_with_ignore_ascii_case("Alice@Example.COM", "@example.com"));
-        assert!(!ends_with_ignore_ascii_case("alice@example.co", "@example.com"));
-        assert!(!ends_with_ignore_ascii_case("alice@sub.example.comx", "@example.com"));
+        assert!(ends_with_ignore_ascii_case(
+            "Alice@Example.COM",
+            "@example.com"
+        ));
+        assert!(!ends_with_ignore_ascii_case(
+            "alice@example.co",
+            "@example.com"
+        ));
+        assert!(!ends_with_ignore_ascii_case(
+            "alice@sub.example.comx",
+            "@example.com"
+        ));
         assert!(!ends_with_ignore_ascii_case("山田太郎さん", "@example.com"));
         assert!(!ends_with_ignore_ascii_case("x", "@example.com"));
     }
@@ -182,6 +220,9 @@ mod tests {
         let schema = settings.into_generator().into_root_schema_for::<UpnMode>();
         let text = serde_json::to_string(&schema).expect("schema serializes");
         assert!(text.contains("Enabled") && text.contains("Disabled"));
-        assert!(text.contains("before `@`"), "variant docs reach the schema: {text}");
+        assert!(
+            text.contains("before `@`"),
+            "variant docs reach the schema: {text}"
+        );
     }
 }

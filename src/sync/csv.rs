@@ -48,7 +48,11 @@ where
     W: Write,
     I: IntoIterator<Item = &'a PlanItem>,
 {
-    let mut hashing = HashingWriter { inner: out, hasher: Sha256::new(), bytes: 0 };
+    let mut hashing = HashingWriter {
+        inner: out,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
     hashing.write_all(BOM)?;
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
@@ -71,13 +75,20 @@ where
             neutralise(&changes),
             neutralise(v.immutable_id.unwrap_or_default()),
         ];
-        w.write_record(record.iter().map(|c| c.as_bytes())).map_err(io::Error::other)?;
+        w.write_record(record.iter().map(|c| c.as_bytes()))
+            .map_err(io::Error::other)?;
         rows += 1;
     }
     w.flush()?;
-    let mut hashing = w.into_inner().map_err(|e| io::Error::other(e.to_string()))?;
+    let mut hashing = w
+        .into_inner()
+        .map_err(|e| io::Error::other(e.to_string()))?;
     hashing.flush()?;
-    Ok(CsvStats { rows, bytes: hashing.bytes, sha256: hex(&hashing.hasher.finalize()) })
+    Ok(CsvStats {
+        rows,
+        bytes: hashing.bytes,
+        sha256: hex(&hashing.hasher.finalize()),
+    })
 }
 
 /// Prefixes `'` to a cell a spreadsheet would read as a formula: one that begins with `=`,

@@ -14,7 +14,9 @@ use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::guard::{self, GuardVerdict};
 use crate::sync::managed::{ManagedEntry, ManagedSet};
 use crate::sync::mapping::{Skipped, map_source_users};
-use crate::sync::plan::{self, Action, Plan, PlanContext, PlanItem, UpdateKind, fold_user_name, same_user_name};
+use crate::sync::plan::{
+    self, Action, Plan, PlanContext, PlanItem, UpdateKind, fold_user_name, same_user_name,
+};
 use crate::sync::summary::Summary;
 
 /// How many hand-over look-ups run at once.
@@ -62,7 +64,14 @@ pub struct PlannedRun {
 impl PlannedRun {
     /// The preview's `summary.json` content (add the CSV checksum with [`Summary::with_csv`]).
     pub fn summary(&self, dry_run: bool) -> Summary {
-        Summary::new(&self.config.domain, &self.plan, self.skipped, &self.guard, dry_run, self.no_source_users)
+        Summary::new(
+            &self.config.domain,
+            &self.plan,
+            self.skipped,
+            &self.guard,
+            dry_run,
+            self.no_source_users,
+        )
     }
 }
 
@@ -76,17 +85,25 @@ pub async fn plan_run(
 ) -> Result<PlannedRun, RunError> {
     cfg.validate()?;
     let source_scope = ListScope::Domain(cfg.domain.clone());
-    let (src, dst) = futures::join!(source.list_users(&source_scope), destination.list_users(&ListScope::All));
+    let (src, dst) = futures::join!(
+        source.list_users(&source_scope),
+        destination.list_users(&ListScope::All)
+    );
     let src = src.map_err(RunError::Source)?;
     let dst = dst.map_err(RunError::Destination)?;
     let source_users_read = src.len();
     let destination_users_read = dst.len();
 
-    let mapped = map_source_users(cfg, src).map_err(|e| RunError::Source(DirectoryError::Protocol(e.to_string())))?;
+    let mapped = map_source_users(cfg, src)
+        .map_err(|e| RunError::Source(DirectoryError::Protocol(e.to_string())))?;
     let handed_over = resolve_hand_overs(source, cfg, managed, others, &mapped.users, &dst).await?;
 
     let source_empty = mapped.users.is_empty();
-    let ctx = PlanContext { managed, managed_elsewhere: &others.managed_elsewhere, handed_over: &handed_over };
+    let ctx = PlanContext {
+        managed,
+        managed_elsewhere: &others.managed_elsewhere,
+        handed_over: &handed_over,
+    };
     let plan = plan::plan(cfg, mapped.users, dst, &ctx);
     let guard = guard::evaluate(&plan, cfg.max_allowed_deletions);
     let no_source_users = source_empty && plan.managed_present == 0;
@@ -129,10 +146,19 @@ async fn resolve_hand_overs(
     if suffixes.is_empty() || managed.is_empty() {
         return Ok(HashSet::new());
     }
-    let in_source: HashSet<&str> = mapped.iter().map(|s| s.desired.immutable_id.as_str()).collect();
+    let in_source: HashSet<&str> = mapped
+        .iter()
+        .map(|s| s.desired.immutable_id.as_str())
+        .collect();
     // A managed user no longer in the destination is dropped, not deleted: no need to ask.
-    let present: HashSet<&str> = destination.iter().filter_map(|u| u.immutable_id.as_deref()).collect();
-    let managed_present = managed.iter().filter(|(imm, _)| present.contains(imm)).count();
+    let present: HashSet<&str> = destination
+        .iter()
+        .filter_map(|u| u.immutable_id.as_deref())
+        .collect();
+    let managed_present = managed
+        .iter()
+        .filter(|(imm, _)| present.contains(imm))
+        .count();
     let candidates: Vec<(&str, &ManagedEntry)> = managed
         .iter()
         .filter(|(imm, e)| {
@@ -148,7 +174,12 @@ async fn resolve_hand_overs(
     let suffixes = &suffixes;
     let lookups = candidates.into_iter().map(|(imm, e)| async move {
         let found = source.get_user(&e.source_id).await?;
-        let moved = found.is_some_and(|u| !u.guest && suffixes.iter().any(|s| ends_with_ignore_ascii_case(&u.user_name, s)));
+        let moved = found.is_some_and(|u| {
+            !u.guest
+                && suffixes
+                    .iter()
+                    .any(|s| ends_with_ignore_ascii_case(&u.user_name, s))
+        });
         Ok::<_, DirectoryError>((imm, moved))
     });
     let mut results = futures::stream::iter(lookups).buffer_unordered(HANDOVER_LOOKUP_CONCURRENCY);
@@ -236,7 +267,10 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        Self { concurrency: DEFAULT_APPLY_CONCURRENCY, checkpoint_every: 1000 }
+        Self {
+            concurrency: DEFAULT_APPLY_CONCURRENCY,
+            checkpoint_every: 1000,
+        }
     }
 }
 
@@ -264,11 +298,27 @@ impl ApplyObserver for NoProgress {}
 
 /// What one write did to the managed set and the counts.
 enum ItemResult {
-    Created { imm: String, entry: ManagedEntry },
-    Updated { imm: String, entry: ManagedEntry },
-    Deleted { imm: String },
-    Replanned { replanned: Replanned, record: Option<(String, ManagedEntry)>, wrote: bool },
-    Failed { failure: UserFailure, forget: Option<String>, fatal: Option<DirectoryError> },
+    Created {
+        imm: String,
+        entry: ManagedEntry,
+    },
+    Updated {
+        imm: String,
+        entry: ManagedEntry,
+    },
+    Deleted {
+        imm: String,
+    },
+    Replanned {
+        replanned: Replanned,
+        record: Option<(String, ManagedEntry)>,
+        wrote: bool,
+    },
+    Failed {
+        failure: UserFailure,
+        forget: Option<String>,
+        fatal: Option<DirectoryError>,
+    },
     NotAttempted,
 }
 
@@ -308,16 +358,21 @@ pub async fn apply_run(
     let stop = AtomicBool::new(false);
     let cfg = &planned.config;
     let stop_ref = &stop;
-    let writes = planned.plan.items.iter().filter(|i| i.is_write()).map(|item| async move {
-        if stop_ref.load(Ordering::Relaxed) {
-            return ItemResult::NotAttempted;
-        }
-        let r = apply_item(item, destination, cfg).await;
-        if let ItemResult::Failed { fatal: Some(_), .. } = &r {
-            stop_ref.store(true, Ordering::Relaxed);
-        }
-        r
-    });
+    let writes = planned
+        .plan
+        .items
+        .iter()
+        .filter(|i| i.is_write())
+        .map(|item| async move {
+            if stop_ref.load(Ordering::Relaxed) {
+                return ItemResult::NotAttempted;
+            }
+            let r = apply_item(item, destination, cfg).await;
+            if let ItemResult::Failed { fatal: Some(_), .. } = &r {
+                stop_ref.store(true, Ordering::Relaxed);
+            }
+            r
+        });
     let mut results = futures::stream::iter(writes).buffer_unordered(opts.concurrency.max(1));
     let mut done = 0usize;
     while let Some(r) = results.next().await {
@@ -334,7 +389,11 @@ pub async fn apply_run(
                 outcome.deleted += 1;
                 managed.remove(&imm);
             }
-            ItemResult::Replanned { replanned, record, wrote } => {
+            ItemResult::Replanned {
+                replanned,
+                record,
+                wrote,
+            } => {
                 if wrote {
                     outcome.updated += 1;
                 }
@@ -343,7 +402,11 @@ pub async fn apply_run(
                 }
                 outcome.replanned.push(replanned);
             }
-            ItemResult::Failed { failure, forget, fatal } => {
+            ItemResult::Failed {
+                failure,
+                forget,
+                fatal,
+            } => {
                 if let Some(imm) = forget {
                     managed.remove(&imm);
                 }
@@ -363,8 +426,12 @@ pub async fn apply_run(
         }
     }
 
-    outcome.failures.sort_by_cached_key(|f| (fold_user_name(&f.user_name).into_owned(), f.action));
-    outcome.replanned.sort_by_cached_key(|r| fold_user_name(&r.user_name).into_owned());
+    outcome
+        .failures
+        .sort_by_cached_key(|f| (fold_user_name(&f.user_name).into_owned(), f.action));
+    outcome
+        .replanned
+        .sort_by_cached_key(|r| fold_user_name(&r.user_name).into_owned());
     if !outcome.failures.is_empty() || outcome.not_attempted > 0 || outcome.aborted.is_some() {
         outcome.result = RunResult::PartiallyFailed;
     }
@@ -374,10 +441,18 @@ pub async fn apply_run(
 
 /// Refused credentials or endpoint fail every further write too: stop sending them.
 fn is_fatal(e: &DirectoryError) -> bool {
-    matches!(e, DirectoryError::InvalidCredentials(_) | DirectoryError::EndpointNotAllowed(_))
+    matches!(
+        e,
+        DirectoryError::InvalidCredentials(_) | DirectoryError::EndpointNotAllowed(_)
+    )
 }
 
-fn failed(user_name: &str, action: Action, e: DirectoryError, forget: Option<String>) -> ItemResult {
+fn failed(
+    user_name: &str,
+    action: Action,
+    e: DirectoryError,
+    forget: Option<String>,
+) -> ItemResult {
     let fatal = is_fatal(&e).then(|| e.clone());
     let reason = match &e {
         DirectoryError::PreconditionFailed(_) => {
@@ -385,7 +460,15 @@ fn failed(user_name: &str, action: Action, e: DirectoryError, forget: Option<Str
         }
         _ => e.to_string(),
     };
-    ItemResult::Failed { failure: UserFailure { user_name: user_name.to_owned(), action, reason }, forget, fatal }
+    ItemResult::Failed {
+        failure: UserFailure {
+            user_name: user_name.to_owned(),
+            action,
+            reason,
+        },
+        forget,
+        fatal,
+    }
 }
 
 fn entry(destination_id: &str, source_id: &str, user_name: &str) -> ManagedEntry {
@@ -398,17 +481,29 @@ fn entry(destination_id: &str, source_id: &str, user_name: &str) -> ManagedEntry
 
 async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConfig) -> ItemResult {
     match item {
-        PlanItem::Add { source_id, desired, .. } => match destination.create_user(desired).await {
+        PlanItem::Add {
+            source_id, desired, ..
+        } => match destination.create_user(desired).await {
             Ok(created) => ItemResult::Created {
                 imm: desired.immutable_id.clone(),
                 entry: entry(&created.id, source_id, &desired.user_name),
             },
-            Err(DirectoryError::Conflict(_)) => replan_after_conflict(desired, source_id, destination, cfg).await,
+            Err(DirectoryError::Conflict(_)) => {
+                replan_after_conflict(desired, source_id, destination, cfg).await
+            }
             Err(e) => failed(&desired.user_name, Action::Add, e, None),
         },
         PlanItem::Update(u) => {
             let (current, desired) = (&u.current, &u.desired);
-            match destination.update_user(&current.id, current, desired, u.expected_immutable_id.as_deref()).await {
+            match destination
+                .update_user(
+                    &current.id,
+                    current,
+                    desired,
+                    u.expected_immutable_id.as_deref(),
+                )
+                .await
+            {
                 Ok(()) => ItemResult::Updated {
                     imm: desired.immutable_id.clone(),
                     entry: entry(&current.id, &u.source_id, &desired.user_name),
@@ -416,15 +511,28 @@ async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConf
                 // Gone since planning: forget it if it was ours, so the next run re-creates it.
                 Err(e @ DirectoryError::NotFound(_)) => {
                     let ours = matches!(u.kind, UpdateKind::Sync | UpdateKind::Deactivate);
-                    failed(&current.user_name, Action::Update, e, ours.then(|| desired.immutable_id.clone()))
+                    failed(
+                        &current.user_name,
+                        Action::Update,
+                        e,
+                        ours.then(|| desired.immutable_id.clone()),
+                    )
                 }
                 Err(e) => failed(&current.user_name, Action::Update, e, None),
             }
         }
-        PlanItem::Delete { current, immutable_id } => {
-            match destination.delete_user(&current.id, Some(immutable_id)).await {
+        PlanItem::Delete {
+            current,
+            immutable_id,
+        } => {
+            match destination
+                .delete_user(&current.id, Some(immutable_id))
+                .await
+            {
                 // Already gone: the goal is reached.
-                Ok(()) | Err(DirectoryError::NotFound(_)) => ItemResult::Deleted { imm: immutable_id.clone() },
+                Ok(()) | Err(DirectoryError::NotFound(_)) => ItemResult::Deleted {
+                    imm: immutable_id.clone(),
+                },
                 Err(e) => failed(&current.user_name, Action::Delete, e, None),
             }
         }
@@ -443,7 +551,11 @@ async fn replan_after_conflict(
     let name = desired.user_name.as_str();
     let imm = desired.immutable_id.as_str();
     let conflict = |detail: String| ItemResult::Replanned {
-        replanned: Replanned { user_name: name.to_owned(), action: Action::Conflict, detail },
+        replanned: Replanned {
+            user_name: name.to_owned(),
+            action: Action::Conflict,
+            detail,
+        },
         record: None,
         wrote: false,
     };
@@ -451,7 +563,10 @@ async fn replan_after_conflict(
         Ok(found) => found,
         Err(e) => return failed(name, Action::Add, e, None),
     };
-    let mut found: Vec<User> = found.into_iter().filter(|u| same_user_name(&u.user_name, name)).collect();
+    let mut found: Vec<User> = found
+        .into_iter()
+        .filter(|u| same_user_name(&u.user_name, name))
+        .collect();
     let existing = match found.len() {
         0 => {
             return conflict(
@@ -460,11 +575,21 @@ async fn replan_after_conflict(
             );
         }
         1 => found.remove(0),
-        n => return conflict(format!("create refused as a duplicate (409); {n} destination users have this userName")),
+        n => {
+            return conflict(format!(
+                "create refused as a duplicate (409); {n} destination users have this userName"
+            ));
+        }
     };
-    let protected = cfg.protected_user_names.iter().any(|p| same_user_name(p, &existing.user_name));
+    let protected = cfg
+        .protected_user_names
+        .iter()
+        .any(|p| same_user_name(p, &existing.user_name));
     if protected {
-        return conflict("create refused as a duplicate (409); the existing user is in protectedUserNames".into());
+        return conflict(
+            "create refused as a duplicate (409); the existing user is in protectedUserNames"
+                .into(),
+        );
     }
     let existing_ext = existing.immutable_id.as_deref().filter(|e| !e.is_empty());
     let (expected, how) = match existing_ext {
@@ -482,19 +607,33 @@ async fn replan_after_conflict(
             ));
         }
     };
-    let record = Some((imm.to_owned(), entry(&existing.id, source_id, &desired.user_name)));
+    let record = Some((
+        imm.to_owned(),
+        entry(&existing.id, source_id, &desired.user_name),
+    ));
     let carry_upn = cfg.upn_attribute().is_some();
     let changes = plan::diff(&existing, desired, carry_upn);
     if expected.is_some() && changes.is_empty() {
         return ItemResult::Replanned {
-            replanned: Replanned { user_name: name.to_owned(), action: Action::Update, detail: format!("409: {how}; no change") },
+            replanned: Replanned {
+                user_name: name.to_owned(),
+                action: Action::Update,
+                detail: format!("409: {how}; no change"),
+            },
             record,
             wrote: false,
         };
     }
-    match destination.update_user(&existing.id, &existing, desired, expected).await {
+    match destination
+        .update_user(&existing.id, &existing, desired, expected)
+        .await
+    {
         Ok(()) => ItemResult::Replanned {
-            replanned: Replanned { user_name: name.to_owned(), action: Action::Update, detail: format!("409: {how}; updated") },
+            replanned: Replanned {
+                user_name: name.to_owned(),
+                action: Action::Update,
+                detail: format!("409: {how}; updated"),
+            },
             record,
             wrote: true,
         },

@@ -34,12 +34,22 @@ pub fn check(deletes: usize, managed: usize, max_allowed_deletions: u8) -> Guard
         (_, 0) => 100,
         _ => u64::try_from(d * 100 / m).unwrap_or(u64::MAX),
     };
-    GuardVerdict { tripped, deletes, managed, percent, max_allowed_deletions }
+    GuardVerdict {
+        tripped,
+        deletes,
+        managed,
+        percent,
+        max_allowed_deletions,
+    }
 }
 
 /// The guard's verdict on `plan`.
 pub fn evaluate(plan: &Plan, max_allowed_deletions: u8) -> GuardVerdict {
-    check(plan.deletions(), plan.managed_present, max_allowed_deletions)
+    check(
+        plan.deletions(),
+        plan.managed_present,
+        max_allowed_deletions,
+    )
 }
 
 impl GuardVerdict {
@@ -87,7 +97,10 @@ mod tests {
                 "Synchronization was canceled because the deletion percentage reached the threshold: 70 of 100 managed users (70 %) would be deleted or deactivated; maxAllowedDeletions is 65 %. Fix the source or raise the value, then set dirsync.io/sync-now."
             )
         );
-        assert!(v.dry_run_message().is_some_and(|m| m.contains("70 of 100 managed users (70 %)")));
+        assert!(
+            v.dry_run_message()
+                .is_some_and(|m| m.contains("70 of 100 managed users (70 %)"))
+        );
         assert_eq!(check(1, 100, 65).message(), None);
         assert_eq!(check(1, 100, 65).dry_run_message(), None);
     }

@@ -8,7 +8,9 @@ use crate::directory::User;
 /// A source user whose Immutable ID cannot be derived. This is a read error: the run stops
 /// rather than guess a key, because a wrong key would re-create or orphan the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("user with object id {object_id:?} has no onPremisesImmutableId and its object id is not a GUID")]
+#[error(
+    "user with object id {object_id:?} has no onPremisesImmutableId and its object id is not a GUID"
+)]
 pub struct ImmutableIdError {
     pub object_id: String,
 }
@@ -27,7 +29,9 @@ pub fn immutable_id(user: &User) -> Result<String, ImmutableIdError> {
 /// Base64 of `object_id` (a GUID in any common text form) in .NET `Guid.ToByteArray()` order:
 /// the first three groups little-endian, the last eight bytes as written.
 pub fn immutable_id_from_guid(object_id: &str) -> Result<String, ImmutableIdError> {
-    let guid = uuid::Uuid::try_parse(object_id).map_err(|_| ImmutableIdError { object_id: object_id.to_owned() })?;
+    let guid = uuid::Uuid::try_parse(object_id).map_err(|_| ImmutableIdError {
+        object_id: object_id.to_owned(),
+    })?;
     Ok(STANDARD.encode(guid.to_bytes_le()))
 }
 
@@ -36,7 +40,11 @@ mod tests {
     use super::*;
 
     fn user(id: &str, on_prem: Option<&str>) -> User {
-        User { id: id.into(), immutable_id: on_prem.map(Into::into), ..User::default() }
+        User {
+            id: id.into(),
+            immutable_id: on_prem.map(Into::into),
+            ..User::default()
+        }
     }
 
     #[test]
@@ -54,7 +62,10 @@ mod tests {
 
     #[test]
     fn on_premises_immutable_id_wins_when_set() {
-        let u = user("46e23144-8377-483e-a87e-b6769db62eed", Some("+abc/onprem=="));
+        let u = user(
+            "46e23144-8377-483e-a87e-b6769db62eed",
+            Some("+abc/onprem=="),
+        );
         assert_eq!(immutable_id(&u).as_deref(), Ok("+abc/onprem=="));
         // An empty value is "not set".
         let u = user("46e23144-8377-483e-a87e-b6769db62eed", Some(""));

@@ -71,7 +71,11 @@ impl ManagedSet {
     }
 
     /// Records (or refreshes) a managed user; returns the previous entry.
-    pub fn insert(&mut self, immutable_id: impl Into<String>, entry: ManagedEntry) -> Option<ManagedEntry> {
+    pub fn insert(
+        &mut self,
+        immutable_id: impl Into<String>,
+        entry: ManagedEntry,
+    ) -> Option<ManagedEntry> {
         self.entries.insert(immutable_id.into(), entry)
     }
 
@@ -106,7 +110,9 @@ impl ManagedSet {
     }
 
     pub fn from_json_slice(bytes: &[u8]) -> Result<Self, ManagedSetError> {
-        serde_json::from_slice::<OwnedHeader>(bytes).map_err(|e| ManagedSetError::Invalid(e.to_string()))?.into_set()
+        serde_json::from_slice::<OwnedHeader>(bytes)
+            .map_err(|e| ManagedSetError::Invalid(e.to_string()))?
+            .into_set()
     }
 
     /// The JSON form, gzip-compressed.
@@ -136,7 +142,10 @@ impl ManagedSet {
     /// One gzip stream cut into parts of at most `max_part_bytes` bytes (at least one part,
     /// even for an empty set). Reassemble with [`ManagedSet::from_parts`] in the same order.
     pub fn to_gzip_parts(&self, max_part_bytes: usize) -> Vec<Vec<u8>> {
-        self.to_gzip().chunks(max_part_bytes.max(1)).map(<[u8]>::to_vec).collect()
+        self.to_gzip()
+            .chunks(max_part_bytes.max(1))
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     /// Reads a set from parts made by [`ManagedSet::to_gzip_parts`]. A missing or reordered
@@ -152,21 +161,30 @@ impl ManagedSet {
 
 impl FromIterator<(String, ManagedEntry)> for ManagedSet {
     fn from_iter<T: IntoIterator<Item = (String, ManagedEntry)>>(iter: T) -> Self {
-        Self { entries: iter.into_iter().collect() }
+        Self {
+            entries: iter.into_iter().collect(),
+        }
     }
 }
 
 /// The compact JSON form, for embedding in a larger document (the CLI's state file).
 impl Serialize for ManagedSet {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        Header { format: MANAGED_SET_FORMAT, version: MANAGED_SET_VERSION, count: self.len(), users: Users(self) }
-            .serialize(s)
+        Header {
+            format: MANAGED_SET_FORMAT,
+            version: MANAGED_SET_VERSION,
+            count: self.len(),
+            users: Users(self),
+        }
+        .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for ManagedSet {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        OwnedHeader::deserialize(d)?.into_set().map_err(serde::de::Error::custom)
+        OwnedHeader::deserialize(d)?
+            .into_set()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -183,11 +201,14 @@ struct Users<'a>(&'a ManagedSet);
 
 impl Serialize for Users<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.0
-                .iter_sorted()
-                .map(|(k, v)| (k, v.destination_id.as_str(), v.source_id.as_str(), v.user_name.as_str())),
-        )
+        s.collect_seq(self.0.iter_sorted().map(|(k, v)| {
+            (
+                k,
+                v.destination_id.as_str(),
+                v.source_id.as_str(),
+                v.user_name.as_str(),
+            )
+        }))
     }
 }
 
@@ -204,20 +225,34 @@ impl OwnedHeader {
     fn into_set(self) -> Result<ManagedSet, ManagedSetError> {
         let invalid = |m: String| Err(ManagedSetError::Invalid(m));
         if self.format != MANAGED_SET_FORMAT {
-            return invalid(format!("format is {:?}, expected {MANAGED_SET_FORMAT:?}", self.format));
+            return invalid(format!(
+                "format is {:?}, expected {MANAGED_SET_FORMAT:?}",
+                self.format
+            ));
         }
         if self.version != MANAGED_SET_VERSION {
-            return invalid(format!("version {} is not supported (this build reads {MANAGED_SET_VERSION})", self.version));
+            return invalid(format!(
+                "version {} is not supported (this build reads {MANAGED_SET_VERSION})",
+                self.version
+            ));
         }
         if self.count != self.users.len() {
-            return invalid(format!("count says {} users but {} are listed", self.count, self.users.len()));
+            return invalid(format!(
+                "count says {} users but {} are listed",
+                self.count,
+                self.users.len()
+            ));
         }
         let mut entries = HashMap::with_capacity(self.users.len());
         for (immutable_id, destination_id, source_id, user_name) in self.users {
             if immutable_id.is_empty() {
                 return invalid("an entry has an empty Immutable ID".into());
             }
-            let entry = ManagedEntry { destination_id, source_id, user_name };
+            let entry = ManagedEntry {
+                destination_id,
+                source_id,
+                user_name,
+            };
             if entries.insert(immutable_id, entry).is_some() {
                 return invalid("an Immutable ID is listed twice".into());
             }
@@ -299,7 +334,10 @@ mod tests {
         assert_eq!(empty.to_gzip_parts(10).len().min(1), 1);
         let parts = empty.to_gzip_parts(1_000_000);
         assert_eq!(parts.len(), 1);
-        assert_eq!(ManagedSet::from_parts(parts.iter().map(Vec::as_slice)), Ok(empty));
+        assert_eq!(
+            ManagedSet::from_parts(parts.iter().map(Vec::as_slice)),
+            Ok(empty)
+        );
     }
 
     #[test]
@@ -308,7 +346,10 @@ mod tests {
         let parts = s.to_gzip_parts(50_000);
         assert!(parts.len() > 1, "20k users should need several 50 kB parts");
         assert!(parts.iter().all(|p| p.len() <= 50_000 && !p.is_empty()));
-        assert_eq!(ManagedSet::from_parts(parts.iter().map(Vec::as_slice)), Ok(s.clone()));
+        assert_eq!(
+            ManagedSet::from_parts(parts.iter().map(Vec::as_slice)),
+            Ok(s.clone())
+        );
         // Compression pays off: well under a third of the JSON.
         assert!(s.to_gzip().len() * 3 < s.to_json_vec().len());
     }
@@ -318,8 +359,12 @@ mod tests {
         let s = set(20_000);
         let parts = s.to_gzip_parts(20_000);
         assert!(parts.len() >= 3);
-        let missing_middle: Vec<&[u8]> =
-            parts.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, p)| p.as_slice()).collect();
+        let missing_middle: Vec<&[u8]> = parts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, p)| p.as_slice())
+            .collect();
         assert!(ManagedSet::from_parts(missing_middle).is_err());
         let missing_last = parts[..parts.len() - 1].iter().map(Vec::as_slice);
         assert!(ManagedSet::from_parts(missing_last).is_err());
@@ -349,12 +394,21 @@ mod tests {
     fn insert_remove_and_lookup() {
         let mut s = set(2);
         assert!(s.contains("imm000001=="));
-        assert_eq!(s.get("imm000001==").map(|e| e.destination_id.as_str()), Some("d-1"));
+        assert_eq!(
+            s.get("imm000001==").map(|e| e.destination_id.as_str()),
+            Some("d-1")
+        );
         assert!(s.remove("imm000001==").is_some());
         assert!(!s.contains("imm000001=="));
         assert_eq!(s.len(), 1);
-        assert_eq!(s.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec!["imm000000=="]);
+        assert_eq!(
+            s.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["imm000000=="]
+        );
         let s = set(3);
-        assert_eq!(s.iter_sorted().map(|(k, _)| k).collect::<Vec<_>>(), vec!["imm000000==", "imm000001==", "imm000002=="]);
+        assert_eq!(
+            s.iter_sorted().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["imm000000==", "imm000001==", "imm000002=="]
+        );
     }
 }

@@ -37,7 +37,10 @@ pub struct MappedSource {
 }
 
 /// What became of one source user.
-#[allow(clippy::large_enum_variant, reason = "a short-lived return value, never stored in bulk")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived return value, never stored in bulk"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mapped {
     User(SourceUser),
@@ -48,9 +51,15 @@ pub enum Mapped {
 
 /// Maps every user of a source listing. Takes the listing by value so that strings move into
 /// the result instead of being copied (a 100k-user run holds one copy).
-pub fn map_source_users(cfg: &SyncConfig, users: Vec<User>) -> Result<MappedSource, ImmutableIdError> {
+pub fn map_source_users(
+    cfg: &SyncConfig,
+    users: Vec<User>,
+) -> Result<MappedSource, ImmutableIdError> {
     let suffix = cfg.domain_suffix();
-    let mut out = MappedSource { users: Vec::with_capacity(users.len()), skipped: Skipped::default() };
+    let mut out = MappedSource {
+        users: Vec::with_capacity(users.len()),
+        skipped: Skipped::default(),
+    };
     for user in users {
         match map_with_suffix(cfg, &suffix, user)? {
             Mapped::User(u) => out.users.push(u),
@@ -69,7 +78,9 @@ pub fn map_source_user(cfg: &SyncConfig, user: User) -> Result<Mapped, Immutable
 
 /// Disabled, with neither given name nor surname (SPEC §2.1).
 pub fn is_resource_like(user: &User) -> bool {
-    !user.active && non_empty(user.given_name.as_deref()).is_none() && non_empty(user.surname.as_deref()).is_none()
+    !user.active
+        && non_empty(user.given_name.as_deref()).is_none()
+        && non_empty(user.surname.as_deref()).is_none()
 }
 
 /// `mail`, else the primary `SMTP:` entry of `proxyAddresses` (the upper-case prefix marks the
@@ -92,7 +103,8 @@ fn map_with_suffix(cfg: &SyncConfig, suffix: &str, user: User) -> Result<Mapped,
     }
     // Defence in depth: the source was asked for this domain only, but a user outside it
     // must never become a destination user of this resource.
-    if !ends_with_ignore_ascii_case(&user.user_name, suffix) || user.user_name.len() == suffix.len() {
+    if !ends_with_ignore_ascii_case(&user.user_name, suffix) || user.user_name.len() == suffix.len()
+    {
         return Ok(Mapped::OutOfDomain);
     }
     let resource_like = is_resource_like(&user);
@@ -116,7 +128,12 @@ fn map_with_suffix(cfg: &SyncConfig, suffix: &str, user: User) -> Result<Mapped,
         immutable_id,
         upn: cfg.upn_attribute().map(|_| upn.clone()),
     };
-    Ok(Mapped::User(SourceUser { source_id: user.id, upn, desired, resource_like }))
+    Ok(Mapped::User(SourceUser {
+        source_id: user.id,
+        upn,
+        desired,
+        resource_like,
+    }))
 }
 
 fn non_empty(s: Option<&str>) -> Option<&str> {
@@ -178,9 +195,18 @@ mod tests {
     #[test]
     fn upn_is_carried_only_when_an_attribute_is_configured() {
         let mut c = cfg(UpnMode::Disabled);
-        assert_eq!(mapped(&c, graph_user("alice@example.com")).desired.upn, None);
+        assert_eq!(
+            mapped(&c, graph_user("alice@example.com")).desired.upn,
+            None
+        );
         c.upn_attribute = Some("urn:x:upn".into());
-        assert_eq!(mapped(&c, graph_user("alice@example.com")).desired.upn.as_deref(), Some("alice@example.com"));
+        assert_eq!(
+            mapped(&c, graph_user("alice@example.com"))
+                .desired
+                .upn
+                .as_deref(),
+            Some("alice@example.com")
+        );
     }
 
     #[test]
@@ -188,32 +214,61 @@ mod tests {
         let c = cfg(UpnMode::Enabled);
         let mut u = graph_user("alice@example.com");
         u.email = None;
-        u.proxy_addresses = vec!["smtp:alias@example.com".into(), "SMTP:primary@example.com".into(), "SIP:x".into()];
-        assert_eq!(mapped(&c, u.clone()).desired.email.as_deref(), Some("primary@example.com"));
+        u.proxy_addresses = vec![
+            "smtp:alias@example.com".into(),
+            "SMTP:primary@example.com".into(),
+            "SIP:x".into(),
+        ];
+        assert_eq!(
+            mapped(&c, u.clone()).desired.email.as_deref(),
+            Some("primary@example.com")
+        );
         u.email = Some(String::new());
-        assert_eq!(mapped(&c, u.clone()).desired.email.as_deref(), Some("primary@example.com"));
+        assert_eq!(
+            mapped(&c, u.clone()).desired.email.as_deref(),
+            Some("primary@example.com")
+        );
         u.proxy_addresses = vec!["smtp:alias@example.com".into()];
         assert_eq!(mapped(&c, u.clone()).desired.email, None);
         u.email = Some("mail@example.com".into());
         u.proxy_addresses = vec!["SMTP:primary@example.com".into()];
-        assert_eq!(mapped(&c, u).desired.email.as_deref(), Some("mail@example.com"));
+        assert_eq!(
+            mapped(&c, u).desired.email.as_deref(),
+            Some("mail@example.com")
+        );
     }
 
     #[test]
     fn guests_are_never_synced() {
         let mut u = graph_user("guest@example.com");
         u.guest = true;
-        assert_eq!(map_source_user(&cfg(UpnMode::Enabled), u), Ok(Mapped::Guest));
+        assert_eq!(
+            map_source_user(&cfg(UpnMode::Enabled), u),
+            Ok(Mapped::Guest)
+        );
     }
 
     #[test]
     fn users_outside_the_domain_are_dropped() {
         let c = cfg(UpnMode::Enabled);
-        for upn in ["alice@other.com", "alice@sub.example.com.evil", "alice@notexample.com", "@example.com", "alice"] {
-            assert_eq!(map_source_user(&c, graph_user(upn)), Ok(Mapped::OutOfDomain), "{upn}");
+        for upn in [
+            "alice@other.com",
+            "alice@sub.example.com.evil",
+            "alice@notexample.com",
+            "@example.com",
+            "alice",
+        ] {
+            assert_eq!(
+                map_source_user(&c, graph_user(upn)),
+                Ok(Mapped::OutOfDomain),
+                "{upn}"
+            );
         }
         // A subdomain is another domain.
-        assert_eq!(map_source_user(&c, graph_user("a@sub.example.com")), Ok(Mapped::OutOfDomain));
+        assert_eq!(
+            map_source_user(&c, graph_user("a@sub.example.com")),
+            Ok(Mapped::OutOfDomain)
+        );
     }
 
     #[test]
@@ -225,7 +280,10 @@ mod tests {
         room.surname = Some(String::new());
         assert!(mapped(&c, room.clone()).resource_like);
         c.exclude_resource_like_accounts = true;
-        assert_eq!(map_source_user(&c, room.clone()), Ok(Mapped::ResourceLikeExcluded));
+        assert_eq!(
+            map_source_user(&c, room.clone()),
+            Ok(Mapped::ResourceLikeExcluded)
+        );
         // Enabled, or with a name: a person.
         room.active = true;
         assert!(!mapped(&c, room.clone()).resource_like);
@@ -249,7 +307,8 @@ mod tests {
         assert!(map_source_users(&cfg(UpnMode::Enabled), vec![u.clone()]).is_err());
         // ...unless the user is skipped anyway.
         u.guest = true;
-        let out = map_source_users(&cfg(UpnMode::Enabled), vec![u]).expect("guest is skipped first");
+        let out =
+            map_source_users(&cfg(UpnMode::Enabled), vec![u]).expect("guest is skipped first");
         assert_eq!(out.skipped.guests, 1);
     }
 
@@ -258,9 +317,23 @@ mod tests {
         let c = cfg(UpnMode::Enabled);
         let mut guest = graph_user("g@example.com");
         guest.guest = true;
-        let out = map_source_users(&c, vec![graph_user("a@example.com"), guest, graph_user("x@other.org")])
-            .expect("maps");
+        let out = map_source_users(
+            &c,
+            vec![
+                graph_user("a@example.com"),
+                guest,
+                graph_user("x@other.org"),
+            ],
+        )
+        .expect("maps");
         assert_eq!(out.users.len(), 1);
-        assert_eq!(out.skipped, Skipped { guests: 1, resource_like: 0, out_of_domain: 1 });
+        assert_eq!(
+            out.skipped,
+            Skipped {
+                guests: 1,
+                resource_like: 0,
+                out_of_domain: 1
+            }
+        );
     }
 }

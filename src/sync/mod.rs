@@ -22,6 +22,7 @@ mod tests;
 
 pub use config::{DeletionPolicy, SyncConfig, UpnMode};
 pub use engine::{
-    ApplyObserver, ApplyOptions, ApplyOutcome, OtherResources, PlannedRun, RunError, RunResult, apply_run, plan_run,
+    ApplyObserver, ApplyOptions, ApplyOutcome, OtherResources, PlannedRun, RunError, RunResult,
+    apply_run, plan_run,
 };
 pub use managed::{ManagedEntry, ManagedSet, ManagedStore, StoreError};

@@ -98,7 +98,9 @@ impl std::fmt::Display for Change {
 impl Change {
     /// `active: true -> false`: a deactivation, which the deletion guard counts.
     pub fn is_deactivation(&self) -> bool {
-        self.field == Field::Active && self.old.as_deref() == Some("true") && self.new.as_deref() == Some("false")
+        self.field == Field::Active
+            && self.old.as_deref() == Some("true")
+            && self.new.as_deref() == Some("false")
     }
 }
 
@@ -166,14 +168,23 @@ impl RowValues {
 pub enum PlanItem {
     /// Create `desired` (it carries the externalId, so a crash between create and record heals
     /// on the next run by the externalId match).
-    Add { source_id: String, upn: String, desired: DesiredUser, resource_like: bool },
+    Add {
+        source_id: String,
+        upn: String,
+        desired: DesiredUser,
+        resource_like: bool,
+    },
     /// Bring `current` to `desired`, only while it still carries `expected_immutable_id`.
     /// Boxed: it holds two users, and rows are kept by the 100k.
     Update(Box<UpdateItem>),
     /// Delete `current`, a managed user no longer in the source.
     Delete { current: User, immutable_id: String },
     /// Reported, never applied.
-    Conflict { shown: RowValues, reason: String, resource_like: bool },
+    Conflict {
+        shown: RowValues,
+        reason: String,
+        resource_like: bool,
+    },
     /// A destination user in this domain's scope that nothing matches or manages.
     Unmanaged { current: User },
 }
@@ -267,7 +278,10 @@ impl PlanItem {
 
     /// Whether applying this item writes to the destination.
     pub fn is_write(&self) -> bool {
-        matches!(self, PlanItem::Add { .. } | PlanItem::Update(_) | PlanItem::Delete { .. })
+        matches!(
+            self,
+            PlanItem::Add { .. } | PlanItem::Update(_) | PlanItem::Delete { .. }
+        )
     }
 
     /// The preview's `changes` cell: field changes, the conflict reason, then warnings and notes,
@@ -299,7 +313,11 @@ impl PlanItem {
                     push(&RESOURCE_LIKE_WARNING);
                 }
             }
-            PlanItem::Conflict { reason, resource_like, .. } => {
+            PlanItem::Conflict {
+                reason,
+                resource_like,
+                ..
+            } => {
                 push(reason);
                 if *resource_like {
                     push(&RESOURCE_LIKE_WARNING);
@@ -393,12 +411,17 @@ impl Plan {
 
 /// Lower-case form used for userName matching (SCIM `userName` is case-insensitive).
 pub fn fold_user_name(name: &str) -> Cow<'_, str> {
-    if name.chars().any(char::is_uppercase) { Cow::Owned(name.to_lowercase()) } else { Cow::Borrowed(name) }
+    if name.chars().any(char::is_uppercase) {
+        Cow::Owned(name.to_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 /// Two user names that SCIM considers the same.
 pub fn same_user_name(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b) || (!(a.is_ascii() && b.is_ascii()) && fold_user_name(a) == fold_user_name(b))
+    a.eq_ignore_ascii_case(b)
+        || (!(a.is_ascii() && b.is_ascii()) && fold_user_name(a) == fold_user_name(b))
 }
 
 /// The fields an update of `current` to `desired` changes. `userName` is compared
@@ -415,11 +438,31 @@ pub fn diff(current: &User, desired: &DesiredUser, carry_upn: bool) -> Vec<Chang
         });
     }
     if carry_upn {
-        opt_change(&mut changes, Field::UserPrincipalName, &current.upn, &desired.upn);
+        opt_change(
+            &mut changes,
+            Field::UserPrincipalName,
+            &current.upn,
+            &desired.upn,
+        );
     }
-    opt_change(&mut changes, Field::DisplayName, &current.display_name, &desired.display_name);
-    opt_change(&mut changes, Field::GivenName, &current.given_name, &desired.given_name);
-    opt_change(&mut changes, Field::Surname, &current.surname, &desired.surname);
+    opt_change(
+        &mut changes,
+        Field::DisplayName,
+        &current.display_name,
+        &desired.display_name,
+    );
+    opt_change(
+        &mut changes,
+        Field::GivenName,
+        &current.given_name,
+        &desired.given_name,
+    );
+    opt_change(
+        &mut changes,
+        Field::Surname,
+        &current.surname,
+        &desired.surname,
+    );
     opt_change(&mut changes, Field::Email, &current.email, &desired.email);
     if current.active != desired.active {
         changes.push(Change {
@@ -435,7 +478,11 @@ fn opt_change(changes: &mut Vec<Change>, field: Field, old: &Option<String>, new
     let old = old.as_deref().filter(|s| !s.is_empty());
     let new = new.as_deref().filter(|s| !s.is_empty());
     if old != new {
-        changes.push(Change { field, old: old.map(str::to_owned), new: new.map(str::to_owned) });
+        changes.push(Change {
+            field,
+            old: old.map(str::to_owned),
+            new: new.map(str::to_owned),
+        });
     }
 }
 
@@ -479,9 +526,18 @@ enum Duplicate {
 /// First-pass decision for one source user.
 enum SourceDecision {
     Add,
-    Update { dest: usize, kind: UpdateKind, changes: Vec<Change>, expected: Option<String> },
-    Unchanged { dest: usize },
-    Conflict { reason: String },
+    Update {
+        dest: usize,
+        kind: UpdateKind,
+        changes: Vec<Change>,
+        expected: Option<String>,
+    },
+    Unchanged {
+        dest: usize,
+    },
+    Conflict {
+        reason: String,
+    },
 }
 
 /// First-pass decision for one managed user missing from the source.
@@ -494,11 +550,20 @@ enum MissingDecision {
 /// Plans a run. `source` is the mapped source; `destination` every destination user in the
 /// SCIM reading (`immutable_id` = externalId, `upn` = the UPN attribute). Both are consumed:
 /// their strings move into the plan.
-pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, ctx: &PlanContext<'_>) -> Plan {
+pub fn plan(
+    cfg: &SyncConfig,
+    source: Vec<SourceUser>,
+    destination: Vec<User>,
+    ctx: &PlanContext<'_>,
+) -> Plan {
     let suffix = cfg.domain_suffix();
-    let protected: HashSet<String> =
-        cfg.protected_user_names.iter().map(|n| fold_user_name(n).into_owned()).collect();
-    let is_protected = |name: &str| !protected.is_empty() && protected.contains(fold_user_name(name).as_ref());
+    let protected: HashSet<String> = cfg
+        .protected_user_names
+        .iter()
+        .map(|n| fold_user_name(n).into_owned())
+        .collect();
+    let is_protected =
+        |name: &str| !protected.is_empty() && protected.contains(fold_user_name(name).as_ref());
 
     // Indexes over borrowed destination data.
     let mut by_ext: HashMap<&str, Hits> = HashMap::with_capacity(destination.len());
@@ -542,16 +607,32 @@ pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, c
     for (i, s) in source.iter().enumerate() {
         let imm = s.desired.immutable_id.as_str();
         let recorded = ctx.managed.get(imm);
-        let d = decide_source(cfg, s, dup[i], recorded.is_some(), &destination, &by_ext, &by_name, &mut slots, ctx, &is_protected);
+        let d = decide_source(
+            cfg,
+            s,
+            dup[i],
+            recorded.is_some(),
+            &destination,
+            &by_ext,
+            &by_name,
+            &mut slots,
+            ctx,
+            &is_protected,
+        );
         match &d {
             SourceDecision::Unchanged { dest } => {
                 unchanged += 1;
                 let current = &destination[*dest];
                 let fresh = recorded.is_some_and(|e| {
-                    e.destination_id == current.id && e.source_id == s.source_id && e.user_name == current.user_name
+                    e.destination_id == current.id
+                        && e.source_id == s.source_id
+                        && e.user_name == current.user_name
                 });
                 if !fresh {
-                    baseline.insert(imm, entry_for(&current.id, &s.source_id, &current.user_name));
+                    baseline.insert(
+                        imm,
+                        entry_for(&current.id, &s.source_id, &current.user_name),
+                    );
                 }
             }
             // Re-created on success; the old destination user is gone.
@@ -580,7 +661,10 @@ pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, c
             continue;
         }
         if ctx.handed_over.contains(imm) || ctx.managed_elsewhere.contains(imm) {
-            handed_over.push(HandedOver { immutable_id: imm.to_owned(), user_name: entry.user_name.clone() });
+            handed_over.push(HandedOver {
+                immutable_id: imm.to_owned(),
+                user_name: entry.user_name.clone(),
+            });
             baseline.remove(imm);
             if let Some(Hits::One(i)) = hits {
                 slots[i] = Slot::Claimed;
@@ -606,7 +690,8 @@ pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, c
                     // Cannot happen (its externalId is in no source user), but never write twice.
                     missing.push(MissingDecision::Conflict {
                         shown: RowValues::from_destination(current),
-                        reason: "destination user is matched by another source user; not removed".into(),
+                        reason: "destination user is matched by another source user; not removed"
+                            .into(),
                     });
                 } else if is_protected(&current.user_name) {
                     slots[i] = Slot::Claimed;
@@ -635,12 +720,16 @@ pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, c
             continue;
         }
         if let Some(ext) = d.immutable_id.as_deref().filter(|e| !e.is_empty())
-            && (ctx.managed.contains(ext) || ctx.managed_elsewhere.contains(ext) || src_ext.contains_key(ext))
+            && (ctx.managed.contains(ext)
+                || ctx.managed_elsewhere.contains(ext)
+                || src_ext.contains_key(ext))
         {
             continue;
         }
         let in_scope = ends_with_ignore_ascii_case(&d.user_name, &suffix)
-            || d.upn.as_deref().is_some_and(|u| ends_with_ignore_ascii_case(u, &suffix));
+            || d.upn
+                .as_deref()
+                .is_some_and(|u| ends_with_ignore_ascii_case(u, &suffix));
         if in_scope {
             unmanaged.push(i);
         }
@@ -667,7 +756,12 @@ pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, c
                 reason,
                 resource_like: s.resource_like,
             }),
-            SourceDecision::Update { dest: i, kind, mut changes, expected } => {
+            SourceDecision::Update {
+                dest: i,
+                kind,
+                mut changes,
+                expected,
+            } => {
                 let Some(current) = dest[i].take() else {
                     items.push(internal_conflict(&s));
                     continue;
@@ -694,13 +788,18 @@ pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, c
     }
     for m in missing {
         match m {
-            MissingDecision::Conflict { shown, reason } => {
-                items.push(PlanItem::Conflict { shown, reason, resource_like: false })
-            }
+            MissingDecision::Conflict { shown, reason } => items.push(PlanItem::Conflict {
+                shown,
+                reason,
+                resource_like: false,
+            }),
             MissingDecision::Delete { dest: i } => {
                 if let Some(current) = dest[i].take() {
                     let immutable_id = current.immutable_id.clone().unwrap_or_default();
-                    items.push(PlanItem::Delete { current, immutable_id });
+                    items.push(PlanItem::Delete {
+                        current,
+                        immutable_id,
+                    });
                 }
             }
             MissingDecision::Deactivate { dest: i } => {
@@ -718,9 +817,21 @@ pub fn plan(cfg: &SyncConfig, source: Vec<SourceUser>, destination: Vec<User>, c
     drop(dest);
 
     let items = sort_rows(items);
-    handed_over.sort_by_cached_key(|h| (fold_user_name(&h.user_name).into_owned(), h.immutable_id.clone()));
+    handed_over.sort_by_cached_key(|h| {
+        (
+            fold_user_name(&h.user_name).into_owned(),
+            h.immutable_id.clone(),
+        )
+    });
 
-    Plan { items, unchanged, handed_over, managed_present, managed_gone, baseline }
+    Plan {
+        items,
+        unchanged,
+        handed_over,
+        managed_present,
+        managed_gone,
+        baseline,
+    }
 }
 
 /// Preview order: action, then lower-cased userName, then Immutable ID (so that the order never
@@ -732,7 +843,11 @@ fn sort_rows(items: Vec<PlanItem>) -> Vec<PlanItem> {
             .iter()
             .map(|it| {
                 let v = it.view();
-                (v.action, fold_user_name(v.user_name), v.immutable_id.unwrap_or_default())
+                (
+                    v.action,
+                    fold_user_name(v.user_name),
+                    v.immutable_id.unwrap_or_default(),
+                )
             })
             .collect();
         let mut order: Vec<usize> = (0..items.len()).collect();
@@ -762,7 +877,10 @@ fn internal_conflict(s: &SourceUser) -> PlanItem {
 /// Removal under `deletionPolicy: Deactivate`: the destination's values with `active: false`.
 fn deactivation(current: User, managed: &ManagedSet) -> PlanItem {
     let immutable_id = current.immutable_id.clone().unwrap_or_default();
-    let source_id = managed.get(&immutable_id).map(|e| e.source_id.clone()).unwrap_or_default();
+    let source_id = managed
+        .get(&immutable_id)
+        .map(|e| e.source_id.clone())
+        .unwrap_or_default();
     let desired = DesiredUser {
         user_name: current.user_name.clone(),
         display_name: current.display_name.clone(),
@@ -779,7 +897,11 @@ fn deactivation(current: User, managed: &ManagedSet) -> PlanItem {
         upn: current.upn.clone(),
         current,
         desired,
-        changes: vec![Change { field: Field::Active, old: Some("true".into()), new: Some("false".into()) }],
+        changes: vec![Change {
+            field: Field::Active,
+            old: Some("true".into()),
+            new: Some("false".into()),
+        }],
         expected_immutable_id: Some(immutable_id),
         resource_like: false,
     }))
@@ -804,19 +926,25 @@ fn decide_source(
     let carry_upn = cfg.upn_attribute().is_some();
 
     match dup {
-        Duplicate::ImmutableId => return conflict("more than one source user has this Immutable ID".into()),
-        Duplicate::UserName => return conflict("more than one source user maps to this userName".into()),
+        Duplicate::ImmutableId => {
+            return conflict("more than one source user has this Immutable ID".into());
+        }
+        Duplicate::UserName => {
+            return conflict("more than one source user maps to this userName".into());
+        }
         Duplicate::None => {}
     }
     if is_protected(&s.desired.user_name) {
         reference(slots, by_name.get(name.as_ref()));
-        return conflict("userName is in protectedUserNames; never adopted, updated or deleted".into());
+        return conflict(
+            "userName is in protectedUserNames; never adopted, updated or deleted".into(),
+        );
     }
 
     match by_ext.get(imm).copied() {
-        Some(Hits::Many(n)) => {
-            conflict(format!("{n} destination users carry this externalId; resolve the duplicates by hand"))
-        }
+        Some(Hits::Many(n)) => conflict(format!(
+            "{n} destination users carry this externalId; resolve the duplicates by hand"
+        )),
         Some(Hits::One(i)) => {
             let current = &destination[i];
             if is_protected(&current.user_name) {
@@ -860,7 +988,12 @@ fn decide_source(
             if changes.is_empty() {
                 SourceDecision::Unchanged { dest: i }
             } else {
-                SourceDecision::Update { dest: i, kind, changes, expected: Some(imm.to_owned()) }
+                SourceDecision::Update {
+                    dest: i,
+                    kind,
+                    changes,
+                    expected: Some(imm.to_owned()),
+                }
             }
         }
         None => match by_name.get(name.as_ref()).copied() {
@@ -869,13 +1002,21 @@ fn decide_source(
             Some(Hits::One(i)) => {
                 let current = &destination[i];
                 if slots[i] == Slot::Claimed {
-                    return conflict("destination user with this userName is matched by another source user".into());
+                    return conflict(
+                        "destination user with this userName is matched by another source user"
+                            .into(),
+                    );
                 }
                 match current.immutable_id.as_deref().filter(|e| !e.is_empty()) {
                     None if cfg.adopt_existing => {
                         slots[i] = Slot::Claimed;
                         let changes = diff(current, &s.desired, carry_upn);
-                        SourceDecision::Update { dest: i, kind: UpdateKind::Adopt, changes, expected: None }
+                        SourceDecision::Update {
+                            dest: i,
+                            kind: UpdateKind::Adopt,
+                            changes,
+                            expected: None,
+                        }
                     }
                     None => {
                         mark(slots, i, Slot::Referenced);
@@ -891,7 +1032,9 @@ fn decide_source(
                                 "userName is taken by a user another DirectorySync manages (externalId {other})"
                             ))
                         } else {
-                            conflict(format!("userName is taken by another destination user (externalId {other})"))
+                            conflict(format!(
+                                "userName is taken by another destination user (externalId {other})"
+                            ))
                         }
                     }
                 }

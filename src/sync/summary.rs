@@ -95,8 +95,19 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(domain: &str, plan: &Plan, skipped: Skipped, guard: &GuardVerdict, dry_run: bool, no_source_users: bool) -> Self {
-        let guard_message = if dry_run { guard.dry_run_message() } else { guard.message() };
+    pub fn new(
+        domain: &str,
+        plan: &Plan,
+        skipped: Skipped,
+        guard: &GuardVerdict,
+        dry_run: bool,
+        no_source_users: bool,
+    ) -> Self {
+        let guard_message = if dry_run {
+            guard.dry_run_message()
+        } else {
+            guard.message()
+        };
         Self {
             domain: domain.to_owned(),
             dry_run,
@@ -104,7 +115,11 @@ impl Summary {
             counts: Counts::of(plan, skipped),
             guard: guard.clone(),
             guard_message,
-            handed_over: plan.handed_over.iter().map(|h| h.user_name.clone()).collect(),
+            handed_over: plan
+                .handed_over
+                .iter()
+                .map(|h| h.user_name.clone())
+                .collect(),
             rows: plan.items.len(),
             sha256: None,
         }

@@ -77,7 +77,11 @@ impl FakeDirectory {
 
     /// The user with this userName (case-insensitive).
     pub fn user_named(&self, user_name: &str) -> Option<User> {
-        self.lock().users.values().find(|u| same_user_name(&u.user_name, user_name)).cloned()
+        self.lock()
+            .users
+            .values()
+            .find(|u| same_user_name(&u.user_name, user_name))
+            .cloned()
     }
 
     pub fn insert(&self, user: User) {
@@ -110,13 +114,17 @@ impl FakeDirectory {
 
     /// Writes concerning `user_name` fail with `err`.
     pub fn fail_writes_for(&self, user_name: &str, err: DirectoryError) {
-        self.lock().write_errors.insert(user_name.to_lowercase(), err);
+        self.lock()
+            .write_errors
+            .insert(user_name.to_lowercase(), err);
     }
 
     /// When `user_name` is created, `existing` appears first, as if another writer raced us;
     /// the create then gets a 409.
     pub fn race_on_create(&self, user_name: &str, existing: User) {
-        self.lock().create_races.insert(user_name.to_lowercase(), existing);
+        self.lock()
+            .create_races
+            .insert(user_name.to_lowercase(), existing);
     }
 }
 
@@ -139,7 +147,11 @@ impl Directory for FakeDirectory {
             ListScope::All => s.users.values().cloned().collect(),
             ListScope::Domain(d) => {
                 let suffix = format!("@{}", d.to_ascii_lowercase());
-                s.users.values().filter(|u| ends_with_ignore_ascii_case(&u.user_name, &suffix)).cloned().collect()
+                s.users
+                    .values()
+                    .filter(|u| ends_with_ignore_ascii_case(&u.user_name, &suffix))
+                    .cloned()
+                    .collect()
             }
         })
     }
@@ -156,7 +168,11 @@ impl Directory for FakeDirectory {
     async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
         let mut s = self.lock();
         s.calls.finds += 1;
-        Ok(s.users.values().filter(|u| same_user_name(&u.user_name, user_name)).cloned().collect())
+        Ok(s.users
+            .values()
+            .filter(|u| same_user_name(&u.user_name, user_name))
+            .cloned()
+            .collect())
     }
 
     async fn create_user(&self, user: &DesiredUser) -> Result<User, DirectoryError> {
@@ -169,7 +185,10 @@ impl Directory for FakeDirectory {
         if let Some(existing) = s.create_races.remove(&key) {
             s.users.insert(existing.id.clone(), existing);
         }
-        if s.users.values().any(|u| same_user_name(&u.user_name, &user.user_name)) {
+        if s.users
+            .values()
+            .any(|u| same_user_name(&u.user_name, &user.user_name))
+        {
             return Err(DirectoryError::Conflict("409 uniqueness".into()));
         }
         s.next_id += 1;
@@ -201,19 +220,27 @@ impl Directory for FakeDirectory {
         let mut s = self.lock();
         s.calls.updates += 1;
         let current_name = s.users.get(id).map(|u| u.user_name.to_lowercase());
-        for key in [Some(desired.user_name.to_lowercase()), current_name].into_iter().flatten() {
+        for key in [Some(desired.user_name.to_lowercase()), current_name]
+            .into_iter()
+            .flatten()
+        {
             if let Some(e) = s.write_errors.get(&key) {
                 return Err(e.clone());
             }
         }
-        if s.users.values().any(|u| u.id != id && same_user_name(&u.user_name, &desired.user_name)) {
+        if s.users
+            .values()
+            .any(|u| u.id != id && same_user_name(&u.user_name, &desired.user_name))
+        {
             return Err(DirectoryError::Conflict("409 uniqueness".into()));
         }
         let Some(u) = s.users.get_mut(id) else {
             return Err(DirectoryError::NotFound("404".into()));
         };
         if !externals_match(u.immutable_id.as_deref(), expected_immutable_id) {
-            return Err(DirectoryError::PreconditionFailed("externalId changed".into()));
+            return Err(DirectoryError::PreconditionFailed(
+                "externalId changed".into(),
+            ));
         }
         u.user_name = desired.user_name.clone();
         u.display_name = desired.display_name.clone();
@@ -228,7 +255,11 @@ impl Directory for FakeDirectory {
         Ok(())
     }
 
-    async fn delete_user(&self, id: &str, expected_immutable_id: Option<&str>) -> Result<(), DirectoryError> {
+    async fn delete_user(
+        &self,
+        id: &str,
+        expected_immutable_id: Option<&str>,
+    ) -> Result<(), DirectoryError> {
         let mut s = self.lock();
         s.calls.deletes += 1;
         if let Some(name) = s.users.get(id).map(|u| u.user_name.to_lowercase())
@@ -240,7 +271,9 @@ impl Directory for FakeDirectory {
             return Err(DirectoryError::NotFound("404".into()));
         };
         if !externals_match(u.immutable_id.as_deref(), expected_immutable_id) {
-            return Err(DirectoryError::PreconditionFailed("externalId changed".into()));
+            return Err(DirectoryError::PreconditionFailed(
+                "externalId changed".into(),
+            ));
         }
         s.users.remove(id);
         Ok(())
@@ -287,9 +320,7 @@ pub fn scim_twin(id: &str, source: &User) -> User {
         email: source.email.clone(),
         proxy_addresses: Vec::new(),
         active: source.active,
-        immutable_id: Some(
-            crate::sync::immutable_id::immutable_id(source).unwrap_or_default(),
-        ),
+        immutable_id: Some(crate::sync::immutable_id::immutable_id(source).unwrap_or_default()),
         guest: false,
     }
 }

@@ -7,12 +7,15 @@ use crate::directory::{Directory, DirectoryError, User};
 use crate::sync::config::{DeletionPolicy, SyncConfig, UpnMode};
 use crate::sync::csv::write_preview_csv;
 use crate::sync::engine::{
-    ApplyObserver, ApplyOptions, NoProgress, OtherResources, PlannedRun, RunError, RunResult, apply_run, plan_run,
+    ApplyObserver, ApplyOptions, NoProgress, OtherResources, PlannedRun, RunError, RunResult,
+    apply_run, plan_run,
 };
 use crate::sync::managed::{ManagedEntry, ManagedSet};
 use crate::sync::mapping::map_source_users;
 use crate::sync::plan::{Action, Change, Field, Plan, PlanContext, PlanItem, UpdateKind, plan};
-use crate::sync::testing::{FakeDirectory, entra_user, guid, hand_made, immutable_id_of, scim_twin};
+use crate::sync::testing::{
+    FakeDirectory, entra_user, guid, hand_made, immutable_id_of, scim_twin,
+};
 
 const DOMAIN: &str = "example.com";
 
@@ -43,13 +46,26 @@ struct Others {
 
 impl Others {
     fn none() -> Self {
-        Self { elsewhere: HashSet::new(), handed: HashSet::new() }
+        Self {
+            elsewhere: HashSet::new(),
+            handed: HashSet::new(),
+        }
     }
 }
 
-fn plan_with(cfg: &SyncConfig, source: Vec<User>, dest: Vec<User>, managed: &ManagedSet, others: &Others) -> Plan {
+fn plan_with(
+    cfg: &SyncConfig,
+    source: Vec<User>,
+    dest: Vec<User>,
+    managed: &ManagedSet,
+    others: &Others,
+) -> Plan {
     let mapped = map_source_users(cfg, source).expect("source maps");
-    let ctx = PlanContext { managed, managed_elsewhere: &others.elsewhere, handed_over: &others.handed };
+    let ctx = PlanContext {
+        managed,
+        managed_elsewhere: &others.elsewhere,
+        handed_over: &others.handed,
+    };
     plan(cfg, mapped.users, dest, &ctx)
 }
 
@@ -58,7 +74,10 @@ fn plan_simple(cfg: &SyncConfig, source: Vec<User>, dest: Vec<User>, managed: &M
 }
 
 fn actions(plan: &Plan) -> Vec<(Action, String)> {
-    plan.items.iter().map(|i| (i.action(), i.user_name().to_owned())).collect()
+    plan.items
+        .iter()
+        .map(|i| (i.action(), i.user_name().to_owned()))
+        .collect()
 }
 
 fn only(plan: &Plan) -> &PlanItem {
@@ -77,15 +96,23 @@ fn reason(item: &PlanItem) -> &str {
 
 #[test]
 fn first_sync_into_an_empty_destination_adds_everyone() {
-    let source = vec![entra_user(2, "bob@example.com"), entra_user(1, "Alice@example.com")];
+    let source = vec![
+        entra_user(2, "bob@example.com"),
+        entra_user(1, "Alice@example.com"),
+    ];
     let p = plan_simple(&cfg(), source, vec![], &ManagedSet::new());
     assert_eq!(
         actions(&p),
-        vec![(Action::Add, "Alice@example.com".into()), (Action::Add, "bob@example.com".into())]
+        vec![
+            (Action::Add, "Alice@example.com".into()),
+            (Action::Add, "bob@example.com".into())
+        ]
     );
     assert_eq!(p.items[0].changes_text(), "note: initial password required");
     match &p.items[0] {
-        PlanItem::Add { desired, source_id, .. } => {
+        PlanItem::Add {
+            desired, source_id, ..
+        } => {
             assert_eq!(desired.immutable_id, immutable_id_of(1));
             assert_eq!(source_id, &guid(1));
         }
@@ -123,9 +150,14 @@ fn each_sync_item_that_differs_is_an_update_with_old_and_new() {
     d.upn = Some("old@example.com".into());
     let managed = managed_of(&[(1, "d1", "alice@example.com")]);
     let p = plan_simple(&c, vec![a], vec![d], &managed);
-    let PlanItem::Update(u) = only(&p) else { panic!("{p:#?}") };
+    let PlanItem::Update(u) = only(&p) else {
+        panic!("{p:#?}")
+    };
     assert_eq!(u.kind, UpdateKind::Sync);
-    assert_eq!(u.expected_immutable_id.as_deref(), Some(immutable_id_of(1).as_str()));
+    assert_eq!(
+        u.expected_immutable_id.as_deref(),
+        Some(immutable_id_of(1).as_str())
+    );
     assert_eq!(
         only(&p).changes_text(),
         "userPrincipalName: old@example.com -> alice@example.com; displayName: Old Name -> alice display; \
@@ -133,7 +165,10 @@ fn each_sync_item_that_differs_is_an_update_with_old_and_new() {
          active: false -> true"
     );
     assert_eq!(u.changes.len(), 6);
-    assert!(!only(&p).is_deletion(), "re-activation is not a deactivation");
+    assert!(
+        !only(&p).is_deletion(),
+        "re-activation is not a deactivation"
+    );
 }
 
 #[test]
@@ -141,8 +176,16 @@ fn a_source_value_removed_clears_the_destination_value() {
     let mut a = entra_user(1, "alice@example.com");
     let d = scim_twin("d1", &a);
     a.email = None;
-    let p = plan_simple(&cfg(), vec![a], vec![d], &managed_of(&[(1, "d1", "alice@example.com")]));
-    assert_eq!(only(&p).changes_text(), "email: alice@example.com -> (none)");
+    let p = plan_simple(
+        &cfg(),
+        vec![a],
+        vec![d],
+        &managed_of(&[(1, "d1", "alice@example.com")]),
+    );
+    assert_eq!(
+        only(&p).changes_text(),
+        "email: alice@example.com -> (none)"
+    );
 }
 
 #[test]
@@ -150,7 +193,12 @@ fn user_name_case_alone_is_not_a_change() {
     let a = entra_user(1, "Alice@Example.com");
     let mut d = scim_twin("d1", &a);
     d.user_name = "alice@example.com".into();
-    let p = plan_simple(&cfg(), vec![a], vec![d], &managed_of(&[(1, "d1", "alice@example.com")]));
+    let p = plan_simple(
+        &cfg(),
+        vec![a],
+        vec![d],
+        &managed_of(&[(1, "d1", "alice@example.com")]),
+    );
     assert!(p.items.is_empty());
     assert_eq!(p.unchanged, 1);
 }
@@ -161,10 +209,18 @@ fn a_renamed_upn_is_an_update_of_user_name() {
     let d = scim_twin("d1", &old);
     let mut renamed = old.clone();
     renamed.user_name = "alice.liddell@example.com".into();
-    let p = plan_simple(&cfg(), vec![renamed], vec![d], &managed_of(&[(1, "d1", "alice@example.com")]));
+    let p = plan_simple(
+        &cfg(),
+        vec![renamed],
+        vec![d],
+        &managed_of(&[(1, "d1", "alice@example.com")]),
+    );
     let item = only(&p);
     assert_eq!(item.action(), Action::Update);
-    assert_eq!(item.changes_text(), "userName: alice@example.com -> alice.liddell@example.com");
+    assert_eq!(
+        item.changes_text(),
+        "userName: alice@example.com -> alice.liddell@example.com"
+    );
 }
 
 #[test]
@@ -182,7 +238,10 @@ fn a_rename_onto_a_taken_user_name_is_a_conflict() {
     // The hand-made user is a stray of this domain, and stays one.
     assert_eq!(
         actions(&p),
-        vec![(Action::Conflict, "admin@example.com".into()), (Action::Unmanaged, "ADMIN@example.com".into())]
+        vec![
+            (Action::Conflict, "admin@example.com".into()),
+            (Action::Unmanaged, "ADMIN@example.com".into())
+        ]
     );
     assert!(reason(&p.items[0]).contains("cannot rename alice@example.com to admin@example.com"));
     // The managed user is neither deleted nor listed as stray.
@@ -198,13 +257,20 @@ fn a_user_carrying_our_immutable_id_outside_the_managed_set_is_retaken() {
     let p = plan_simple(&cfg(), vec![a.clone()], vec![d.clone()], &ManagedSet::new());
     assert!(p.items.is_empty());
     assert_eq!(p.unchanged, 1);
-    assert_eq!(p.baseline.get(&immutable_id_of(1)).map(|e| e.destination_id.as_str()), Some("d1"));
+    assert_eq!(
+        p.baseline
+            .get(&immutable_id_of(1))
+            .map(|e| e.destination_id.as_str()),
+        Some("d1")
+    );
 
     // With a change, it is an Update of kind Retake (recorded when the write succeeds).
     let mut changed = a;
     changed.display_name = Some("New".into());
     let p = plan_simple(&cfg(), vec![changed], vec![d], &ManagedSet::new());
-    let PlanItem::Update(u) = only(&p) else { panic!("{p:#?}") };
+    let PlanItem::Update(u) = only(&p) else {
+        panic!("{p:#?}")
+    };
     assert_eq!(u.kind, UpdateKind::Retake);
     assert!(p.baseline.is_empty());
 }
@@ -214,23 +280,45 @@ fn a_pre_existing_user_is_adopted_only_with_adopt_existing() {
     let a = entra_user(1, "alice@example.com");
     let existing = hand_made("h1", "ALICE@example.com");
 
-    let p = plan_simple(&cfg(), vec![a.clone()], vec![existing.clone()], &ManagedSet::new());
+    let p = plan_simple(
+        &cfg(),
+        vec![a.clone()],
+        vec![existing.clone()],
+        &ManagedSet::new(),
+    );
     assert_eq!(only(&p).action(), Action::Conflict);
     assert!(reason(only(&p)).contains("set adoptExisting: true"));
-    assert_eq!(p.count(Action::Unmanaged), 0, "the conflict's destination user is not listed twice");
+    assert_eq!(
+        p.count(Action::Unmanaged),
+        0,
+        "the conflict's destination user is not listed twice"
+    );
 
     let mut c = cfg();
     c.adopt_existing = true;
     let p = plan_simple(&c, vec![a], vec![existing], &ManagedSet::new());
-    let PlanItem::Update(u) = only(&p) else { panic!("{p:#?}") };
+    let PlanItem::Update(u) = only(&p) else {
+        panic!("{p:#?}")
+    };
     assert_eq!(u.kind, UpdateKind::Adopt);
-    assert_eq!(u.expected_immutable_id, None, "adoption is sent only while the target has no externalId");
+    assert_eq!(
+        u.expected_immutable_id, None,
+        "adoption is sent only while the target has no externalId"
+    );
     assert_eq!(u.current.id, "h1");
     assert_eq!(
         u.changes.last(),
-        Some(&Change { field: Field::ExternalId, old: None, new: Some(immutable_id_of(1)) })
+        Some(&Change {
+            field: Field::ExternalId,
+            old: None,
+            new: Some(immutable_id_of(1))
+        })
     );
-    assert!(only(&p).changes_text().ends_with(&format!("externalId: (none) -> {}", immutable_id_of(1))));
+    assert!(
+        only(&p)
+            .changes_text()
+            .ends_with(&format!("externalId: (none) -> {}", immutable_id_of(1)))
+    );
 }
 
 #[test]
@@ -241,7 +329,12 @@ fn protected_user_names_are_never_adopted_updated_or_deleted() {
 
     // A source user with a protected name is a Conflict, even with adoptExisting.
     let admin_src = entra_user(1, "admin@example.com");
-    let p = plan_simple(&c, vec![admin_src.clone()], vec![hand_made("h1", "admin@example.com")], &ManagedSet::new());
+    let p = plan_simple(
+        &c,
+        vec![admin_src.clone()],
+        vec![hand_made("h1", "admin@example.com")],
+        &ManagedSet::new(),
+    );
     assert_eq!(only(&p).action(), Action::Conflict);
     assert!(reason(only(&p)).contains("protectedUserNames"));
 
@@ -254,11 +347,21 @@ fn protected_user_names_are_never_adopted_updated_or_deleted() {
     twin.display_name = Some("changed".into());
     let mut renamed = admin_src.clone();
     renamed.user_name = "root@example.com".into();
-    let p = plan_simple(&c, vec![renamed], vec![twin.clone()], &managed_of(&[(1, "d1", "admin@example.com")]));
+    let p = plan_simple(
+        &c,
+        vec![renamed],
+        vec![twin.clone()],
+        &managed_of(&[(1, "d1", "admin@example.com")]),
+    );
     assert_eq!(only(&p).action(), Action::Conflict);
 
     // A managed user whose name became protected is not deleted when it leaves the source.
-    let p = plan_simple(&c, vec![], vec![twin], &managed_of(&[(1, "d1", "admin@example.com")]));
+    let p = plan_simple(
+        &c,
+        vec![],
+        vec![twin],
+        &managed_of(&[(1, "d1", "admin@example.com")]),
+    );
     assert_eq!(only(&p).action(), Action::Conflict);
     assert_eq!(p.deletions(), 0);
 }
@@ -276,10 +379,23 @@ fn user_name_owned_by_someone_elses_external_id_is_a_conflict() {
         ..User::default()
     };
     let ours = entra_user(2, "alice@b.com");
-    let others = Others { elsewhere: [immutable_id_of(1)].into_iter().collect(), handed: HashSet::new() };
-    let p = plan_with(&c, vec![ours.clone()], vec![other_alice.clone()], &ManagedSet::new(), &others);
+    let others = Others {
+        elsewhere: [immutable_id_of(1)].into_iter().collect(),
+        handed: HashSet::new(),
+    };
+    let p = plan_with(
+        &c,
+        vec![ours.clone()],
+        vec![other_alice.clone()],
+        &ManagedSet::new(),
+        &others,
+    );
     assert_eq!(actions(&p), vec![(Action::Conflict, "alice".into())]);
-    assert!(reason(&p.items[0]).contains("another DirectorySync manages"), "{}", reason(&p.items[0]));
+    assert!(
+        reason(&p.items[0]).contains("another DirectorySync manages"),
+        "{}",
+        reason(&p.items[0])
+    );
 
     let p = plan_simple(&c, vec![ours], vec![other_alice], &ManagedSet::new());
     assert!(reason(only(&p)).contains("taken by another destination user"));
@@ -302,8 +418,19 @@ fn a_managed_user_gone_from_the_source_is_deleted_showing_destination_values() {
     let a = entra_user(1, "alice@example.com");
     let mut d = scim_twin("d1", &a);
     d.display_name = Some("As stored".into());
-    let p = plan_simple(&cfg(), vec![], vec![d], &managed_of(&[(1, "d1", "alice@example.com")]));
-    let PlanItem::Delete { current, immutable_id } = only(&p) else { panic!("{p:#?}") };
+    let p = plan_simple(
+        &cfg(),
+        vec![],
+        vec![d],
+        &managed_of(&[(1, "d1", "alice@example.com")]),
+    );
+    let PlanItem::Delete {
+        current,
+        immutable_id,
+    } = only(&p)
+    else {
+        panic!("{p:#?}")
+    };
     assert_eq!(current.id, "d1");
     assert_eq!(immutable_id, &immutable_id_of(1));
     assert_eq!(only(&p).view().display_name, Some("As stored"));
@@ -314,7 +441,12 @@ fn a_managed_user_gone_from_the_source_is_deleted_showing_destination_values() {
 
 #[test]
 fn a_managed_user_gone_from_both_sides_is_just_forgotten() {
-    let p = plan_simple(&cfg(), vec![], vec![], &managed_of(&[(1, "d1", "alice@example.com")]));
+    let p = plan_simple(
+        &cfg(),
+        vec![],
+        vec![],
+        &managed_of(&[(1, "d1", "alice@example.com")]),
+    );
     assert!(p.items.is_empty());
     assert_eq!(p.managed_gone, 1);
     assert_eq!(p.managed_present, 0);
@@ -324,9 +456,17 @@ fn a_managed_user_gone_from_both_sides_is_just_forgotten() {
 #[test]
 fn a_managed_user_deleted_by_hand_in_the_destination_is_re_added() {
     let a = entra_user(1, "alice@example.com");
-    let p = plan_simple(&cfg(), vec![a], vec![], &managed_of(&[(1, "d1", "alice@example.com")]));
+    let p = plan_simple(
+        &cfg(),
+        vec![a],
+        vec![],
+        &managed_of(&[(1, "d1", "alice@example.com")]),
+    );
     assert_eq!(only(&p).action(), Action::Add);
-    assert!(p.baseline.is_empty(), "the stale entry is replaced when the create succeeds");
+    assert!(
+        p.baseline.is_empty(),
+        "the stale entry is replaced when the create succeeds"
+    );
 }
 
 #[test]
@@ -348,11 +488,17 @@ fn stray_users_in_the_domain_scope_are_unmanaged_and_never_applied() {
         elsewhere,
         hand_made("h5", "eve"),
     ];
-    let others = Others { elsewhere: ["theirs".to_string()].into_iter().collect(), handed: HashSet::new() };
+    let others = Others {
+        elsewhere: ["theirs".to_string()].into_iter().collect(),
+        handed: HashSet::new(),
+    };
     let p = plan_with(&c, vec![], dest, &ManagedSet::new(), &others);
     assert_eq!(
         actions(&p),
-        vec![(Action::Unmanaged, "admin@example.com".into()), (Action::Unmanaged, "carol".into())]
+        vec![
+            (Action::Unmanaged, "admin@example.com".into()),
+            (Action::Unmanaged, "carol".into())
+        ]
     );
     assert!(p.items.iter().all(|i| !i.is_write() && !i.is_deletion()));
     assert_eq!(p.writes(), 0);
@@ -368,12 +514,17 @@ fn deactivate_policy_turns_removal_into_active_false() {
     b_twin.active = false;
     let managed = managed_of(&[(1, "d1", "alice@example.com"), (2, "d2", "bob@example.com")]);
     let p = plan_simple(&c, vec![], vec![scim_twin("d1", &a), b_twin], &managed);
-    let PlanItem::Update(u) = only(&p) else { panic!("{p:#?}") };
+    let PlanItem::Update(u) = only(&p) else {
+        panic!("{p:#?}")
+    };
     assert_eq!(u.kind, UpdateKind::Deactivate);
     assert!(!u.desired.active);
     assert_eq!(u.desired.user_name, "alice@example.com");
     assert_eq!(u.source_id, guid(1));
-    assert_eq!(u.expected_immutable_id.as_deref(), Some(immutable_id_of(1).as_str()));
+    assert_eq!(
+        u.expected_immutable_id.as_deref(),
+        Some(immutable_id_of(1).as_str())
+    );
     assert_eq!(only(&p).changes_text(), "active: true -> false");
     assert!(only(&p).is_deletion());
     assert_eq!(p.unchanged, 1, "bob is already inactive: nothing to do");
@@ -391,7 +542,12 @@ fn a_source_user_disabled_in_entra_is_a_deactivation_for_the_guard() {
     let mut a = entra_user(1, "alice@example.com");
     let d = scim_twin("d1", &a);
     a.active = false;
-    let p = plan_simple(&cfg(), vec![a], vec![d], &managed_of(&[(1, "d1", "alice@example.com")]));
+    let p = plan_simple(
+        &cfg(),
+        vec![a],
+        vec![d],
+        &managed_of(&[(1, "d1", "alice@example.com")]),
+    );
     assert!(only(&p).is_deletion());
     assert_eq!(p.deletions(), 1);
 }
@@ -403,11 +559,22 @@ fn resource_like_accounts_are_flagged_in_every_row_kind() {
     room.given_name = None;
     room.surname = None;
     let p = plan_simple(&cfg(), vec![room.clone()], vec![], &ManagedSet::new());
-    assert_eq!(only(&p).changes_text(), "warning: resource-like account; note: initial password required");
+    assert_eq!(
+        only(&p).changes_text(),
+        "warning: resource-like account; note: initial password required"
+    );
     let mut twin = scim_twin("d1", &room);
     twin.display_name = Some("old".into());
-    let p = plan_simple(&cfg(), vec![room], vec![twin], &managed_of(&[(1, "d1", "room@example.com")]));
-    assert_eq!(only(&p).changes_text(), "displayName: old -> room display; warning: resource-like account");
+    let p = plan_simple(
+        &cfg(),
+        vec![room],
+        vec![twin],
+        &managed_of(&[(1, "d1", "room@example.com")]),
+    );
+    assert_eq!(
+        only(&p).changes_text(),
+        "displayName: old -> room display; warning: resource-like account"
+    );
 }
 
 // ---------------------------------------------------------------- hand-over in the plan
@@ -416,7 +583,10 @@ fn resource_like_accounts_are_flagged_in_every_row_kind() {
 fn a_user_handed_over_is_released_without_a_write() {
     let a = entra_user(1, "alice@example.com");
     let managed = managed_of(&[(1, "d1", "alice@example.com")]);
-    let others = Others { elsewhere: HashSet::new(), handed: [immutable_id_of(1)].into_iter().collect() };
+    let others = Others {
+        elsewhere: HashSet::new(),
+        handed: [immutable_id_of(1)].into_iter().collect(),
+    };
     let p = plan_with(&cfg(), vec![], vec![scim_twin("d1", &a)], &managed, &others);
     assert!(p.items.is_empty(), "{:#?}", p.items);
     assert_eq!(p.handed_over.len(), 1);
@@ -429,7 +599,10 @@ fn a_user_handed_over_is_released_without_a_write() {
 fn a_user_another_resource_already_took_is_released_too() {
     let a = entra_user(1, "alice@example.com");
     let managed = managed_of(&[(1, "d1", "alice@example.com")]);
-    let others = Others { elsewhere: [immutable_id_of(1)].into_iter().collect(), handed: HashSet::new() };
+    let others = Others {
+        elsewhere: [immutable_id_of(1)].into_iter().collect(),
+        handed: HashSet::new(),
+    };
     let p = plan_with(&cfg(), vec![], vec![scim_twin("d1", &a)], &managed, &others);
     assert!(p.items.is_empty());
     assert_eq!(p.handed_over.len(), 1);
@@ -440,11 +613,25 @@ fn the_receiving_resource_takes_over_by_external_id() {
     let moved = entra_user(1, "alice@b.com");
     let mut old = scim_twin("d1", &moved);
     old.user_name = "alice@a.com".into();
-    let others = Others { elsewhere: [immutable_id_of(1)].into_iter().collect(), handed: HashSet::new() };
-    let p = plan_with(&SyncConfig::new("b.com", UpnMode::Enabled, 65), vec![moved], vec![old], &ManagedSet::new(), &others);
-    let PlanItem::Update(u) = only(&p) else { panic!("{p:#?}") };
+    let others = Others {
+        elsewhere: [immutable_id_of(1)].into_iter().collect(),
+        handed: HashSet::new(),
+    };
+    let p = plan_with(
+        &SyncConfig::new("b.com", UpnMode::Enabled, 65),
+        vec![moved],
+        vec![old],
+        &ManagedSet::new(),
+        &others,
+    );
+    let PlanItem::Update(u) = only(&p) else {
+        panic!("{p:#?}")
+    };
     assert_eq!(u.kind, UpdateKind::TakeOver);
-    assert_eq!(u.current.id, "d1", "the same destination user: never deleted and re-created");
+    assert_eq!(
+        u.current.id, "d1",
+        "the same destination user: never deleted and re-created"
+    );
     assert_eq!(
         only(&p).changes_text(),
         "userName: alice@a.com -> alice@b.com; note: handed over from another DirectorySync"
@@ -454,15 +641,24 @@ fn the_receiving_resource_takes_over_by_external_id() {
 // ---------------------------------------------------------------- the guard on plans
 
 fn managed_population(n: u128) -> (Vec<User>, Vec<User>, ManagedSet) {
-    let source: Vec<User> = (1..=n).map(|i| entra_user(i, &format!("u{i}@example.com"))).collect();
-    let dest: Vec<User> = source.iter().map(|u| scim_twin(&format!("d{}", u.id), u)).collect();
+    let source: Vec<User> = (1..=n)
+        .map(|i| entra_user(i, &format!("u{i}@example.com")))
+        .collect();
+    let dest: Vec<User> = source
+        .iter()
+        .map(|u| scim_twin(&format!("d{}", u.id), u))
+        .collect();
     let managed = source
         .iter()
         .zip(&dest)
         .map(|(s, d)| {
             (
                 d.immutable_id.clone().unwrap_or_default(),
-                ManagedEntry { destination_id: d.id.clone(), source_id: s.id.clone(), user_name: d.user_name.clone() },
+                ManagedEntry {
+                    destination_id: d.id.clone(),
+                    source_id: s.id.clone(),
+                    user_name: d.user_name.clone(),
+                },
             )
         })
         .collect();
@@ -475,7 +671,11 @@ fn guard_at_sixty_five_percent_on_real_plans() {
         let (source, dest, managed) = managed_population(100);
         let p = plan_simple(&cfg(), source[removed..].to_vec(), dest, &managed);
         let v = crate::sync::guard::evaluate(&p, 65);
-        assert_eq!((v.deletes, v.managed, v.tripped), (removed, 100, tripped), "{removed} removed");
+        assert_eq!(
+            (v.deletes, v.managed, v.tripped),
+            (removed, 100, tripped),
+            "{removed} removed"
+        );
     }
 }
 
@@ -508,20 +708,33 @@ fn zero_and_hundred_on_real_plans() {
     assert!(crate::sync::guard::evaluate(&p, 0).tripped);
     assert!(!crate::sync::guard::evaluate(&p, 100).tripped);
     let p = plan_simple(&cfg(), source.clone(), dest, &managed);
-    assert!(!crate::sync::guard::evaluate(&p, 0).tripped, "nothing deleted");
+    assert!(
+        !crate::sync::guard::evaluate(&p, 0).tripped,
+        "nothing deleted"
+    );
 }
 
 // ---------------------------------------------------------------- order and determinism
 
 #[test]
 fn rows_are_ordered_by_action_then_lower_cased_user_name_whatever_the_listing_order() {
-    let users: Vec<User> = ["b@example.com", "C@example.com", "a@example.com", "Ab@example.com"]
-        .iter()
-        .enumerate()
-        .map(|(i, u)| entra_user(i as u128 + 1, u))
-        .collect();
+    let users: Vec<User> = [
+        "b@example.com",
+        "C@example.com",
+        "a@example.com",
+        "Ab@example.com",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, u)| entra_user(i as u128 + 1, u))
+    .collect();
     let stray = hand_made("h1", "zz@example.com");
-    let p1 = plan_simple(&cfg(), users.clone(), vec![stray.clone()], &ManagedSet::new());
+    let p1 = plan_simple(
+        &cfg(),
+        users.clone(),
+        vec![stray.clone()],
+        &ManagedSet::new(),
+    );
     let mut reversed = users;
     reversed.reverse();
     let p2 = plan_simple(&cfg(), reversed, vec![stray], &ManagedSet::new());
@@ -577,12 +790,22 @@ fn csv_exact_bytes() {
         hand_made("h1", "taken@example.com"),
         hand_made("h2", "admin@example.com"),
     ];
-    let p = plan_simple(&cfg(), vec![yamada, comma, evil, room, taken], dest, &managed);
+    let p = plan_simple(
+        &cfg(),
+        vec![yamada, comma, evil, room, taken],
+        dest,
+        &managed,
+    );
 
     let mut out = Vec::new();
     let stats = write_preview_csv(&p, &mut out).expect("writes");
-    let (id2, id3, id4, id5, id6) =
-        (immutable_id_of(2), immutable_id_of(3), immutable_id_of(4), immutable_id_of(5), immutable_id_of(6));
+    let (id2, id3, id4, id5, id6) = (
+        immutable_id_of(2),
+        immutable_id_of(3),
+        immutable_id_of(4),
+        immutable_id_of(5),
+        immutable_id_of(6),
+    );
     let expected = format!(
         "\u{feff}action,userName,userPrincipalName,displayName,givenName,surname,email,active,changes,immutableId\r\n\
          Add,comma@example.com,comma@example.com,\"Doe, \"\"Jo\"\"\",Jo,Doe,,true,note: initial password required,{id2}\r\n\
@@ -598,7 +821,10 @@ fn csv_exact_bytes() {
     assert_eq!(stats.rows, 7);
     assert_eq!(stats.bytes, out.len() as u64);
     use sha2::Digest as _;
-    assert_eq!(stats.sha256, crate::sync::csv::hex(&sha2::Sha256::digest(&out)));
+    assert_eq!(
+        stats.sha256,
+        crate::sync::csv::hex(&sha2::Sha256::digest(&out))
+    );
 }
 
 #[test]
@@ -637,7 +863,11 @@ fn summary_json_is_camel_case_with_counts_and_verdict() {
     assert_eq!(json["counts"]["handedOver"], 0);
     assert_eq!(json["guard"]["tripped"], true);
     assert_eq!(json["dryRun"], true);
-    assert!(json["guardMessage"].as_str().is_some_and(|m| m.starts_with("Applying this plan would be canceled")));
+    assert!(
+        json["guardMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Applying this plan would be canceled"))
+    );
 }
 
 // ---------------------------------------------------------------- the engine
@@ -653,7 +883,9 @@ async fn plan_and_apply(
     managed: &ManagedSet,
     others: &OtherResources,
 ) -> (PlannedRun, crate::sync::engine::ApplyOutcome) {
-    let planned = plan_run(source, dest, cfg, managed, others).await.expect("plans");
+    let planned = plan_run(source, dest, cfg, managed, others)
+        .await
+        .expect("plans");
     let outcome = apply_run(&planned, dest, &ApplyOptions::default(), &mut NoProgress).await;
     (planned, outcome)
 }
@@ -664,9 +896,14 @@ fn tenant(users: &[(u128, &str)]) -> FakeDirectory {
 
 #[tokio::test]
 async fn engine_first_sync_then_a_second_run_makes_no_writes() {
-    let source = tenant(&[(1, "alice@example.com"), (2, "bob@example.com"), (3, "carol@other.org")]);
+    let source = tenant(&[
+        (1, "alice@example.com"),
+        (2, "bob@example.com"),
+        (3, "carol@other.org"),
+    ]);
     let dest = FakeDirectory::with_users([hand_made("admin", "admin@example.com")]);
-    let (planned, out) = plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
+    let (planned, out) =
+        plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
     assert_eq!(planned.plan.count(Action::Add), 2);
     assert_eq!(planned.plan.count(Action::Unmanaged), 1);
     assert_eq!(out.result, RunResult::Success);
@@ -674,15 +911,32 @@ async fn engine_first_sync_then_a_second_run_makes_no_writes() {
     let managed = out.managed.expect("managed set to save");
     assert_eq!(managed.len(), 2);
     let alice = dest.user_named("alice@example.com").expect("created");
-    assert_eq!(alice.immutable_id, Some(immutable_id_of(1)), "created with externalId");
-    assert_eq!(managed.get(&immutable_id_of(1)).map(|e| e.destination_id.clone()), Some(alice.id));
-    assert_eq!(dest.user_named("admin@example.com").map(|u| u.immutable_id), Some(None), "hand-made untouched");
+    assert_eq!(
+        alice.immutable_id,
+        Some(immutable_id_of(1)),
+        "created with externalId"
+    );
+    assert_eq!(
+        managed
+            .get(&immutable_id_of(1))
+            .map(|e| e.destination_id.clone()),
+        Some(alice.id)
+    );
+    assert_eq!(
+        dest.user_named("admin@example.com").map(|u| u.immutable_id),
+        Some(None),
+        "hand-made untouched"
+    );
 
     let writes_before = dest.calls().writes();
     let (planned, out) = plan_and_apply(&source, &dest, &cfg(), &managed, &others_none()).await;
     assert_eq!(planned.plan.writes(), 0);
     assert_eq!(planned.plan.unchanged, 2);
-    assert_eq!(dest.calls().writes(), writes_before, "no writes on an unchanged run");
+    assert_eq!(
+        dest.calls().writes(),
+        writes_before,
+        "no writes on an unchanged run"
+    );
     assert_eq!(out.result, RunResult::Success);
     assert_eq!(out.managed.as_ref(), Some(&managed));
 }
@@ -697,7 +951,10 @@ async fn engine_deletes_a_user_removed_from_entra() {
     let managed = out.managed.expect("managed");
     source.remove(&guid(2));
     let (planned, out) = plan_and_apply(&source, &dest, &c, &managed, &others_none()).await;
-    assert_eq!(actions(&planned.plan), vec![(Action::Delete, "bob@example.com".into())]);
+    assert_eq!(
+        actions(&planned.plan),
+        vec![(Action::Delete, "bob@example.com".into())]
+    );
     assert_eq!(out.deleted, 1);
     assert!(dest.user_named("bob@example.com").is_none());
     assert!(!out.managed.expect("managed").contains(&immutable_id_of(2)));
@@ -718,7 +975,11 @@ async fn engine_guard_trip_writes_nothing_and_keeps_the_stored_set() {
     assert!(planned.guard.message().is_some());
     assert_eq!(out.result, RunResult::GuardTripped);
     assert_eq!(out.managed, None);
-    assert_eq!(dest.calls().writes(), writes_before, "cancelled before any write, the Add included");
+    assert_eq!(
+        dest.calls().writes(),
+        writes_before,
+        "cancelled before any write, the Add included"
+    );
     // The dry run's summary says applying would cancel.
     let summary = planned.summary(true);
     assert!(summary.guard.tripped && summary.guard_message.is_some());
@@ -737,13 +998,21 @@ async fn engine_empty_source_read_with_managed_users_trips_after_one_look_up() {
 
     // A broken read: the listing comes back empty, but the users are all still in the domain.
     source.list_returns(Vec::new());
-    let others = OtherResources { managed_elsewhere: HashSet::new(), synced_domains: vec!["b.com".into()] };
+    let others = OtherResources {
+        managed_elsewhere: HashSet::new(),
+        synced_domains: vec!["b.com".into()],
+    };
     let gets_before = source.calls().gets;
-    let planned = plan_run(&source, &dest, &c, &managed, &others).await.expect("plans");
+    let planned = plan_run(&source, &dest, &c, &managed, &others)
+        .await
+        .expect("plans");
     assert!(planned.guard.tripped, "100 still cancels deleting everyone");
     assert_eq!(planned.guard.deletes, 50);
     assert!(!planned.no_source_users);
-    assert!(source.calls().gets - gets_before <= crate::sync::engine::HANDOVER_LOOKUP_CONCURRENCY, "stopped early");
+    assert!(
+        source.calls().gets - gets_before <= crate::sync::engine::HANDOVER_LOOKUP_CONCURRENCY,
+        "stopped early"
+    );
     let out = apply_run(&planned, &dest, &ApplyOptions::default(), &mut NoProgress).await;
     assert_eq!(out.result, RunResult::GuardTripped);
     assert_eq!(dest.users().len(), 50);
@@ -753,7 +1022,8 @@ async fn engine_empty_source_read_with_managed_users_trips_after_one_look_up() {
 async fn engine_no_source_users_when_the_domain_is_empty_and_nothing_is_managed() {
     let source = tenant(&[(1, "alice@other.org")]);
     let dest = FakeDirectory::new();
-    let (planned, out) = plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
+    let (planned, out) =
+        plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
     assert!(planned.no_source_users);
     assert_eq!(out.result, RunResult::NoSourceUsers);
     assert!(planned.summary(false).no_source_users);
@@ -763,34 +1033,67 @@ async fn engine_no_source_users_when_the_domain_is_empty_and_nothing_is_managed(
 async fn engine_read_failures_abort_before_any_write() {
     let source = tenant(&[(1, "alice@example.com")]);
     let dest = FakeDirectory::new();
-    source.fail_list(DirectoryError::Protocol("nextLink points at another host".into()));
-    let err = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await.expect_err("fails");
+    source.fail_list(DirectoryError::Protocol(
+        "nextLink points at another host".into(),
+    ));
+    let err = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none())
+        .await
+        .expect_err("fails");
     assert!(matches!(err, RunError::Source(DirectoryError::Protocol(_))));
 
     let source = tenant(&[(1, "alice@example.com")]);
     dest.fail_list(DirectoryError::Unavailable("503".into()));
-    let err = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await.expect_err("fails");
+    let err = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none())
+        .await
+        .expect_err("fails");
     assert!(matches!(err, RunError::Destination(_)));
     assert_eq!(dest.calls().writes(), 0);
 
     // A record the plan cannot key is a read error, not a panic or a default.
-    let bad = FakeDirectory::with_users([User { id: "not-a-guid".into(), ..entra_user(9, "x@example.com") }]);
-    let err = plan_run(&bad, &FakeDirectory::new(), &cfg(), &ManagedSet::new(), &others_none()).await.expect_err("fails");
-    assert!(matches!(err, RunError::Source(DirectoryError::Protocol(m)) if m.contains("not-a-guid")));
+    let bad = FakeDirectory::with_users([User {
+        id: "not-a-guid".into(),
+        ..entra_user(9, "x@example.com")
+    }]);
+    let err = plan_run(
+        &bad,
+        &FakeDirectory::new(),
+        &cfg(),
+        &ManagedSet::new(),
+        &others_none(),
+    )
+    .await
+    .expect_err("fails");
+    assert!(
+        matches!(err, RunError::Source(DirectoryError::Protocol(m)) if m.contains("not-a-guid"))
+    );
 
     let mut bad_cfg = cfg();
     bad_cfg.max_allowed_deletions = 101;
     assert!(matches!(
-        plan_run(&source, &FakeDirectory::new(), &bad_cfg, &ManagedSet::new(), &others_none()).await,
+        plan_run(
+            &source,
+            &FakeDirectory::new(),
+            &bad_cfg,
+            &ManagedSet::new(),
+            &others_none()
+        )
+        .await,
         Err(RunError::Config(_))
     ));
 }
 
 #[tokio::test]
 async fn engine_partial_failure_does_not_stop_the_others() {
-    let source = tenant(&[(1, "alice@example.com"), (2, "bob@example.com"), (3, "carol@example.com")]);
+    let source = tenant(&[
+        (1, "alice@example.com"),
+        (2, "bob@example.com"),
+        (3, "carol@example.com"),
+    ]);
     let dest = FakeDirectory::new();
-    dest.fail_writes_for("bob@example.com", DirectoryError::Rejected("400 invalidValue".into()));
+    dest.fail_writes_for(
+        "bob@example.com",
+        DirectoryError::Rejected("400 invalidValue".into()),
+    );
     let (_, out) = plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
     assert_eq!(out.result, RunResult::PartiallyFailed);
     assert_eq!(out.created, 2);
@@ -812,7 +1115,9 @@ async fn engine_precondition_failed_is_a_reported_failure_not_retried() {
     let mut changed = entra_user(1, "alice@example.com");
     changed.display_name = Some("New".into());
     source.insert(changed);
-    let planned = plan_run(&source, &dest, &cfg(), &managed, &others_none()).await.expect("plans");
+    let planned = plan_run(&source, &dest, &cfg(), &managed, &others_none())
+        .await
+        .expect("plans");
     // Someone re-keys the user between plan and apply.
     let mut hijacked = dest.user_named("alice@example.com").expect("exists");
     hijacked.immutable_id = Some("someone-else".into());
@@ -820,9 +1125,21 @@ async fn engine_precondition_failed_is_a_reported_failure_not_retried() {
     let updates_before = dest.calls().updates;
     let out = apply_run(&planned, &dest, &ApplyOptions::default(), &mut NoProgress).await;
     assert_eq!(out.result, RunResult::PartiallyFailed);
-    assert_eq!(dest.calls().updates, updates_before + 1, "sent once, not retried");
-    assert!(out.failures[0].reason.contains("precondition failed"), "{}", out.failures[0].reason);
-    assert_eq!(dest.user_named("alice@example.com").and_then(|u| u.display_name), Some("alice display".into()));
+    assert_eq!(
+        dest.calls().updates,
+        updates_before + 1,
+        "sent once, not retried"
+    );
+    assert!(
+        out.failures[0].reason.contains("precondition failed"),
+        "{}",
+        out.failures[0].reason
+    );
+    assert_eq!(
+        dest.user_named("alice@example.com")
+            .and_then(|u| u.display_name),
+        Some("alice display".into())
+    );
 }
 
 #[tokio::test]
@@ -837,7 +1154,12 @@ async fn engine_409_on_create_is_re_planned() {
     assert_eq!(out.replanned.len(), 1);
     assert_eq!(out.replanned[0].action, Action::Conflict);
     assert!(out.managed.expect("managed").is_empty());
-    assert_eq!(dest.user_named("alice@example.com").and_then(|u| u.immutable_id), None, "not touched");
+    assert_eq!(
+        dest.user_named("alice@example.com")
+            .and_then(|u| u.immutable_id),
+        None,
+        "not touched"
+    );
 
     // With adoptExisting: adopted and recorded.
     let dest = FakeDirectory::new();
@@ -849,12 +1171,24 @@ async fn engine_409_on_create_is_re_planned() {
     assert_eq!(out.replanned[0].action, Action::Update);
     assert_eq!(out.updated, 1);
     let managed = out.managed.expect("managed");
-    assert_eq!(managed.get(&immutable_id_of(1)).map(|e| e.destination_id.as_str()), Some("h1"));
-    assert_eq!(dest.user_named("alice@example.com").and_then(|u| u.immutable_id), Some(immutable_id_of(1)));
+    assert_eq!(
+        managed
+            .get(&immutable_id_of(1))
+            .map(|e| e.destination_id.as_str()),
+        Some("h1")
+    );
+    assert_eq!(
+        dest.user_named("alice@example.com")
+            .and_then(|u| u.immutable_id),
+        Some(immutable_id_of(1))
+    );
 
     // Our own earlier create (carrying our externalId) appeared: recorded, no further write.
     let dest = FakeDirectory::new();
-    dest.race_on_create("alice@example.com", scim_twin("d9", &entra_user(1, "alice@example.com")));
+    dest.race_on_create(
+        "alice@example.com",
+        scim_twin("d9", &entra_user(1, "alice@example.com")),
+    );
     let (_, out) = plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
     assert_eq!(out.result, RunResult::Success);
     assert_eq!(out.replanned[0].action, Action::Update);
@@ -864,14 +1198,29 @@ async fn engine_409_on_create_is_re_planned() {
 
 #[tokio::test]
 async fn engine_refused_credentials_stop_further_writes() {
-    let source = tenant(&[(1, "a0@example.com"), (2, "a1@example.com"), (3, "a2@example.com")]);
+    let source = tenant(&[
+        (1, "a0@example.com"),
+        (2, "a1@example.com"),
+        (3, "a2@example.com"),
+    ]);
     let dest = FakeDirectory::new();
-    dest.fail_writes_for("a0@example.com", DirectoryError::InvalidCredentials("401".into()));
-    let planned = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await.expect("plans");
-    let opts = ApplyOptions { concurrency: 1, checkpoint_every: 0 };
+    dest.fail_writes_for(
+        "a0@example.com",
+        DirectoryError::InvalidCredentials("401".into()),
+    );
+    let planned = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none())
+        .await
+        .expect("plans");
+    let opts = ApplyOptions {
+        concurrency: 1,
+        checkpoint_every: 0,
+    };
     let out = apply_run(&planned, &dest, &opts, &mut NoProgress).await;
     assert_eq!(out.result, RunResult::PartiallyFailed);
-    assert!(matches!(out.aborted, Some(DirectoryError::InvalidCredentials(_))));
+    assert!(matches!(
+        out.aborted,
+        Some(DirectoryError::InvalidCredentials(_))
+    ));
     assert_eq!(out.not_attempted, 2);
     assert_eq!(dest.calls().creates, 1);
 }
@@ -897,20 +1246,47 @@ async fn engine_reports_progress_and_checkpoints_the_managed_set() {
     let users: Vec<(u128, String)> = (1..=5).map(|i| (i, format!("u{i}@example.com"))).collect();
     let source = FakeDirectory::with_users(users.iter().map(|(n, u)| entra_user(*n, u)));
     let dest = FakeDirectory::new();
-    let planned = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await.expect("plans");
+    let planned = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none())
+        .await
+        .expect("plans");
     let mut rec = Recorder::default();
-    let out = apply_run(&planned, &dest, &ApplyOptions { concurrency: 2, checkpoint_every: 2 }, &mut rec).await;
+    let out = apply_run(
+        &planned,
+        &dest,
+        &ApplyOptions {
+            concurrency: 2,
+            checkpoint_every: 2,
+        },
+        &mut rec,
+    )
+    .await;
     assert_eq!(out.result, RunResult::Success);
     assert_eq!(rec.progress, vec![(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]);
-    assert_eq!(rec.checkpoints, vec![2, 4], "each checkpoint holds the writes done so far");
+    assert_eq!(
+        rec.checkpoints,
+        vec![2, 4],
+        "each checkpoint holds the writes done so far"
+    );
 
     // A plain closure is an observer too.
     let mut seen = 0;
-    let planned = plan_run(&source, &FakeDirectory::new(), &cfg(), &ManagedSet::new(), &others_none())
-        .await
-        .expect("plans");
+    let planned = plan_run(
+        &source,
+        &FakeDirectory::new(),
+        &cfg(),
+        &ManagedSet::new(),
+        &others_none(),
+    )
+    .await
+    .expect("plans");
     let mut closure = |done: usize, _total: usize| seen = done;
-    apply_run(&planned, &FakeDirectory::new(), &ApplyOptions::default(), &mut closure).await;
+    apply_run(
+        &planned,
+        &FakeDirectory::new(),
+        &ApplyOptions::default(),
+        &mut closure,
+    )
+    .await;
     assert_eq!(seen, 5);
 }
 
@@ -918,9 +1294,11 @@ async fn engine_reports_progress_and_checkpoints_the_managed_set() {
 async fn engine_crash_between_create_and_record_heals_on_the_next_run() {
     let source = tenant(&[(1, "alice@example.com")]);
     let dest = FakeDirectory::new();
-    let (_, _lost) = plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
+    let (_, _lost) =
+        plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
     // The managed set was never saved: the next run starts from an empty one.
-    let (planned, out) = plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
+    let (planned, out) =
+        plan_and_apply(&source, &dest, &cfg(), &ManagedSet::new(), &others_none()).await;
     assert_eq!(planned.plan.writes(), 0);
     assert_eq!(dest.calls().creates, 1, "not created twice");
     assert!(out.managed.expect("managed").contains(&immutable_id_of(1)));
@@ -938,7 +1316,10 @@ async fn engine_deactivate_policy_keeps_the_user_inactive_and_managed() {
     let (planned, out) = plan_and_apply(&source, &dest, &c, &managed, &others_none()).await;
     assert_eq!(planned.guard.deletes, 1);
     assert_eq!(out.updated, 1);
-    assert_eq!(dest.user_named("bob@example.com").map(|u| u.active), Some(false));
+    assert_eq!(
+        dest.user_named("bob@example.com").map(|u| u.active),
+        Some(false)
+    );
     let managed = out.managed.expect("managed");
     assert!(managed.contains(&immutable_id_of(2)));
     // Already inactive: nothing more to do.
@@ -963,9 +1344,14 @@ impl TwoDomains {
         let dest = FakeDirectory::new();
         let a = SyncConfig::new("a.com", UpnMode::Enabled, 65);
         let b = SyncConfig::new("b.com", UpnMode::Enabled, 65);
-        let (_, out_a) = plan_and_apply(&tenant, &dest, &a, &ManagedSet::new(), &others_none()).await;
-        let (_, out_b) = plan_and_apply(&tenant, &dest, &b, &ManagedSet::new(), &others_none()).await;
-        let alice_dest_id = dest.user_named("alice@a.com").map(|u| u.id).unwrap_or_default();
+        let (_, out_a) =
+            plan_and_apply(&tenant, &dest, &a, &ManagedSet::new(), &others_none()).await;
+        let (_, out_b) =
+            plan_and_apply(&tenant, &dest, &b, &ManagedSet::new(), &others_none()).await;
+        let alice_dest_id = dest
+            .user_named("alice@a.com")
+            .map(|u| u.id)
+            .unwrap_or_default();
         tenant.insert(entra_user(1, "alice@b.com"));
         Self {
             tenant,
@@ -987,7 +1373,10 @@ impl TwoDomains {
 
     fn assert_handed_over(&self) {
         let alice = self.dest.user_named("alice@b.com").expect("alice renamed");
-        assert_eq!(alice.id, self.alice_dest_id, "same destination user, never re-created");
+        assert_eq!(
+            alice.id, self.alice_dest_id,
+            "same destination user, never re-created"
+        );
         assert_eq!(self.dest.calls().deletes, 0);
         assert_eq!(self.dest.calls().creates, 2);
         assert!(!self.managed_a.contains(&immutable_id_of(1)));
@@ -1002,13 +1391,19 @@ async fn hand_over_when_the_losing_resource_runs_first() {
     let (planned, out) = plan_and_apply(&t.tenant, &t.dest, &t.a, &t.managed_a, &others).await;
     assert!(planned.plan.items.is_empty(), "{:#?}", planned.plan.items);
     assert_eq!(planned.plan.handed_over.len(), 1);
-    assert_eq!(planned.summary(false).handed_over, vec!["alice@a.com".to_string()]);
+    assert_eq!(
+        planned.summary(false).handed_over,
+        vec!["alice@a.com".to_string()]
+    );
     assert_eq!(planned.guard.deletes, 0);
     t.managed_a = out.managed.expect("managed");
 
     let others = TwoDomains::others_of(&t.managed_a, "a.com");
     let (planned, out) = plan_and_apply(&t.tenant, &t.dest, &t.b, &t.managed_b, &others).await;
-    assert_eq!(actions(&planned.plan), vec![(Action::Update, "alice@b.com".into())]);
+    assert_eq!(
+        actions(&planned.plan),
+        vec![(Action::Update, "alice@b.com".into())]
+    );
     t.managed_b = out.managed.expect("managed");
     t.assert_handed_over();
 }
@@ -1018,7 +1413,9 @@ async fn hand_over_when_the_receiving_resource_runs_first() {
     let mut t = TwoDomains::set_up().await;
     let others = TwoDomains::others_of(&t.managed_a, "a.com");
     let (planned, out) = plan_and_apply(&t.tenant, &t.dest, &t.b, &t.managed_b, &others).await;
-    let PlanItem::Update(u) = only(&planned.plan) else { panic!("{:#?}", planned.plan) };
+    let PlanItem::Update(u) = only(&planned.plan) else {
+        panic!("{:#?}", planned.plan)
+    };
     assert_eq!(u.kind, UpdateKind::TakeOver);
     t.managed_b = out.managed.expect("managed");
 
@@ -1027,7 +1424,11 @@ async fn hand_over_when_the_receiving_resource_runs_first() {
     let (planned, out) = plan_and_apply(&t.tenant, &t.dest, &t.a, &t.managed_a, &others).await;
     assert!(planned.plan.items.is_empty());
     assert_eq!(planned.plan.handed_over.len(), 1);
-    assert_eq!(t.tenant.calls().gets, gets_before, "already taken: no look-up needed");
+    assert_eq!(
+        t.tenant.calls().gets,
+        gets_before,
+        "already taken: no look-up needed"
+    );
     t.managed_a = out.managed.expect("managed");
     t.assert_handed_over();
 }
@@ -1050,8 +1451,13 @@ async fn a_failed_hand_over_look_up_aborts_the_run() {
     t.tenant.insert(entra_user(3, "carol@a.com"));
     t.tenant.fail_get(DirectoryError::Unavailable("503".into()));
     let others = TwoDomains::others_of(&t.managed_b, "b.com");
-    let err = plan_run(&t.tenant, &t.dest, &t.a, &t.managed_a, &others).await.expect_err("fails");
-    assert!(matches!(err, RunError::Source(DirectoryError::Unavailable(_))));
+    let err = plan_run(&t.tenant, &t.dest, &t.a, &t.managed_a, &others)
+        .await
+        .expect_err("fails");
+    assert!(matches!(
+        err,
+        RunError::Source(DirectoryError::Unavailable(_))
+    ));
 }
 
 // ---------------------------------------------------------------- scale sanity
@@ -1060,7 +1466,9 @@ async fn a_failed_hand_over_look_up_aborts_the_run() {
 fn plans_and_writes_100k_users() {
     const N: u128 = 100_000;
     let cfg = cfg();
-    let source: Vec<User> = (1..=N).map(|i| entra_user(i, &format!("user{i}@example.com"))).collect();
+    let source: Vec<User> = (1..=N)
+        .map(|i| entra_user(i, &format!("user{i}@example.com")))
+        .collect();
 
     // Into an empty destination.
     let p = plan_simple(&cfg, source.clone(), vec![], &ManagedSet::new());
@@ -1070,14 +1478,21 @@ fn plans_and_writes_100k_users() {
     drop(p);
 
     // Against a destination already holding them, with a few changes.
-    let mut dest: Vec<User> = source.iter().map(|u| scim_twin(&format!("d{}", u.id), u)).collect();
+    let mut dest: Vec<User> = source
+        .iter()
+        .map(|u| scim_twin(&format!("d{}", u.id), u))
+        .collect();
     let managed: ManagedSet = dest
         .iter()
         .zip(&source)
         .map(|(d, s)| {
             (
                 d.immutable_id.clone().unwrap_or_default(),
-                ManagedEntry { destination_id: d.id.clone(), source_id: s.id.clone(), user_name: d.user_name.clone() },
+                ManagedEntry {
+                    destination_id: d.id.clone(),
+                    source_id: s.id.clone(),
+                    user_name: d.user_name.clone(),
+                },
             )
         })
         .collect();
@@ -1087,7 +1502,10 @@ fn plans_and_writes_100k_users() {
     assert_eq!(p.count(Action::Update), 1);
     assert_eq!(p.unchanged, N as usize - 1);
     assert_eq!(p.managed_present, N as usize);
-    assert_eq!(ManagedSet::from_parts(managed.to_gzip_parts(900 * 1024).iter().map(Vec::as_slice)), Ok(managed));
+    assert_eq!(
+        ManagedSet::from_parts(managed.to_gzip_parts(900 * 1024).iter().map(Vec::as_slice)),
+        Ok(managed)
+    );
 }
 
 // Keep the trait object form used by the CLI and operator compiling.
