@@ -277,12 +277,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
-        // An existing world-readable file is replaced by a private one.
-        std::fs::write(&path, b"").expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        std::fs::remove_file(&path).expect("rm");
         let store = StateFile::new(&path, identity("example-com", "example.com"));
         store.save(&sample()).await.expect("saves");
+        // A state file someone made world-readable is replaced by a private one.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         store.save(&ManagedSet::new()).await.expect("saves again");
         let mode = std::fs::metadata(&path)
             .expect("metadata")
