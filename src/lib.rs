@@ -16,6 +16,7 @@ pub mod crd;
 pub mod directory;
 pub mod graph;
 pub mod http;
+pub mod policy;
 pub mod scim;
 pub mod state_file;
 pub mod sync;

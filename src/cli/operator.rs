@@ -97,13 +97,19 @@ pub struct OperatorArgs {
     /// This replica's identity (default: $POD_NAME, else host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Extra allowed authority/Graph hosts (host or host:port), beyond Microsoft's clouds.
+    /// Extra allowed authority hosts (host or host:port; a bare host allows any port),
+    /// beyond Microsoft's clouds. Comma-separated or repeated.
     #[arg(long, value_delimiter = ',')]
     pub allowed_authority_hosts: Vec<String>,
-    /// CIDR ranges the SCIM endpoint may never resolve to (accepted; enforced by a later release).
+    /// Extra allowed Graph hosts (host or host:port), beyond Microsoft's clouds.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_graph_hosts: Vec<String>,
+    /// CIDR ranges the SCIM endpoint may never connect to (on top of the link-local and
+    /// metadata ranges, which are always denied).
     #[arg(long, value_delimiter = ',')]
     pub denied_cidrs: Vec<String>,
-    /// Private or loopback ranges the SCIM endpoint may resolve to (accepted; enforced by a later release).
+    /// Loopback or private ranges (127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16,
+    /// 100.64.0.0/10, ::1, fc00::/7, ...) the SCIM endpoint may connect to.
     #[arg(long, value_delimiter = ',')]
     pub allowed_private_cidrs: Vec<String>,
     /// Log format.
@@ -154,11 +160,18 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
 pub async fn run(args: OperatorArgs) -> ExitCode {
     init_logging(args.log_format);
     crate::http::init_crypto();
-    if !args.denied_cidrs.is_empty() || !args.allowed_private_cidrs.is_empty() {
-        warn!(
-            "--denied-cidrs and --allowed-private-cidrs are accepted but not enforced by this release"
-        );
-    }
+    let policy = match EndpointPolicy::from_flags(
+        &args.allowed_authority_hosts,
+        &args.allowed_graph_hosts,
+        &args.denied_cidrs,
+        &args.allowed_private_cidrs,
+    ) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            error!(error = %e, "invalid endpoint policy flag");
+            return ExitCode::from(super::exit::USAGE);
+        }
+    };
     let client = match Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -184,9 +197,7 @@ pub async fn run(args: OperatorArgs) -> ExitCode {
         run_deadline: args.run_deadline,
         checkpoint_every: args.checkpoint_every,
         clients: ClientSettings {
-            policy: EndpointPolicy {
-                extra_hosts: args.allowed_authority_hosts.clone(),
-            },
+            policy,
             http_max_attempts: args.http_max_attempts.clamp(1, 6),
             http_retry_base: args.http_retry_base,
             connect_timeout: args.connect_timeout,

@@ -1,5 +1,6 @@
-//! Credentials from the resource's own namespace, the (minimal) outbound endpoint policy and
-//! the per-resource Graph and SCIM clients (SPEC §8: per resource, keyed by its uid and a hash
+//! Credentials from the resource's own namespace (Secrets, or a workload identity token), the
+//! outbound endpoint policy ([`crate::policy`]) applied to them, and the per-resource Graph and
+//! SCIM clients (SPEC §8: per resource, keyed by its uid and a hash
 //! of its credential and CA; `caBundleRef` only adds trust).
 
 use std::collections::HashMap;
@@ -12,84 +13,23 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use k8s_openapi::api::core::v1::ServiceAccount;
+use prometheus_client::metrics::counter::Counter;
+
 use crate::controller::error::{Error, Result};
+use crate::controller::workload_identity::{self, ServiceAccountToken};
 use crate::crd::{DirectorySyncSpec, SecretKeyRef};
 use crate::graph::{ClientCertificate, GraphClient, GraphConfig, GraphCredential};
 use crate::http::{HttpConfig, RetryPolicy};
 use crate::scim::{ScimClient, ScimConfig};
 
-/// Authority hosts of Microsoft's clouds, allowed by default (SPEC §8).
-pub const DEFAULT_AUTHORITY_HOSTS: &[&str] = &[
-    "login.microsoftonline.com",
-    "login.microsoftonline.us",
-    "login.chinacloudapi.cn",
-    "login.partner.microsoftonline.cn",
-];
-/// Graph hosts of Microsoft's clouds, allowed by default.
-pub const DEFAULT_GRAPH_HOSTS: &[&str] = &[
-    "graph.microsoft.com",
-    "graph.microsoft.us",
-    "dod-graph.microsoft.us",
-    "microsoftgraph.chinacloudapi.cn",
-];
-
-/// The outbound endpoint policy, as far as this build enforces it: authority and Graph must be
-/// https and on the allowlist. (The SCIM address checks of SPEC §8 are accepted as flags and
-/// enforced by a later release.)
-#[derive(Clone, Debug, Default)]
-pub struct EndpointPolicy {
-    /// Extra allowed authority/Graph hosts, `host` or `host:port`.
-    pub extra_hosts: Vec<String>,
-}
-
-impl EndpointPolicy {
-    fn allowed(&self, url: &Url, defaults: &[&str]) -> bool {
-        let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
-            return false;
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let with_port = url.port().map(|p| format!("{host}:{p}"));
-        if url.port().is_none() && defaults.contains(&host.as_str()) {
-            return true;
-        }
-        self.extra_hosts.iter().any(|h| {
-            let h = h.trim().to_ascii_lowercase();
-            let h = h
-                .trim_start_matches('[')
-                .replace("]:", ":")
-                .trim_end_matches(']')
-                .to_string();
-            h == host || with_port.as_deref() == Some(h.as_str())
-        })
-    }
-
-    /// Checks the authority host and the Graph endpoint.
-    pub fn check_source(&self, authority: &Url, graph: &Url) -> Result<()> {
-        for (what, url, defaults) in [
-            ("authority host", authority, DEFAULT_AUTHORITY_HOSTS),
-            ("Graph endpoint", graph, DEFAULT_GRAPH_HOSTS),
-        ] {
-            if url.scheme() != "https" {
-                return Err(Error::EndpointPolicy(format!("the {what} must use https")));
-            }
-            if !self.allowed(url, defaults) {
-                return Err(Error::EndpointPolicy(format!(
-                    "the {what} {} is not on the allowlist (Microsoft's clouds and --allowed-authority-hosts)",
-                    url.host_str().unwrap_or_default()
-                )));
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::policy::EndpointPolicy;
 
 /// Settings for the clients the operator builds.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
-    pub policy: EndpointPolicy,
+    /// The outbound endpoint policy (SPEC §8).
+    pub policy: Arc<EndpointPolicy>,
     /// Attempts per HTTP request (at most 6).
     pub http_max_attempts: u32,
     /// First retry delay of an HTTP request.
@@ -102,7 +42,7 @@ pub struct ClientSettings {
 impl Default for ClientSettings {
     fn default() -> Self {
         Self {
-            policy: EndpointPolicy::default(),
+            policy: Arc::new(EndpointPolicy::default()),
             http_max_attempts: RetryPolicy::MAX_ATTEMPTS,
             http_retry_base: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
@@ -187,10 +127,12 @@ pub struct Credentials {
 }
 
 /// Loads every Secret key the spec references (SecretNotFound when one is missing).
+/// `token_requests` counts the workload identity TokenRequests.
 pub async fn load_credentials(
     client: &kube::Client,
     namespace: &str,
     spec: &DirectorySyncSpec,
+    token_requests: &Counter,
 ) -> Result<Credentials> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let src = &spec.source.entra_id;
@@ -227,11 +169,23 @@ pub async fn load_credentials(
             source,
         })?;
         GraphCredential::ClientCertificate(Arc::new(cert))
-    } else if src.workload_identity.is_some() {
-        return Err(Error::InvalidSpec(
-            "workloadIdentity is not supported by this operator build yet; use clientSecretRef or clientCertificateRef"
-                .into(),
-        ));
+    } else if let Some(wi) = &src.workload_identity {
+        // Checked here, before any token is requested; the provider checks again before
+        // each later TokenRequest. The account's name and the client ID are in the spec,
+        // which the fingerprint already covers.
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        let name = wi.service_account_name.clone();
+        workload_identity::verify(&api, &name, namespace, &src.client_id)
+            .await
+            .map_err(Error::Kube)?
+            .map_err(Error::WorkloadIdentity)?;
+        GraphCredential::FederatedToken(Arc::new(ServiceAccountToken {
+            api,
+            name,
+            namespace: namespace.to_owned(),
+            client_id: src.client_id.clone(),
+            requests: token_requests.clone(),
+        }))
     } else {
         return Err(Error::InvalidSpec(
             "spec.source.entraID names no credential".into(),
@@ -308,11 +262,16 @@ impl ClientCache {
         };
         let authority = parse("spec.source.entraID.authorityHost", &src.authority_host)?;
         let graph_endpoint = parse("spec.source.entraID.graphEndpoint", &src.graph_endpoint)?;
-        settings.policy.check_source(&authority, &graph_endpoint)?;
         let scim_url = parse(
             "spec.destination.scim.endpoint",
             &spec.destination.scim.endpoint,
         )?;
+        let policy = &settings.policy;
+        policy
+            .check_authority(&authority)
+            .and_then(|()| policy.check_graph(&graph_endpoint))
+            .and_then(|()| policy.check_scim_url(&scim_url))
+            .map_err(Error::EndpointPolicy)?;
 
         let mut gcfg = GraphConfig::new(src.tenant_id.clone(), src.client_id.clone(), creds.graph);
         gcfg.authority_host = authority;
@@ -327,6 +286,8 @@ impl ClientCache {
         let attr = spec.destination.scim.user_principal_name_attribute.trim();
         scfg.upn_attribute = (!attr.is_empty()).then(|| attr.to_owned());
         scfg.http = settings.http(creds.scim_ca);
+        // Host names are checked at every connect (IP literals were checked above).
+        scfg.http.resolver = Some(policy.resolver());
         let scim = ScimClient::new(scfg).map_err(|source| Error::BuildClient {
             side: "destination",
             source,
@@ -344,87 +305,5 @@ impl ClientCache {
         if let Ok(mut map) = self.entries.lock() {
             map.remove(uid);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn url(s: &str) -> Url {
-        Url::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
-    #[test]
-    fn microsoft_clouds_are_allowed_by_default() {
-        let p = EndpointPolicy::default();
-        assert!(
-            p.check_source(
-                &url("https://login.microsoftonline.com"),
-                &url("https://graph.microsoft.com")
-            )
-            .is_ok()
-        );
-        assert!(
-            p.check_source(
-                &url("https://login.microsoftonline.us/"),
-                &url("https://graph.microsoft.us")
-            )
-            .is_ok()
-        );
-        let e = p
-            .check_source(
-                &url("https://127.0.0.1:8443"),
-                &url("https://127.0.0.1:8443"),
-            )
-            .unwrap_err();
-        assert_eq!(e.reason(), "EndpointNotAllowed");
-        let e = p
-            .check_source(
-                &url("http://login.microsoftonline.com"),
-                &url("https://graph.microsoft.com"),
-            )
-            .unwrap_err();
-        assert!(e.to_string().contains("https"));
-    }
-
-    #[test]
-    fn extra_hosts_match_host_or_host_and_port() {
-        let p = EndpointPolicy {
-            extra_hosts: vec!["127.0.0.1".into()],
-        };
-        assert!(
-            p.check_source(
-                &url("https://127.0.0.1:8443"),
-                &url("https://127.0.0.1:8443")
-            )
-            .is_ok()
-        );
-        let p = EndpointPolicy {
-            extra_hosts: vec!["emu.local:9443".into()],
-        };
-        assert!(
-            p.check_source(
-                &url("https://emu.local:9443"),
-                &url("https://emu.local:9443")
-            )
-            .is_ok()
-        );
-        assert!(
-            p.check_source(
-                &url("https://emu.local:9444"),
-                &url("https://emu.local:9443")
-            )
-            .is_err()
-        );
-        // A default host on another port is not the default host.
-        let p = EndpointPolicy::default();
-        assert!(
-            p.check_source(
-                &url("https://login.microsoftonline.com:444"),
-                &url("https://graph.microsoft.com")
-            )
-            .is_err()
-        );
     }
 }

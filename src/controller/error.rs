@@ -19,6 +19,11 @@ pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
 
+    /// The workload identity's ServiceAccount is missing or not annotated for this app
+    /// (no token was requested).
+    #[error("{0}")]
+    WorkloadIdentity(String),
+
     /// Refused by the outbound endpoint policy (SPEC §8).
     #[error("endpoint not allowed: {0}")]
     EndpointPolicy(String),
@@ -78,6 +83,7 @@ impl Error {
         match self {
             Error::MissingObjectKey(_) | Error::InvalidSpec(_) => reasons::INVALID_SPEC,
             Error::LoadSecret(_) => reasons::SECRET_NOT_FOUND,
+            Error::WorkloadIdentity(_) => reasons::INVALID_CREDENTIALS,
             Error::EndpointPolicy(_) => reasons::ENDPOINT_NOT_ALLOWED,
             Error::BuildClient { source, .. } => match source {
                 DirectoryError::InvalidCredentials(_) => reasons::INVALID_CREDENTIALS,
@@ -101,7 +107,7 @@ impl Error {
     pub fn step(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) | Error::InvalidSpec(_) => "Validate",
-            Error::LoadSecret(_) => "LoadCredentials",
+            Error::LoadSecret(_) | Error::WorkloadIdentity(_) => "LoadCredentials",
             Error::EndpointPolicy(_) | Error::BuildClient { .. } => "BuildClients",
             Error::FetchSource(_) | Error::DomainNotFound(_) => "FetchSourceUsers",
             Error::FetchDestination(_) => "ListDestinationUsers",

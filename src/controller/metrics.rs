@@ -35,6 +35,8 @@ pub struct Metrics {
     pub kube_writes: Family<VerbLabels, Counter>,
     pub leader: Gauge,
     pub users_written: Family<ResultLabels, Counter>,
+    /// Workload identity TokenRequests made to the API server.
+    pub token_requests: Counter,
 }
 
 impl Default for Metrics {
@@ -86,6 +88,12 @@ impl Metrics {
             "Destination user writes by outcome (created, updated, deleted, failed)",
             users_written.clone(),
         );
+        let token_requests = Counter::default();
+        registry.register(
+            "token_requests",
+            "Workload identity TokenRequests made to the Kubernetes API server",
+            token_requests.clone(),
+        );
         Self {
             registry,
             runs,
@@ -96,6 +104,7 @@ impl Metrics {
             kube_writes,
             leader,
             users_written,
+            token_requests,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod report;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod workload_identity;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

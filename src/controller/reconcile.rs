@@ -664,7 +664,13 @@ async fn execute(
     run_id: &str,
     now: Timestamp,
 ) -> Result<RunOutcome> {
-    let creds = clients::load_credentials(&ctx.client, &owner.namespace, &obj.spec).await?;
+    let creds = clients::load_credentials(
+        &ctx.client,
+        &owner.namespace,
+        &obj.spec,
+        &ctx.metrics.token_requests,
+    )
+    .await?;
     let ResourceClients { graph, scim } =
         ctx.clients
             .get_or_build(&owner.uid, &obj.spec, creds, &ctx.settings.clients)?;

@@ -171,10 +171,14 @@ pub fn retry_at(history: &[RunRecord], generation: i64, backoff: Backoff) -> Opt
         .as_ref()
         .map(|t| t.0)
         .unwrap_or(last.start_time.0);
-    Some(add(
-        ended,
-        backoff.delay(consecutive_failures(history, generation)),
-    ))
+    // The endpoint policy does not change while the operator runs: a refused endpoint waits
+    // the longest delay (a spec change or sync-now still runs at once).
+    let delay = if last.result == "EndpointNotAllowed" {
+        backoff.max
+    } else {
+        backoff.delay(consecutive_failures(history, generation))
+    };
+    Some(add(ended, delay))
 }
 
 /// Decides what to do now (see the module docs).
@@ -494,6 +498,18 @@ mod tests {
                 Decision::Idle { next: None }
             );
         }
+    }
+
+    #[test]
+    fn a_refused_endpoint_waits_the_longest_delay() {
+        // Ended at 101; retried after the 60 s cap, not the 10 s first delay.
+        let h = [run(1, 100, "EndpointNotAllowed", false)];
+        assert_eq!(
+            decide(&inputs(SyncMode::DryRun, &h, 105)),
+            Decision::Idle {
+                next: Some(ts(161))
+            }
+        );
     }
 
     #[test]

@@ -337,12 +337,20 @@ impl Operator {
             identity,
             "--allowed-authority-hosts",
             "127.0.0.1",
-            "--log-format",
-            "plain",
+            "--allowed-graph-hosts",
+            "127.0.0.1",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !extra.iter().any(|a| a.starts_with("--log-format")) {
+            args.extend(["--log-format".to_string(), "plain".to_string()]);
+        }
+        // The SCIM servers of the tests listen on loopback; a test that checks the policy
+        // passes its own --allowed-private-cidrs.
+        if !extra.iter().any(|a| a.starts_with("--allowed-private-cidrs")) {
+            args.extend(["--allowed-private-cidrs".to_string(), "127.0.0.0/8".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_dirsync"))
             .args(&args)
