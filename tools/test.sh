@@ -35,7 +35,7 @@ fi
 
 echo "==> tests (cargo test --workspace --locked)"
 t=$(date +%s)
-cargo test --workspace --locked -- --test-threads="${DIRSYNC_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${DIRSYNC_TEST_THREADS:-2}"
 echo "    tests took $(( $(date +%s) - t ))s"
 
 echo "==> all done in $(( $(date +%s) - start ))s"

@@ -8,8 +8,10 @@ use kube::CustomResourceExt;
 
 use crate::crd::DirectorySync;
 
+pub mod inputs;
 pub mod operator;
 pub mod preview;
+pub mod standalone;
 
 /// Exit codes of the command line (SPEC §5).
 pub mod exit {
@@ -31,6 +33,21 @@ struct Cli {
 enum Command {
     /// Print the DirectorySync CustomResourceDefinition (YAML).
     Crd,
+    /// Plan a run without writing anything: print the preview CSV and a summary.
+    /// Exit 0 even when applying would trip the deletion guard.
+    Plan {
+        #[command(flatten)]
+        run: standalone::RunArgs,
+        /// Write the preview CSV here instead of standard output.
+        #[arg(long, value_name = "CSV")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Plan and apply now, whatever spec.mode says. Needs --state.
+    /// Exit 3 when the deletion guard cancels the run, 4 when some users failed.
+    Apply {
+        #[command(flatten)]
+        run: standalone::RunArgs,
+    },
     /// Run the Kubernetes operator (kubeconfig or in-cluster configuration).
     Operator(Box<operator::OperatorArgs>),
     /// Read what the operator stored.
@@ -51,6 +68,8 @@ pub async fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Plan { run, out } => ExitCode::from(standalone::plan(run, out).await),
+        Command::Apply { run } => ExitCode::from(standalone::apply(run).await),
         Command::Operator(args) => operator::run(*args).await,
         Command::Preview { command } => preview::run(command).await,
         Command::Crd => match crd_yaml() {
