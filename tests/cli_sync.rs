@@ -156,6 +156,21 @@ fn plan_writes_the_csv_to_out_and_never_writes_to_the_destination() {
 }
 
 #[test]
+fn exclude_resource_like_accounts_leaves_them_out() {
+    let room = json!({"id": guid(8), "userPrincipalName": "room1@example.com", "displayName": "Room 1", "givenName": null,
+                      "surname": null, "mail": "room1@example.com", "accountEnabled": false, "userType": "Member",
+                      "proxyAddresses": [], "onPremisesImmutableId": null});
+    let mut env = Env::new(vec![alice(), room]);
+    let rows = env.plan_stateless().expect(0).rows();
+    assert_eq!(rows.iter().map(|r| r.user_name.as_str()).collect::<Vec<_>>(), ["alice@example.com", "room1@example.com"]);
+    assert!(rows[1].changes.contains("warning: resource-like account"));
+    env.set_spec(|s| s.exclude_resource_like_accounts = true);
+    env.apply().expect(0);
+    assert_eq!(env.scim_users().len(), 1);
+    assert!(env.scim_user("room1@example.com").is_none());
+}
+
+#[test]
 fn updates_of_every_sync_item_are_applied_in_place() {
     let users = vec![
         alice(),
