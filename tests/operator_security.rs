@@ -286,7 +286,7 @@ async fn scim_endpoints_on_denied_addresses_are_refused_without_a_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redirects_are_not_followed_and_a_foreign_next_link_aborts_the_run() {
+async fn a_scim_redirect_is_not_followed() {
     dirsync::http::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-redirect").await;
@@ -298,7 +298,33 @@ async fn redirects_are_not_followed_and_a_foreign_next_link_aborts_the_run() {
         async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]) }
     });
     let (redirector, server) = serve(router).await;
+    // A well-behaved Graph side, so that the run gets as far as the destination.
+    let users: Vec<Value> = (0..3)
+        .map(|i| user(&format!("u{i:04}@example.com"), "U", &format!("{i}"), &format!("aW{i:04}")))
+        .collect();
+    let emu = Emulator::start(Config::from_fixture(&tenant(&["example.com"], users)).expect("fixture").https())
+        .await
+        .expect("emulator starts");
+    secrets(&ns, &emu, CLIENT_SECRET).await;
+    let op = Operator::start(cp, ns.name(), "op-redirect", &[]);
 
+    create(&ns, "redirected", spec("example.com", "DryRun", &emu, &format!("{redirector}/scim/v2"))).await;
+    let d = wait_for(&ns, "redirected", "redirect refused", T, Some(&op), |d| {
+        ready_reason(d).is_some_and(|r| r == "DestinationUnavailable")
+    })
+    .await;
+    assert!(message(&d).contains("redirect not followed"), "{}", message(&d));
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect target saw a connection");
+    server.abort();
+    listener.abort();
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_link_to_another_host_aborts_the_run() {
+    dirsync::http::init_crypto();
+    let cp = control_plane().await;
+    let ns = cp.namespace("op-nextlink").await;
     // A Graph emulator that writes its links for "localhost" while the resource calls it as
     // 127.0.0.1: the second page's nextLink leaves the Graph host.
     let port = free_port();
@@ -313,36 +339,20 @@ async fn redirects_are_not_followed_and_a_foreign_next_link_aborts_the_run() {
     let emu = Emulator::start(cfg).await.expect("emulator starts");
     secrets(&ns, &emu, CLIENT_SECRET).await;
     let scim = scim();
-    let op = Operator::start(cp, ns.name(), "op-redirect", &[]);
+    let op = Operator::start(cp, ns.name(), "op-nextlink", &[]);
 
-    // The emulator's own links say "localhost"; the resources call it by address.
+    // The emulator's own links say "localhost"; the resource calls it by address.
     let direct = format!("https://127.0.0.1:{port}");
-    let via_address = |mut s: Value| {
-        s["source"]["entraID"]["authorityHost"] = json!(direct);
-        s["source"]["entraID"]["graphEndpoint"] = json!(direct);
-        s
-    };
-    create(&ns, "redirected", via_address(spec("example.com", "DryRun", &emu, &format!("{redirector}/scim/v2")))).await;
-    let d = wait_for(&ns, "redirected", "redirect refused", T, Some(&op), |d| {
-        ready_reason(d).is_some_and(|r| r == "DestinationUnavailable")
-    })
-    .await;
-    assert!(message(&d).contains("redirect not followed"), "{}", message(&d));
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect target saw a connection");
-
-    create(&ns, "next-link", via_address(spec("example.com", "DryRun", &emu, &scim.base_url()))).await;
+    let mut s = spec("example.com", "DryRun", &emu, &scim.base_url());
+    s["source"]["entraID"]["authorityHost"] = json!(direct);
+    s["source"]["entraID"]["graphEndpoint"] = json!(direct);
+    create(&ns, "next-link", s).await;
     let d = wait_for(&ns, "next-link", "nextLink refused", T, Some(&op), |d| {
         ready_reason(d).is_some_and(|r| r == "SourceUnavailable")
     })
     .await;
-    assert!(
-        message(&d).contains("nextLink leaves the Graph endpoint"),
-        "{}",
-        message(&d)
-    );
+    assert!(message(&d).contains("nextLink leaves the Graph endpoint"), "{}", message(&d));
     assert!(configmap(&ns, "next-link-preview").await.is_none(), "no preview of a partial read");
-    server.abort();
-    listener.abort();
     emu.stop().await;
 }
 
