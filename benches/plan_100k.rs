@@ -4,6 +4,7 @@
 //! cargo build --release -p entra-emulator
 //! cargo bench --bench plan_100k                    # 100,000 users
 //! cargo bench --bench plan_100k -- --users 10000   # 10,000 users
+//! cargo bench --bench plan_100k -- --runs 1        # one run of (a) and of (b) instead of three
 //! ```
 //!
 //! (a) into an empty scim2-server, (b) against a scim2-server already holding those users
@@ -21,8 +22,6 @@ use common::*;
 use dirsync_testenv::Scim2Server;
 use dirsync_testenv::emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator};
 use serde_json::{Value, json};
-
-const RUNS: usize = 3;
 
 fn main() {
     let users = arg("--users", 100_000);
@@ -82,7 +81,7 @@ fn main() {
 
 fn measure(emu: &Emulator, dir: &std::path::Path, extra: &[&str]) -> Vec<Measured> {
     let mut out = Vec::new();
-    for i in 1..=RUNS {
+    for i in 1..=arg("--runs", 3) {
         let m = run_measured(&dirsync_args("plan", emu, extra), dir);
         assert_eq!(m.code, 0, "dirsync plan failed:\n{}", m.stderr);
         println!(
