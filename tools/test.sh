@@ -26,6 +26,9 @@ echo "    build took $(( $(date +%s) - t ))s"
 if command -v cargo-deny >/dev/null; then
   echo "==> dependency policy (cargo deny --offline check licenses bans sources)"
   t=$(date +%s)
+  # cargo-deny reads `cargo metadata` for every platform, which needs the crates of every
+  # target (windows-sys, ...) in the local registry; `cargo build` fetched only this host's.
+  cargo fetch --locked >/dev/null
   # --log-level error: duplicate versions (warnings in deny.toml) are not printed; run without it to see them.
   cargo deny --offline --locked --workspace --log-level error check --hide-inclusion-graph licenses bans sources
   echo "    dependency policy took $(( $(date +%s) - t ))s"
