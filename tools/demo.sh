@@ -1,117 +1,193 @@
 #!/usr/bin/env bash
-# The local demo (README "Quick start"): everything on loopback, nothing to configure.
+# The local demo (README "Quick start"): the operator on a real local control plane, everything
+# on loopback, nothing to configure.
 #
 #   1. tools/setup.sh installs the pinned tools (first run only; see README for the time it takes)
-#   2. builds dirsync and the Graph emulator
-#   3. starts the Graph emulator (HTTPS, a generated tenant of DEMO_USERS users in example.com)
-#      and a real SCIM 2.0 server (scim2-server from PyPI)
-#   4. `dirsync plan`  -> the dry-run preview CSV (nothing is written)
-#   5. `dirsync apply` -> the users land in the SCIM server
-#   6. changes a user and removes one in the emulator, then `dirsync plan` shows exactly that
+#   2. builds dirsync, the Graph emulator and the control-plane harness
+#   3. starts a Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager, the
+#      DirectorySync CRD installed), the Graph emulator (HTTPS, a generated tenant of DEMO_USERS
+#      users in example.com) and a real SCIM 2.0 server (scim2-server from PyPI) holding one
+#      hand-made user, the service's initial administrator
+#   4. runs `dirsync operator` as a local process watching namespace `identity`
+#   5. applies examples/dry-run.yaml (pointed at the emulator and the SCIM server) with its
+#      Secrets, shows the preview, then switches the resource to `mode: Once` (the product's
+#      "read the preview, then sync") and waits for the sync
+#   6. ends by showing `kubectl get dsync`, `kubectl describe dsync` and the preview CSV
 #
-# Everything it starts, it stops. Work files are kept in $DEMO_DIR (printed at the end).
+# Everything it starts, it stops (--keep leaves it running and prints how to stop it).
+# Work files and logs are kept in $DEMO_DIR (printed at the end).
+#
+# Environment: DEMO_USERS (default 60), DEMO_DIR (default a new temporary directory),
+# DEMO_BIN_DIR (use binaries already built there instead of running cargo build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
+KEEP=false
+case "${1:-}" in
+  --keep) KEEP=true ;;
+  "") ;;
+  -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "usage: tools/demo.sh [--keep]" >&2; exit 2 ;;
+esac
 export DIRSYNC_CACHE="${DIRSYNC_CACHE:-$HOME/.cache/dirsync}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$DIRSYNC_CACHE/target}"
 DEMO_USERS="${DEMO_USERS:-60}"
 DEMO_DIR="${DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/dirsync-demo.XXXXXX")}"
 mkdir -p "$DEMO_DIR"
+NS=identity
+NAME=example-com
+# The emulator's default app registration (emulator/README.md); not a real credential.
+TENANT=7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d
+CLIENT=3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c
+CLIENT_SECRET=emulator-client-secret
+SCIM_TOKEN="demo-scim-token-$RANDOM$RANDOM"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+cluster_up=false
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if $cluster_up; then "$TESTENV" down --state-dir "$DEMO_DIR/cluster" >/dev/null 2>&1 || true; fi
+}
+on_exit() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "demo failed (exit $rc); logs in $DEMO_DIR:" >&2
+    ls "$DEMO_DIR" >&2 || true
+    [ -f "$DEMO_DIR/operator.log" ] && { echo "--- last operator log lines:" >&2; tail -20 "$DEMO_DIR/operator.log" >&2; }
+  fi
+  if $KEEP && [ "$rc" -eq 0 ]; then return; fi
+  cleanup
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
 
 say "setup (tools/setup.sh; quick when already done)"
 bash tools/setup.sh >"$DEMO_DIR/setup.log" 2>&1 || { tail -30 "$DEMO_DIR/setup.log"; exit 1; }
 # shellcheck disable=SC1091
 source "$DIRSYNC_CACHE/env.sh"
 
-say "build (cargo build --locked --bins)"
-cargo build --locked -q --bin dirsync -p dirsync -p entra-emulator
-DIRSYNC="$CARGO_TARGET_DIR/debug/dirsync"
-EMULATOR="$CARGO_TARGET_DIR/debug/entra-emulator"
+if [ -n "${DEMO_BIN_DIR:-}" ]; then
+  BIN="$DEMO_BIN_DIR"
+else
+  say "build (cargo build --locked: dirsync, entra-emulator, dirsync-testenv)"
+  cargo build --locked -q --bin dirsync -p dirsync -p entra-emulator -p dirsync-testenv
+  BIN="$CARGO_TARGET_DIR/debug"
+fi
+DIRSYNC="$BIN/dirsync"
+EMULATOR="$BIN/entra-emulator"
+TESTENV="$BIN/dirsync-testenv"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND every half second.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  for _ in $(seq $((secs * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  echo "timed out after ${secs}s waiting for $what" >&2
+  return 1
+}
+
+say "start a Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager, CRD installed)"
+cluster_up=true
+"$TESTENV" up --state-dir "$DEMO_DIR/cluster" >"$DEMO_DIR/cluster.out" 2>&1 || { cat "$DEMO_DIR/cluster.out"; exit 1; }
+grep "^Kubernetes" "$DEMO_DIR/cluster.out" || true
+eval "$("$TESTENV" env --state-dir "$DEMO_DIR/cluster" | grep '^export KUBECONFIG=')"
+export KUBECONFIG
 
 say "start the Graph emulator: $DEMO_USERS generated users in example.com, HTTPS"
 "$EMULATOR" --listen 127.0.0.1:0 --generate "$DEMO_USERS" --domain example.com --seed 7 \
   --tls-ca-out "$DEMO_DIR/emulator-ca.pem" >"$DEMO_DIR/emulator.out" 2>"$DEMO_DIR/emulator.log" &
 pids+=($!)
-for _ in $(seq 100); do [ -s "$DEMO_DIR/emulator.out" ] && break; sleep 0.1; done
+wait_for "the emulator" 20 test -s "$DEMO_DIR/emulator.out"
 GRAPH=$(head -1 "$DEMO_DIR/emulator.out")
-[ -n "$GRAPH" ] || { cat "$DEMO_DIR/emulator.log"; echo "the emulator did not start" >&2; exit 1; }
 echo "    $GRAPH"
 
-say "start a SCIM 2.0 server (scim2-server $("$DIRSYNC_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("scim2-server"))'))"
 SCIM_PORT=$(free_port)
-"$DIRSYNC_VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$SCIM_PORT" --bearer-token demo-scim-token \
+SCIM="http://127.0.0.1:$SCIM_PORT/v2"
+say "start a SCIM 2.0 server (scim2-server $("$DIRSYNC_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("scim2-server"))')) with one hand-made user"
+"$DIRSYNC_VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$SCIM_PORT" --bearer-token "$SCIM_TOKEN" \
   >"$DEMO_DIR/scim.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SCIM_PORT/v2/ServiceProviderConfig" >/dev/null && break; sleep 0.1; done
-echo "    http://127.0.0.1:$SCIM_PORT/v2"
+wait_for "the SCIM server" 20 curl -fs -H "Authorization: Bearer $SCIM_TOKEN" "$SCIM/ServiceProviderConfig"
+scim_users() {
+  curl -fs -H "Authorization: Bearer $SCIM_TOKEN" "$SCIM/Users?count=0" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["totalResults"])'
+}
+# The service's initial administrator, made by hand: dirsync must never touch it.
+curl -fs -H "Authorization: Bearer $SCIM_TOKEN" -H 'Content-Type: application/scim+json' \
+  -d '{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"admin@example.com","displayName":"Initial Administrator","active":true}' \
+  "$SCIM/Users" >/dev/null
+echo "    $SCIM (holds $(scim_users) user: admin@example.com, made by hand)"
 
-# The same YAML a user applies to a cluster; the CLI reads it as it is.
-cat >"$DEMO_DIR/directorysync.yaml" <<YAML
-apiVersion: dirsync.io/v1alpha1
-kind: DirectorySync
-metadata:
-  name: example-com
-  namespace: identity
-spec:
-  domain: example.com
-  upnMode: Enabled
-  maxAllowedDeletions: 65
-  mode: Once
-  protectedUserNames: [admin]
-  source:
-    entraID:
-      tenantID: 7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d
-      clientID: 3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c
-      clientSecretRef: { name: entra-app, key: client-secret }
-      authorityHost: $GRAPH
-      graphEndpoint: $GRAPH
-  destination:
-    scim:
-      endpoint: http://127.0.0.1:$SCIM_PORT/v2
-      bearerTokenRef: { name: access-control-scim, key: token }
-YAML
-cat >"$DEMO_DIR/secrets.yaml" <<'YAML'
-apiVersion: v1
-kind: Secret
-metadata: { name: entra-app, namespace: identity }
-stringData: { client-secret: emulator-client-secret }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: access-control-scim, namespace: identity }
-stringData: { token: demo-scim-token }
-YAML
-ARGS=(-f "$DEMO_DIR/directorysync.yaml" --secrets "$DEMO_DIR/secrets.yaml" --ca-file "$DEMO_DIR/emulator-ca.pem")
+say "start the operator (dirsync operator, a local process watching namespace $NS)"
+kubectl create namespace "$NS" >/dev/null
+OPERATOR_PORT=$(free_port)
+# The endpoint policy admits the emulator and the loopback SCIM server only because these
+# flags say so; by default only Microsoft's clouds and public SCIM addresses are allowed.
+"$DIRSYNC" operator --namespaces "$NS" --lease-namespace "$NS" --identity demo-operator \
+  --metrics-addr "127.0.0.1:$OPERATOR_PORT" --health-addr "127.0.0.1:$OPERATOR_PORT" \
+  --allowed-authority-hosts 127.0.0.1 --allowed-graph-hosts 127.0.0.1 \
+  --allowed-private-cidrs 127.0.0.1/32 --log-format plain >"$DEMO_DIR/operator.log" 2>&1 &
+pids+=($!)
+wait_for "the operator's /readyz" 30 curl -fs "http://127.0.0.1:$OPERATOR_PORT/readyz"
+echo "    metrics: http://127.0.0.1:$OPERATOR_PORT/metrics   log: $DEMO_DIR/operator.log"
 
-say "dirsync plan (dry run: nothing is written)"
-"$DIRSYNC" plan "${ARGS[@]}" --out "$DEMO_DIR/preview-1.csv"
-echo "--- first rows of the preview CSV ($DEMO_DIR/preview-1.csv):"
-head -6 "$DEMO_DIR/preview-1.csv"
-
-say "dirsync apply"
-"$DIRSYNC" apply "${ARGS[@]}" --state "$DEMO_DIR/state.json"
-echo "    SCIM server now holds $(curl -fs -H 'Authorization: Bearer demo-scim-token' "http://127.0.0.1:$SCIM_PORT/v2/Users?count=0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalResults"])') users"
-
-say "change one user and remove another in the emulator (its control API), then plan again"
-python3 - "$DEMO_DIR/preview-1.csv" >"$DEMO_DIR/victims" <<'PY'
-import csv, sys
-rows = [r for r in csv.DictReader(open(sys.argv[1], encoding="utf-8-sig")) if r["action"] == "Add" and r["active"] == "true"]
-print(rows[0]["userPrincipalName"], rows[1]["userPrincipalName"])
+say "apply the Secrets and examples/dry-run.yaml, pointed at the emulator and the SCIM server"
+kubectl -n "$NS" create secret generic entra-app --from-literal=client-secret="$CLIENT_SECRET" >/dev/null
+kubectl -n "$NS" create secret generic access-control-scim --from-literal=token="$SCIM_TOKEN" >/dev/null
+kubectl -n "$NS" create secret generic emulator-ca --from-file=ca.pem="$DEMO_DIR/emulator-ca.pem" >/dev/null
+# The example as shipped, with the demo's tenant, endpoints and the emulator's CA filled in.
+python3 - examples/dry-run.yaml "$TENANT" "$CLIENT" "$GRAPH" "$SCIM" >"$DEMO_DIR/dry-run.yaml" <<'PY'
+import re, sys
+path, tenant, client, graph, scim = sys.argv[1:]
+out = []
+for line in open(path, encoding="utf-8"):
+    indent = re.match(r"\s*", line).group(0)
+    key = line.strip().split(":", 1)[0]
+    if key == "tenantID":
+        line = f"{indent}tenantID: {tenant}\n"
+    elif key == "clientID":
+        line = (f"{indent}clientID: {client}\n{indent}authorityHost: {graph}\n"
+                f"{indent}graphEndpoint: {graph}\n{indent}caBundleRef: {{ name: emulator-ca, key: ca.pem }}\n")
+    elif key == "endpoint":
+        line = f"{indent}endpoint: {scim}\n"
+    out.append(line)
+text = "".join(out)
+for needle in ("tenantID: " + tenant, "graphEndpoint: " + graph, "endpoint: " + scim):
+    if needle not in text:
+        sys.exit(f"examples/dry-run.yaml no longer has the field the demo fills in ({needle.split(':')[0]})")
+sys.stdout.write(text)
 PY
-read -r changed removed <"$DEMO_DIR/victims"
-curl -fs --cacert "$DEMO_DIR/emulator-ca.pem" -X PATCH -H 'Content-Type: application/json' \
-  -d '{"displayName":"Renamed In Entra"}' "$GRAPH/_emulator/users/$changed" >/dev/null
-curl -fs --cacert "$DEMO_DIR/emulator-ca.pem" -X DELETE "$GRAPH/_emulator/users/$removed" >/dev/null
-"$DIRSYNC" plan "${ARGS[@]}" --state "$DEMO_DIR/state.json" --out "$DEMO_DIR/preview-2.csv"
-echo "--- the preview now ($DEMO_DIR/preview-2.csv):"
-cat "$DEMO_DIR/preview-2.csv"
+kubectl -n "$NS" apply -f "$DEMO_DIR/dry-run.yaml"
 
-say "done; work files in $DEMO_DIR"
+ready_reason() { kubectl -n "$NS" get dsync "$NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'; }
+reason_is() { [ "$(ready_reason)" = "$1" ]; }
+wait_for "the dry run (Ready reason PreviewReady)" 90 reason_is PreviewReady
+show kubectl -n "$NS" get dsync
+echo
+"$DIRSYNC" preview get "$NAME" -n "$NS" >"$DEMO_DIR/preview-dry-run.csv"
+echo "The dry run wrote a preview and nothing else: the SCIM server still holds $(scim_users) user."
+
+say "read the preview, then sync: switch the resource to mode Once"
+show kubectl -n "$NS" patch dsync "$NAME" --type merge -p '{"spec":{"mode":"Once"}}'
+wait_for "the sync (Ready reason Synced)" 120 reason_is Synced
+echo "The SCIM server now holds $(scim_users) users (admin@example.com untouched)."
+
+say "what an operator of dirsync sees"
+show kubectl -n "$NS" get dsync
+show kubectl -n "$NS" describe dsync "$NAME"
+"$DIRSYNC" preview get "$NAME" -n "$NS" >"$DEMO_DIR/preview.csv"
+rows=$(($(wc -l <"$DEMO_DIR/preview.csv") - 1))
+printf '\n\033[1m$ dirsync preview get %s -n %s > preview.csv\033[0m   (%s rows; the first 8, and the Unmanaged row)\n' "$NAME" "$NS" "$rows"
+head -9 "$DEMO_DIR/preview.csv"
+grep '^Unmanaged,' "$DEMO_DIR/preview.csv" || true
+
+if $KEEP; then
+  say "left running (--keep)"
+  echo "export KUBECONFIG=$KUBECONFIG"
+  echo "kubectl -n $NS get dsync; $DIRSYNC preview get $NAME -n $NS"
+  echo "stop it: kill ${pids[*]}; $TESTENV down --state-dir $DEMO_DIR/cluster"
+else
+  say "done: everything the demo started is being stopped; work files and logs in $DEMO_DIR"
+fi
