@@ -332,12 +332,52 @@ pub struct RunRecord {
     pub message: Option<String>,
 }
 
+/// The kind of object the operator keeps previews, run reports and managed sets in
+/// (`dirsync operator --store-in`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum ObjectKind {
+    /// ConfigMaps (readable by the `view` role).
+    #[default]
+    ConfigMap,
+    /// Secrets (not readable by the `view` role).
+    Secret,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::ConfigMap => "ConfigMap",
+            ObjectKind::Secret => "Secret",
+        }
+    }
+
+    /// The other kind (where objects written before a change of `--store-in` are).
+    pub fn other(self) -> ObjectKind {
+        match self {
+            ObjectKind::ConfigMap => ObjectKind::Secret,
+            ObjectKind::Secret => ObjectKind::ConfigMap,
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where the preview of the most recent run is and what it holds.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PreviewStatus {
-    /// The ConfigMaps (or Secrets) holding it, the first one carrying summary.json.
+    /// The objects holding it, the first one carrying summary.json: ConfigMaps, or Secrets
+    /// when `kind` is Secret (the field keeps its first name for compatibility).
     pub config_maps: Vec<String>,
+    /// The kind of the objects in configMaps (absent in older statuses: ConfigMap).
+    #[serde(default)]
+    pub kind: ObjectKind,
     /// Data rows in the CSV.
     pub rows: i64,
     /// SHA-256 (hex) of the CSV bytes.

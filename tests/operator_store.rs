@@ -5,7 +5,7 @@
 
 mod operator_common;
 
-use dirsync::controller::objects::Owner;
+use dirsync::controller::objects::{ObjectKind, Owner};
 use dirsync::controller::store::ClusterStore;
 use dirsync::sync::{ManagedEntry, ManagedSet, ManagedStore};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -60,14 +60,14 @@ async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     )
     .await;
     let owner = Owner::of(&obj).expect("owner");
-    let store = ClusterStore::new(ns.client(), owner.clone());
+    let store = ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap);
     assert_eq!(store.load().await.expect("empty load"), ManagedSet::new());
 
     let big = set(100_000);
     store.save(&big).await.expect("save 100k");
     let p = parts(&ns).await;
     assert!(p.len() >= 2, "a 100k set spans several ConfigMaps: {p:?}");
-    let fresh = ClusterStore::new(ns.client(), owner.clone());
+    let fresh = ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap);
     assert_eq!(
         fresh.load().await.expect("load 100k"),
         big,
@@ -99,7 +99,7 @@ async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     fresh.save(&small).await.expect("save 10");
     assert!(parts(&ns).await.is_empty(), "old parts removed");
     assert_eq!(
-        ClusterStore::new(ns.client(), owner.clone())
+        ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap)
             .load()
             .await
             .expect("load 10"),
@@ -115,7 +115,7 @@ async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     .await;
     let mut foreign = Owner::of(&other).expect("owner");
     foreign.name = "example-com".into();
-    let err = ClusterStore::new(ns.client(), foreign)
+    let err = ClusterStore::new(ns.client(), foreign, ObjectKind::ConfigMap)
         .load()
         .await
         .expect_err("refused");

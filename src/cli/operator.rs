@@ -14,11 +14,30 @@ use tracing::{error, info, warn};
 use crate::controller::clients::{ClientSettings, EndpointPolicy};
 use crate::controller::leader::{self, LeaseConfig};
 use crate::controller::metrics::Metrics;
+use crate::controller::objects::ObjectKind;
 use crate::controller::schedule::{Backoff, parse_duration};
 use crate::controller::{Context, Scope, Settings, admin, run_controller};
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
+}
+
+/// Values of `--store-in`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreIn {
+    /// ConfigMaps (SPEC §4's layout).
+    Configmaps,
+    /// Secrets, for clusters where the `view` role must not read the directory.
+    Secrets,
+}
+
+impl StoreIn {
+    pub fn kind(self) -> ObjectKind {
+        match self {
+            StoreIn::Configmaps => ObjectKind::ConfigMap,
+            StoreIn::Secrets => ObjectKind::Secret,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -112,6 +131,12 @@ pub struct OperatorArgs {
     /// 100.64.0.0/10, ::1, fc00::/7, ...) the SCIM endpoint may connect to.
     #[arg(long, value_delimiter = ',')]
     pub allowed_private_cidrs: Vec<String>,
+    /// Where previews, run reports and managed sets are kept (they hold user names and
+    /// addresses): ConfigMaps, or Secrets where the `view` role must not read the directory.
+    /// Changing it loses nothing: the managed set is moved at the next run, the other kind's
+    /// preview is removed when a new one is written, and its reports expire as usual.
+    #[arg(long, value_enum, default_value = "configmaps")]
+    pub store_in: StoreIn,
     /// Log format.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -204,6 +229,7 @@ pub async fn run(args: OperatorArgs) -> ExitCode {
             apply_concurrency: args.apply_concurrency.max(1),
         },
         concurrency: args.concurrency.max(1),
+        store_in: args.store_in.kind(),
     };
     let scope = if args.namespaces.is_empty() {
         Scope::All
@@ -230,7 +256,7 @@ pub async fn run(args: OperatorArgs) -> ExitCode {
         }
     }
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
-    info!(identity = %identity, namespaces = ?args.namespaces, "dirsync operator starting");
+    info!(identity = %identity, namespaces = ?args.namespaces, store_in = %args.store_in.kind(), "dirsync operator starting");
 
     if !args.leader_election {
         run_controller(ctx, scope, rx, ready).await;

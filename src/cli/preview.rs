@@ -1,13 +1,14 @@
-//! `dirsync preview get NAME -n NAMESPACE`: reassembles a stored preview, checks its sha256
-//! and writes the CSV to standard output.
+//! `dirsync preview get NAME -n NAMESPACE`: reassembles a stored preview (ConfigMaps, or
+//! Secrets when the operator runs with `--store-in=secrets`), checks its sha256 and writes the
+//! CSV to standard output.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{Api, Client};
+use kube::Client;
 
+use crate::controller::objects::{ObjectKind, Objects};
 use crate::controller::preview;
 
 #[derive(Subcommand, Debug, Clone)]
@@ -43,16 +44,18 @@ async fn get(a: GetArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let api: Api<ConfigMap> = match &a.namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::default_namespaced(client),
+    let namespace = match &a.namespace {
+        Some(ns) => ns.clone(),
+        None => client.default_namespace().to_owned(),
     };
-    match preview::read(&api, &a.name).await {
+    let objects = Objects::new(client, &namespace, ObjectKind::ConfigMap);
+    match preview::read(&objects, &a.name).await {
         Ok((csv, storage)) => {
             if a.verbose {
                 eprintln!(
-                    "layout {} in {:?}: {} rows, {} bytes, sha256 {} (checked), expires {}",
+                    "layout {} in {}s {:?}: {} rows, {} bytes, sha256 {} (checked), expires {}",
                     storage.layout,
+                    storage.kind,
                     storage.config_maps,
                     storage.rows,
                     storage.csv_bytes,

@@ -5,7 +5,8 @@
 //! - [`status`] (pure): conditions and status patches;
 //! - [`reconcile`]: the pipeline (claim → credentials → plan → preview → apply → status → events);
 //! - [`clients`]: Secrets, the endpoint allowlist and the per-resource Graph/SCIM clients;
-//! - [`preview`], [`store`], [`report`], [`objects`]: the ConfigMaps the operator owns;
+//! - [`preview`], [`store`], [`report`], [`objects`]: the ConfigMaps (or Secrets) the
+//!   operator owns;
 //! - [`leader`]: leader election on a Lease; [`metrics`], [`admin`]: observability.
 
 pub mod admin;
@@ -71,6 +72,8 @@ pub struct Settings {
     pub clients: ClientSettings,
     /// Reconciles in flight at once.
     pub concurrency: u16,
+    /// The kind of the objects it writes: previews, run reports, managed sets.
+    pub store_in: objects::ObjectKind,
 }
 
 impl Default for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             checkpoint_every: 500,
             clients: ClientSettings::default(),
             concurrency: 4,
+            store_in: objects::ObjectKind::ConfigMap,
         }
     }
 }
@@ -208,12 +212,21 @@ pub async fn run_controller(
             ),
         };
         let controller = Controller::new(dsyncs, watcher::Config::default().any_semantic());
+        // Owned objects of the configured kind only: with Secrets, the operator needs no
+        // watch on ConfigMaps (it then only cleans up those an earlier setting left).
+        let owned = watcher::Config::default().labels(&format!(
+            "app.kubernetes.io/managed-by={}",
+            objects::MANAGED_BY
+        ));
+        let controller = match ctx.settings.store_in {
+            objects::ObjectKind::ConfigMap => controller.owns(cms, owned),
+            objects::ObjectKind::Secret => controller.owns(secrets.clone(), owned),
+        };
         let store = controller.store();
         stores.push(store.clone());
         let mapper_ctx = ctx.clone();
         let mut stop = shutdown.clone();
         let run = controller
-            .owns(cms, watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", objects::MANAGED_BY)))
             .watches(secrets, watcher::Config::default(), move |secret: Secret| {
                 let ns = secret.namespace();
                 let name = secret.name_any();

@@ -4,6 +4,10 @@
 //! parts in `<name>-preview-1 … -N` (`binaryData.preview.csv.gz.part`). `summary.json` carries
 //! a `storage` object naming the layout, the parts and the sha256, so that
 //! `dirsync preview get` can reassemble and check any preview.
+//!
+//! With `--store-in=secrets` the same objects are Secrets (same names, labels and layout; the
+//! Secret's `data` carries both payloads), and writing a preview removes this resource's
+//! preview of the other kind, so directory data never stays readable where it should not be.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,16 +15,14 @@ use std::io::{Read, Write};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::controller::error::{Error, Result};
-use crate::controller::objects::{self, Owner, WriteCheck};
+use crate::controller::objects::{ObjectKind, Objects, OwnedObject, Owner, WriteCheck};
 use crate::crd::PreviewStatus;
 use crate::sync::PlannedRun;
 
@@ -34,7 +36,7 @@ pub const PART_KEY: &str = "preview.csv.gz.part";
 pub const SHA_ANNOTATION: &str = "dirsync.io/sha256";
 pub const EXPIRES_ANNOTATION: &str = "dirsync.io/expires-at";
 
-/// The name of the main preview ConfigMap.
+/// The name of the main preview object.
 pub fn main_name(resource: &str) -> String {
     format!("{resource}-preview")
 }
@@ -50,8 +52,11 @@ pub fn part_name(resource: &str, i: usize) -> String {
 pub struct Storage {
     /// `csv` (data.preview.csv), `gzip` (binaryData.preview.csv.gz) or `gzip-parts`.
     pub layout: String,
-    /// The ConfigMaps holding the CSV bytes, in order (the main one for `csv` and `gzip`).
+    /// The objects holding the CSV bytes, in order (the main one for `csv` and `gzip`).
     pub config_maps: Vec<String>,
+    /// Their kind (absent in previews made before Secrets were an option: ConfigMap).
+    #[serde(default)]
+    pub kind: ObjectKind,
     /// Size of the CSV in bytes (BOM included).
     pub csv_bytes: u64,
     /// Size of the gzip stream, when compressed.
@@ -64,17 +69,20 @@ pub struct Storage {
     pub expires_at: String,
 }
 
-/// A preview laid out in ConfigMaps, ready to write.
+/// A preview laid out in objects, ready to write.
 pub struct Layout {
-    pub objects: Vec<ConfigMap>,
+    pub objects: Vec<OwnedObject>,
     pub status: PreviewStatus,
     pub summary: serde_json::Value,
 }
 
 /// Renders the plan's CSV and summary and lays them out (pure); `max_part` is the largest
-/// payload per object ([`objects::MAX_PART_BYTES`] in production).
+/// payload per object ([`crate::controller::objects::MAX_PART_BYTES`] in production), `kind`
+/// the kind it will be stored in.
+#[allow(clippy::too_many_arguments)]
 pub fn layout(
     owner: &Owner,
+    kind: ObjectKind,
     max_part: usize,
     planned: &PlannedRun,
     dry_run: bool,
@@ -94,6 +102,7 @@ pub fn layout(
     let mut storage = Storage {
         layout: "csv".into(),
         config_maps: vec![main.clone()],
+        kind,
         csv_bytes: stats.bytes,
         gzip_bytes: None,
         sha256: stats.sha256.clone(),
@@ -119,7 +128,7 @@ pub fn layout(
         storage.gzip_bytes = Some(gz.len() as u64);
         if gz.len() <= max_part {
             storage.layout = "gzip".into();
-            main_binary.insert(GZ_KEY.to_owned(), ByteString(gz));
+            main_binary.insert(GZ_KEY.to_owned(), gz);
         } else {
             storage.layout = "gzip-parts".into();
             storage.config_maps.clear();
@@ -128,13 +137,10 @@ pub fn layout(
                 storage.config_maps.push(name.clone());
                 let mut ann = annotations.clone();
                 ann.insert("dirsync.io/part".into(), format!("{}", i + 1));
-                parts.push(ConfigMap {
+                parts.push(OwnedObject {
                     metadata: owner.meta(&name, PART_ROLE, ann),
-                    binary_data: Some(BTreeMap::from([(
-                        PART_KEY.to_owned(),
-                        ByteString(chunk.to_vec()),
-                    )])),
-                    ..ConfigMap::default()
+                    binary: BTreeMap::from([(PART_KEY.to_owned(), chunk.to_vec())]),
+                    ..OwnedObject::default()
                 });
             }
         }
@@ -151,21 +157,21 @@ pub fn layout(
         SUMMARY_KEY.to_owned(),
         serde_json::to_string_pretty(&summary_v).map_err(std::io::Error::other)?,
     );
-    let main_cm = ConfigMap {
+    let main_obj = OwnedObject {
         metadata: owner.meta(&main, ROLE, annotations),
-        data: Some(main_data),
-        binary_data: (!main_binary.is_empty()).then_some(main_binary),
-        ..ConfigMap::default()
+        text: main_data,
+        binary: main_binary,
     };
     let mut config_maps = vec![main.clone()];
     config_maps.extend(parts.iter().filter_map(|p| p.metadata.name.clone()));
     let mut objects = parts;
     // The main object last: it is the one readers start from.
-    objects.push(main_cm);
+    objects.push(main_obj);
     Ok(Layout {
         objects,
         status: PreviewStatus {
             config_maps,
+            kind,
             rows: stats.rows as i64,
             sha256: stats.sha256,
             generated_at: Time(now),
@@ -175,24 +181,25 @@ pub fn layout(
     })
 }
 
-/// Writes a laid-out preview and removes parts left from a bigger one. A same-named object
-/// this resource does not control is left untouched (`PreviewConflict`).
-pub async fn publish(api: &Api<ConfigMap>, owner: &Owner, layout: &Layout) -> Result<()> {
-    for cm in &layout.objects {
-        let name = cm.metadata.name.clone().unwrap_or_default();
-        if let WriteCheck::Foreign = objects::check_writable(api, owner, &name)
+/// Writes a laid-out preview into `objects`' kind, removes parts left from a bigger one, and
+/// removes this resource's preview of the other kind (left by a change of `--store-in`). A
+/// same-named object this resource does not control is left untouched (`PreviewConflict`).
+pub async fn publish(objects: &Objects, owner: &Owner, layout: &Layout) -> Result<()> {
+    for obj in &layout.objects {
+        let name = obj.name();
+        if let WriteCheck::Foreign = objects
+            .check_writable(owner, name)
             .await
             .map_err(Error::PublishPreview)?
         {
             return Err(Error::PreviewConflict(format!(
-                "ConfigMap {name:?} exists and is not owned by this DirectorySync; it was left untouched. Rename or delete it so the preview can be written"
+                "{} exists and is not owned by this DirectorySync; it was left untouched. Rename or delete it so the preview can be written",
+                objects.describe(name)
             )));
         }
     }
-    for cm in &layout.objects {
-        objects::apply_configmap(api, cm)
-            .await
-            .map_err(Error::PublishPreview)?;
+    for obj in &layout.objects {
+        objects.apply(obj).await.map_err(Error::PublishPreview)?;
     }
     let keep: Vec<&str> = layout
         .status
@@ -200,35 +207,55 @@ pub async fn publish(api: &Api<ConfigMap>, owner: &Owner, layout: &Layout) -> Re
         .iter()
         .map(String::as_str)
         .collect();
-    for (name, _) in objects::list_names(api, owner, PART_ROLE)
+    for (name, _) in objects
+        .list_names(owner, PART_ROLE)
         .await
         .map_err(Error::PublishPreview)?
     {
         if !keep.contains(&name.as_str()) {
-            objects::delete_owned(api, owner, &name)
+            objects
+                .delete_owned(owner, &name)
                 .await
                 .map_err(Error::PublishPreview)?;
         }
     }
+    remove_other_kind(objects, owner).await;
     Ok(())
 }
 
-/// Removes every preview object of this resource (expired previews).
-pub async fn remove(api: &Api<ConfigMap>, owner: &Owner) -> Result<(), kube::Error> {
-    objects::delete_owned(api, owner, &main_name(&owner.name)).await?;
-    for (name, _) in objects::list_names(api, owner, PART_ROLE).await? {
-        objects::delete_owned(api, owner, &name).await?;
+/// Removes this resource's preview of the other kind; a failure is logged, not fatal (the next
+/// preview or the expiry tries again). The default RBAC of the ConfigMap mode cannot delete
+/// Secrets, so Secret previews left by a switch back wait for the resource's deletion there.
+async fn remove_other_kind(objects: &Objects, owner: &Owner) {
+    let other = objects.other();
+    if let Err(e) = remove_kind(&other, owner).await {
+        warn!(name = %owner.name, namespace = %owner.namespace, kind = %other.kind(), error = %crate::http::cut(&e.to_string()), "could not remove the preview of the other kind (left by a change of --store-in)");
     }
+}
+
+async fn remove_kind(objects: &Objects, owner: &Owner) -> Result<(), kube::Error> {
+    objects.delete_owned(owner, &main_name(&owner.name)).await?;
+    for (name, _) in objects.list_names(owner, PART_ROLE).await? {
+        objects.delete_owned(owner, &name).await?;
+    }
+    Ok(())
+}
+
+/// Removes every preview object of this resource (expired previews), of both kinds.
+pub async fn remove(objects: &Objects, owner: &Owner) -> Result<(), kube::Error> {
+    remove_kind(objects, owner).await?;
+    remove_other_kind(objects, owner).await;
     Ok(())
 }
 
 /// Why a stored preview cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("ConfigMap {0:?} was not found (no preview yet, or it expired)")]
+    #[error("neither ConfigMap nor Secret {0:?} was found (no preview yet, or it expired)")]
     NotFound(String),
-    #[error("reading {name:?}: {source}")]
+    #[error("reading {name}: {source}")]
     Kube {
+        /// The kind and the name.
         name: String,
         #[source]
         source: kube::Error,
@@ -240,12 +267,10 @@ pub enum ReadError {
 }
 
 /// The main object's `storage` facts.
-fn storage_of(main: &ConfigMap) -> Result<Storage, ReadError> {
-    let name = main.metadata.name.clone().unwrap_or_default();
+fn storage_of(main: &OwnedObject) -> Result<Storage, ReadError> {
+    let name = main.name();
     let summary = main
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SUMMARY_KEY))
+        .text(SUMMARY_KEY)
         .ok_or_else(|| ReadError::Malformed(format!("{name} has no {SUMMARY_KEY}")))?;
     let summary: serde_json::Value = serde_json::from_str(summary)
         .map_err(|e| ReadError::Malformed(format!("{SUMMARY_KEY}: {e}")))?;
@@ -253,26 +278,46 @@ fn storage_of(main: &ConfigMap) -> Result<Storage, ReadError> {
         .map_err(|e| ReadError::Malformed(format!("{SUMMARY_KEY} storage: {e}")))
 }
 
-/// Reads a preview back, whatever its layout, and checks its sha256.
-pub async fn read(api: &Api<ConfigMap>, resource: &str) -> Result<(Vec<u8>, Storage), ReadError> {
+/// Reads a preview back, whatever its layout and kind, and checks its sha256. Both kinds are
+/// looked at (the reader need not know the operator's `--store-in`); when both hold a preview
+/// (a switch whose clean-up has not happened), the newer one wins. A kind the reader may not
+/// read is skipped if the other has the preview.
+pub async fn read(objects: &Objects, resource: &str) -> Result<(Vec<u8>, Storage), ReadError> {
     let main_name = main_name(resource);
-    let main = api
-        .get_opt(&main_name)
-        .await
-        .map_err(|source| ReadError::Kube {
-            name: main_name.clone(),
-            source,
-        })?
-        .ok_or_else(|| ReadError::NotFound(main_name.clone()))?;
-    let storage = storage_of(&main)?;
+    let mut found: Option<(Objects, OwnedObject, Storage)> = None;
+    let mut refused = None;
+    for kind in [objects.clone(), objects.other()] {
+        let main = match kind.get(&main_name).await {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(source) => {
+                refused.get_or_insert(ReadError::Kube {
+                    name: kind.describe(&main_name),
+                    source,
+                });
+                continue;
+            }
+        };
+        let storage = storage_of(&main)?;
+        let newer = match &found {
+            None => true,
+            Some((_, _, s)) => generated(&storage) > generated(s),
+        };
+        if newer {
+            found = Some((kind, main, storage));
+        }
+    }
+    let Some((kind, main, storage)) = found else {
+        return Err(refused.unwrap_or(ReadError::NotFound(main_name)));
+    };
     let mut parts = Vec::new();
     if storage.layout == "gzip-parts" {
         for name in &storage.config_maps {
-            let part = api
-                .get_opt(name)
+            let part = kind
+                .get(name)
                 .await
                 .map_err(|source| ReadError::Kube {
-                    name: name.clone(),
+                    name: kind.describe(name),
                     source,
                 })?
                 .ok_or_else(|| ReadError::Malformed(format!("part {name:?} is missing")))?;
@@ -282,26 +327,29 @@ pub async fn read(api: &Api<ConfigMap>, resource: &str) -> Result<(Vec<u8>, Stor
     assemble(&main, &parts)
 }
 
+fn generated(s: &Storage) -> Option<Timestamp> {
+    s.generated_at.parse().ok()
+}
+
 /// Reassembles the CSV from the main object and, for `gzip-parts`, the parts in the order
 /// `storage.configMaps` lists them; checks that every part belongs to this preview and the
 /// sha256 of the result.
-pub fn assemble(main: &ConfigMap, parts: &[ConfigMap]) -> Result<(Vec<u8>, Storage), ReadError> {
-    let main_name = main.metadata.name.clone().unwrap_or_default();
+pub fn assemble(
+    main: &OwnedObject,
+    parts: &[OwnedObject],
+) -> Result<(Vec<u8>, Storage), ReadError> {
+    let main_name = main.name();
     let storage = storage_of(main)?;
     let csv = match storage.layout.as_str() {
         "csv" => main
-            .data
-            .as_ref()
-            .and_then(|d| d.get(CSV_KEY))
+            .text(CSV_KEY)
             .map(|s| s.as_bytes().to_vec())
             .ok_or_else(|| ReadError::Malformed(format!("{main_name} has no {CSV_KEY}")))?,
         "gzip" => {
             let gz = main
-                .binary_data
-                .as_ref()
-                .and_then(|d| d.get(GZ_KEY))
+                .bytes(GZ_KEY)
                 .ok_or_else(|| ReadError::Malformed(format!("{main_name} has no {GZ_KEY}")))?;
-            gunzip(&gz.0)?
+            gunzip(gz)?
         }
         "gzip-parts" => {
             if parts.len() != storage.config_maps.len() {
@@ -313,29 +361,20 @@ pub fn assemble(main: &ConfigMap, parts: &[ConfigMap]) -> Result<(Vec<u8>, Stora
             }
             let mut gz = Vec::new();
             for (name, part) in storage.config_maps.iter().zip(parts) {
-                if part.metadata.name.as_deref() != Some(name.as_str()) {
+                if part.name() != name {
                     return Err(ReadError::Malformed(format!(
                         "part {name:?} is out of order"
                     )));
                 }
-                let sha = part
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(SHA_ANNOTATION));
-                if sha != Some(&storage.sha256) {
+                if part.annotation(SHA_ANNOTATION) != Some(storage.sha256.as_str()) {
                     return Err(ReadError::Malformed(format!(
                         "part {name:?} belongs to another preview"
                     )));
                 }
-                let bytes = part
-                    .binary_data
-                    .as_ref()
-                    .and_then(|d| d.get(PART_KEY))
-                    .ok_or_else(|| {
-                        ReadError::Malformed(format!("part {name:?} has no {PART_KEY}"))
-                    })?;
-                gz.extend_from_slice(&bytes.0);
+                let bytes = part.bytes(PART_KEY).ok_or_else(|| {
+                    ReadError::Malformed(format!("part {name:?} has no {PART_KEY}"))
+                })?;
+                gz.extend_from_slice(bytes);
             }
             gunzip(&gz)?
         }
@@ -410,7 +449,7 @@ mod tests {
         Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
-    fn main_of(l: &Layout) -> &ConfigMap {
+    fn main_of(l: &Layout) -> &OwnedObject {
         l.objects.last().unwrap_or_else(|| panic!("no objects"))
     }
 
@@ -432,8 +471,17 @@ mod tests {
             (gz_len, "gzip", 1),
             (gz_len / 3 + 1, "gzip-parts", 4),
         ] {
-            let l = layout(&owner(), max, &p, true, "run-1", t(100), t(200))
-                .unwrap_or_else(|e| panic!("{e}"));
+            let l = layout(
+                &owner(),
+                ObjectKind::ConfigMap,
+                max,
+                &p,
+                true,
+                "run-1",
+                t(100),
+                t(200),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(l.objects.len(), objects, "{layout_name} at {max}");
             assert_eq!(l.summary["storage"]["layout"], layout_name);
             assert_eq!(l.status.rows, 300);
@@ -448,30 +496,47 @@ mod tests {
                     .as_ref()
                     .is_some_and(|r| r[0].uid == "uid-1")
             }));
-            let parts: Vec<ConfigMap> = l.objects[..l.objects.len() - 1].to_vec();
+            let parts: Vec<OwnedObject> = l.objects[..l.objects.len() - 1].to_vec();
             for part in &parts {
-                let n = part
-                    .binary_data
-                    .as_ref()
-                    .and_then(|b| b.get(PART_KEY))
-                    .map(|b| b.0.len())
-                    .unwrap_or(0);
+                let n = part.bytes(PART_KEY).map(<[u8]>::len).unwrap_or(0);
                 assert!(n > 0 && n <= max);
             }
             let (back, storage) =
                 assemble(main, &parts).unwrap_or_else(|e| panic!("{layout_name}: {e}"));
             assert_eq!(back, csv, "{layout_name} reads back byte for byte");
             assert_eq!(storage.rows, 300);
+            // Stored as Secrets instead, every layout reads back the same.
+            let as_secrets: Vec<OwnedObject> = l
+                .objects
+                .iter()
+                .map(|o| OwnedObject::from_secret(o.to_secret()))
+                .collect();
+            let (main_s, parts_s) = as_secrets.split_last().unwrap_or_else(|| panic!("empty"));
+            let (back, _) = assemble(main_s, parts_s)
+                .unwrap_or_else(|e| panic!("{layout_name} as Secrets: {e}"));
+            assert_eq!(
+                back, csv,
+                "{layout_name} as Secrets reads back byte for byte"
+            );
         }
     }
 
     #[tokio::test]
     async fn a_missing_foreign_or_reordered_part_is_refused() {
         let p = planned(300).await;
-        let l = layout(&owner(), 2000, &p, true, "run-1", t(100), t(200))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let l = layout(
+            &owner(),
+            ObjectKind::ConfigMap,
+            2000,
+            &p,
+            true,
+            "run-1",
+            t(100),
+            t(200),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let main = main_of(&l);
-        let mut parts: Vec<ConfigMap> = l.objects[..l.objects.len() - 1].to_vec();
+        let mut parts: Vec<OwnedObject> = l.objects[..l.objects.len() - 1].to_vec();
         assert!(parts.len() >= 2);
         assert!(assemble(main, &parts[1..]).is_err(), "a part missing");
         let mut swapped = parts.clone();
@@ -488,12 +553,21 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_csv_fails_the_checksum() {
         let p = planned(3).await;
-        let l = layout(&owner(), 1 << 20, &p, true, "run-1", t(100), t(200))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let l = layout(
+            &owner(),
+            ObjectKind::Secret,
+            1 << 20,
+            &p,
+            true,
+            "run-1",
+            t(100),
+            t(200),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.status.kind, ObjectKind::Secret);
+        assert_eq!(l.summary["storage"]["kind"], "Secret");
         let mut main = main_of(&l).clone();
-        if let Some(d) = main.data.as_mut()
-            && let Some(csv) = d.get_mut(CSV_KEY)
-        {
+        if let Some(csv) = main.text.get_mut(CSV_KEY) {
             csv.push_str("Add,x,,,,,,true,,\r\n");
         }
         assert!(matches!(

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
@@ -23,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::controller::clients::{self, ResourceClients};
 use crate::controller::error::{Error, Result};
-use crate::controller::objects::Owner;
+use crate::controller::objects::{Objects, Owner, WriteCheck};
 use crate::controller::schedule::{self, Decision, Trigger};
 use crate::controller::status::{self, reasons, whole_seconds};
 use crate::controller::store::ClusterStore;
@@ -161,11 +160,13 @@ async fn idle(
     let old = obj.status.clone().unwrap_or_default();
     let mut new = old.clone();
     new.next_run_time = next.map(Time);
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let objects = Objects::new(ctx.client.clone(), &owner.namespace, ctx.settings.store_in);
     if let Some(p) = &old.preview
         && p.expires_at.0 <= now
     {
-        preview::remove(&cms, owner).await.map_err(Error::Kube)?;
+        preview::remove(&objects, owner)
+            .await
+            .map_err(Error::Kube)?;
         ctx.metrics.write("delete");
         info!(name = %owner.name, namespace = %owner.namespace, "removed an expired preview");
         new.preview = None;
@@ -182,7 +183,7 @@ async fn idle(
             );
         }
     }
-    sweep_reports(ctx, owner, &cms, now).await;
+    sweep_reports(ctx, owner, &objects, now).await;
     if new != old {
         let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), &owner.namespace);
         let patch = json!({ "status": status::merge_patch(&old, &new) });
@@ -196,7 +197,8 @@ async fn idle(
 
 /// Removes expired run reports, at most once an hour (or once per retention period, if
 /// shorter) per resource: a list is a read; deletes happen only when something expired.
-async fn sweep_reports(ctx: &Context, owner: &Owner, cms: &Api<ConfigMap>, now: Timestamp) {
+/// Reports of the other kind (left by a change of `--store-in`) expire the same way.
+async fn sweep_reports(ctx: &Context, owner: &Owner, objects: &Objects, now: Timestamp) {
     let due = match ctx.report_sweeps.lock() {
         Ok(mut m) => {
             let last = m.get(&owner.uid).copied();
@@ -213,13 +215,17 @@ async fn sweep_reports(ctx: &Context, owner: &Owner, cms: &Api<ConfigMap>, now: 
         Err(_) => false,
     };
     if due {
-        match report::expire(cms, owner, ctx.settings.report_retention, now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                ctx.metrics.write("delete");
-                info!(name = %owner.name, namespace = %owner.namespace, removed = n, "removed expired run reports");
+        for objects in [objects.clone(), objects.other()] {
+            match report::expire(&objects, owner, ctx.settings.report_retention, now).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    ctx.metrics.write("delete");
+                    info!(name = %owner.name, namespace = %owner.namespace, kind = %objects.kind(), removed = n, "removed expired run reports");
+                }
+                Err(e) => {
+                    warn!(name = %owner.name, kind = %objects.kind(), error = %e, "could not sweep run reports")
+                }
             }
-            Err(e) => warn!(name = %owner.name, error = %e, "could not sweep run reports"),
         }
     }
 }
@@ -600,9 +606,10 @@ async fn other_resources(
                 .synced_domains
                 .push(other.spec.domain.to_ascii_lowercase());
         }
-        let set = ClusterStore::load_foreign(ctx.client.clone(), &ns, &name, uid)
-            .await
-            .map_err(Error::LoadManagedSet)?;
+        let set =
+            ClusterStore::load_foreign(ctx.client.clone(), &ns, &name, uid, ctx.settings.store_in)
+                .await
+                .map_err(Error::LoadManagedSet)?;
         others
             .managed_elsewhere
             .extend(set.iter().map(|(imm, _)| imm.to_owned()));
@@ -681,7 +688,7 @@ async fn execute(
     // One run at a time per destination (held until this run's managed set is saved).
     let lock = ctx.destination_lock(&obj.spec.destination.scim.endpoint);
     let _destination = lock.lock().await;
-    let store = ClusterStore::new(ctx.client.clone(), owner.clone());
+    let store = ClusterStore::new(ctx.client.clone(), owner.clone(), ctx.settings.store_in);
     let managed = store.load().await.map_err(Error::LoadManagedSet)?;
     let others = other_resources(ctx, obj, owner).await?;
 
@@ -712,8 +719,10 @@ async fn execute(
 
     // The preview, always.
     let expires = add(now, ctx.settings.preview_ttl);
+    let kind = ctx.settings.store_in;
     let layout = preview::layout(
         owner,
+        kind,
         crate::controller::objects::MAX_PART_BYTES,
         &planned,
         !apply,
@@ -722,9 +731,10 @@ async fn execute(
         expires,
     )
     .map_err(|e| Error::InvalidSpec(format!("rendering the preview: {e}")))?;
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    preview::publish(&cms, owner, &layout).await?;
-    ctx.metrics.write("configmap");
+    let objects = Objects::new(ctx.client.clone(), &owner.namespace, kind);
+    preview::publish(&objects, owner, &layout).await?;
+    let write_verb = kind.as_str().to_ascii_lowercase();
+    ctx.metrics.write(&write_verb);
     let preview_status = layout.status.clone();
     drop(layout);
 
@@ -759,7 +769,7 @@ async fn execute(
     if !apply {
         let guard_note = planned.guard.dry_run_message();
         let mut message = format!(
-            "Preview ready in ConfigMap {}: {counts_text}.",
+            "Preview ready in {kind} {}: {counts_text}.",
             preview::main_name(&owner.name)
         );
         if let Some(g) = &guard_note {
@@ -815,15 +825,26 @@ async fn execute(
     }
     let mut report_name = None;
     if report::wanted(&outcome) {
-        let cm = report::build(owner, run_id, &planned, &outcome, now, self::now());
-        crate::controller::objects::apply_configmap(&cms, &cm)
+        let obj = report::build(owner, run_id, &planned, &outcome, now, self::now());
+        // Never take over an object of that name this resource does not own (with Secrets,
+        // it could be anyone's credential).
+        match objects
+            .check_writable(owner, obj.name())
             .await
-            .map_err(Error::WriteReport)?;
-        ctx.metrics.write("configmap");
-        report_name = cm.metadata.name.clone();
+            .map_err(Error::WriteReport)?
+        {
+            WriteCheck::Ok => {
+                objects.apply(&obj).await.map_err(Error::WriteReport)?;
+                ctx.metrics.write(&write_verb);
+                report_name = obj.metadata.name.clone();
+            }
+            WriteCheck::Foreign => {
+                warn!(name = %owner.name, object = %objects.describe(obj.name()), "a same-named object not owned by this DirectorySync exists; the run report was not written");
+            }
+        }
     }
     let report_text = report_name
-        .map(|r| format!(" Run report: ConfigMap {r}."))
+        .map(|r| format!(" Run report: {kind} {r}."))
         .unwrap_or_default();
     let failed = n(outcome.failures.len() + outcome.not_attempted);
     let applied_text = format!(

@@ -2,19 +2,17 @@
 //! `<name>-report-<run>` owned by the resource, with `report.json` (counts, every failed user
 //! and its reason, creates re-planned after a 409) and `applied.csv.gz` (the plan's write rows
 //! in the preview's CSV format: what was done to whom). Kept for `--report-retention`.
+//! A Secret instead with `--store-in=secrets`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Api;
 use serde_json::json;
 
-use crate::controller::objects::{self, MAX_PART_BYTES, Owner};
+use crate::controller::objects::{MAX_PART_BYTES, Objects, OwnedObject, Owner};
 use crate::sync::PlannedRun;
 use crate::sync::engine::ApplyOutcome;
 
@@ -35,7 +33,7 @@ pub fn wanted(outcome: &ApplyOutcome) -> bool {
         || outcome.not_attempted > 0
 }
 
-/// Builds the report ConfigMap (pure).
+/// Builds the report object (pure).
 pub fn build(
     owner: &Owner,
     run_id: &str,
@@ -43,14 +41,14 @@ pub fn build(
     outcome: &ApplyOutcome,
     started: Timestamp,
     now: Timestamp,
-) -> ConfigMap {
+) -> OwnedObject {
     let mut failures: Vec<serde_json::Value> = outcome
         .failures
         .iter()
         .map(|f| json!({"userName": f.user_name, "action": f.action, "reason": f.reason}))
         .collect();
     let mut truncated = false;
-    // Keep report.json well inside one ConfigMap.
+    // Keep report.json well inside one object.
     let mut budget = 400 * 1024usize;
     failures.retain(|f| {
         let n = f.to_string().len();
@@ -91,11 +89,11 @@ pub fn build(
         && let Ok(gz) = csv.finish()
     {
         if gz.len() <= MAX_PART_BYTES {
-            binary.insert(APPLIED_KEY.to_owned(), ByteString(gz));
+            binary.insert(APPLIED_KEY.to_owned(), gz);
         } else {
             data.insert(
                 "applied.txt".into(),
-                format!("The applied rows ({} bytes compressed) do not fit in one ConfigMap; see the preview of run {run_id}.\r\n", gz.len()),
+                format!("The applied rows ({} bytes compressed) do not fit in one object; see the preview of run {run_id}.\r\n", gz.len()),
             );
         }
     }
@@ -103,17 +101,17 @@ pub fn build(
         (CREATED_ANNOTATION.to_owned(), now.to_string()),
         ("dirsync.io/run-id".to_owned(), run_id.to_owned()),
     ]);
-    ConfigMap {
+    OwnedObject {
         metadata: owner.meta(&name(&owner.name, run_id), ROLE, ann),
-        data: Some(data),
-        binary_data: (!binary.is_empty()).then_some(binary),
-        ..ConfigMap::default()
+        text: data,
+        binary,
     }
 }
 
-/// Deletes this resource's reports older than `retention`. Returns how many were removed.
+/// Deletes this resource's reports of `objects`' kind older than `retention`. Returns how many
+/// were removed.
 pub async fn expire(
-    api: &Api<ConfigMap>,
+    objects: &Objects,
     owner: &Owner,
     retention: Duration,
     now: Timestamp,
@@ -123,9 +121,9 @@ pub async fn expire(
         .and_then(|d| now.checked_sub(d).ok())
         .unwrap_or(Timestamp::MIN);
     let mut removed = 0;
-    for (name, meta) in objects::list_names(api, owner, ROLE).await? {
+    for (name, meta) in objects.list_names(owner, ROLE).await? {
         let created = meta.creation_timestamp.as_ref().map(|t| t.0);
-        if created.is_some_and(|c| c < cutoff) && objects::delete_owned(api, owner, &name).await? {
+        if created.is_some_and(|c| c < cutoff) && objects.delete_owned(owner, &name).await? {
             removed += 1;
         }
     }

@@ -3,17 +3,23 @@
 //! 900 KiB; a larger set is one gzip stream cut into parts `<name>-managed-<save>-<i>`, which
 //! the head lists. A save writes the new parts first, then the head (one atomic write that
 //! switches to them), then removes the old parts, so a crash at any point leaves a complete set.
+//!
+//! With `--store-in=secrets` these are Secrets. A change of `--store-in` loses nothing: a load
+//! reads both kinds and takes the newer save (save numbers go on across kinds), moves a set
+//! found in the other kind to the configured one at once, and a save removes the other kind's
+//! copy after writing the configured one.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
+use tracing::{info, warn};
 
-use crate::controller::objects::{self, MAX_PART_BYTES, Owner};
+use crate::controller::objects::{
+    self, MAX_PART_BYTES, ObjectKind, Objects, OwnedObject, Owner, WriteCheck,
+};
 use crate::sync::managed::{ManagedSet, ManagedStore, StoreError};
 
 pub const ROLE: &str = "managed";
@@ -33,25 +39,52 @@ fn part_name(resource: &str, save: u64, i: usize) -> String {
     format!("{resource}-managed-{save}-{i}")
 }
 
+fn io(e: kube::Error) -> StoreError {
+    StoreError::Io(crate::http::cut(&e.to_string()))
+}
+
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+fn save_number(meta: &ObjectMeta) -> u64 {
+    annotation(meta, SAVE_ANNOTATION)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .as_ref()
+        .is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))
+}
+
 /// One resource's managed set in its namespace.
 pub struct ClusterStore {
-    api: Api<ConfigMap>,
+    objects: Objects,
     owner: Owner,
     /// The sha256 of the set's JSON as last loaded or saved, to skip saving an unchanged set.
     last_sha: Mutex<Option<String>>,
 }
 
+/// A set as read back, and where from.
+struct Loaded {
+    set: ManagedSet,
+    sha: Option<String>,
+    kind: ObjectKind,
+}
+
 impl ClusterStore {
-    pub fn new(client: kube::Client, owner: Owner) -> Self {
+    /// The store of `owner`, writing objects of `kind`.
+    pub fn new(client: kube::Client, owner: Owner, kind: ObjectKind) -> Self {
         Self {
-            api: Api::namespaced(client, &owner.namespace),
+            objects: Objects::new(client, &owner.namespace, kind),
             owner,
             last_sha: Mutex::new(None),
         }
-    }
-
-    fn io(e: kube::Error) -> StoreError {
-        StoreError::Io(crate::http::cut(&e.to_string()))
     }
 
     /// Reads another resource's set (read-only), e.g. for hand-overs. A missing set is empty.
@@ -60,105 +93,35 @@ impl ClusterStore {
         namespace: &str,
         resource: &str,
         uid: &str,
+        kind: ObjectKind,
     ) -> Result<ManagedSet, StoreError> {
-        let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-        read(&api, resource, Some(uid)).await.map(|(s, _)| s)
-    }
-}
-
-/// Reads the set of `resource`; with `uid`, a head controlled by anything else is refused.
-async fn read(
-    api: &Api<ConfigMap>,
-    resource: &str,
-    uid: Option<&str>,
-) -> Result<(ManagedSet, Option<String>), StoreError> {
-    let head_name = head_name(resource);
-    let Some(head) = api.get_opt(&head_name).await.map_err(ClusterStore::io)? else {
-        return Ok((ManagedSet::new(), None));
-    };
-    if let Some(uid) = uid {
-        let controlled = head
-            .metadata
-            .owner_references
-            .as_ref()
-            .is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)));
-        if !controlled {
-            return Err(StoreError::WrongOwner(format!(
-                "ConfigMap {head_name:?} is not owned by this DirectorySync (uid {uid}); refusing to use its managed set"
-            )));
-        }
-    }
-    let ann = head.metadata.annotations.clone().unwrap_or_default();
-    let parts: usize = ann
-        .get(PARTS_ANNOTATION)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1);
-    let save: u64 = ann
-        .get(SAVE_ANNOTATION)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    let mut gz = head
-        .binary_data
-        .as_ref()
-        .and_then(|d| d.get(GZ_KEY))
-        .map(|b| b.0.clone())
-        .unwrap_or_default();
-    for i in 1..parts {
-        let name = part_name(resource, save, i);
-        let part = api
-            .get_opt(&name)
-            .await
-            .map_err(ClusterStore::io)?
-            .ok_or_else(|| {
-                StoreError::Io(format!("part {name:?} of the managed set is missing"))
-            })?;
-        let bytes = part
-            .binary_data
-            .as_ref()
-            .and_then(|d| d.get(PART_KEY))
-            .ok_or_else(|| StoreError::Io(format!("part {name:?} of the managed set is empty")))?;
-        gz.extend_from_slice(&bytes.0);
-    }
-    if gz.is_empty() {
-        return Ok((ManagedSet::new(), ann.get(SHA_ANNOTATION).cloned()));
-    }
-    let set = ManagedSet::from_gzip(&gz)?;
-    Ok((set, ann.get(SHA_ANNOTATION).cloned()))
-}
-
-#[async_trait]
-impl ManagedStore for ClusterStore {
-    async fn load(&self) -> Result<ManagedSet, StoreError> {
-        let (set, sha) = read(&self.api, &self.owner.name, Some(&self.owner.uid)).await?;
-        if let Ok(mut l) = self.last_sha.lock() {
-            *l = sha;
-        }
-        Ok(set)
+        let objects = Objects::new(client, namespace, kind);
+        read(&objects, resource, uid).await.map(|l| l.set)
     }
 
-    async fn save(&self, set: &ManagedSet) -> Result<(), StoreError> {
-        let json = set.to_json_vec();
-        let sha = crate::sync::csv::hex(&Sha256::digest(&json));
-        drop(json);
-        if self.last_sha.lock().ok().and_then(|l| l.clone()).as_deref() == Some(sha.as_str()) {
-            return Ok(());
-        }
+    /// Writes `set` (whose JSON hashes to `sha`) in the configured kind, then removes a copy
+    /// of the other kind.
+    async fn write(&self, set: &ManagedSet, sha: String) -> Result<(), StoreError> {
         let head_name = head_name(&self.owner.name);
-        let existing = self.api.get_opt(&head_name).await.map_err(Self::io)?;
+        let existing = self.objects.get_metadata(&head_name).await.map_err(io)?;
         if let Some(h) = &existing
-            && !self.owner.controls(&h.metadata)
+            && !self.owner.controls(h)
         {
             return Err(StoreError::WrongOwner(format!(
-                "ConfigMap {head_name:?} is not owned by this DirectorySync; refusing to overwrite it"
+                "{} is not owned by this DirectorySync; refusing to overwrite it",
+                self.objects.describe(&head_name)
             )));
         }
-        let prev_save: u64 = existing
+        let other = self.objects.other();
+        let other_head = other_head(&other, &head_name, &self.owner.uid).await?;
+        // Save numbers go on from the other kind's, so that a load seeing both (its copy could
+        // not be removed) takes this one.
+        let save = existing
             .as_ref()
-            .and_then(|h| h.metadata.annotations.as_ref())
-            .and_then(|a| a.get(SAVE_ANNOTATION))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let save = prev_save + 1;
+            .map(save_number)
+            .unwrap_or(0)
+            .max(other_head.as_ref().map(save_number).unwrap_or(0))
+            + 1;
         let gz = set.to_gzip();
         let chunks: Vec<&[u8]> = gz.chunks(MAX_PART_BYTES).collect();
         let mut ann = BTreeMap::from([
@@ -169,49 +132,185 @@ impl ManagedStore for ClusterStore {
         ]);
         for (i, chunk) in chunks.iter().enumerate().skip(1) {
             let name = part_name(&self.owner.name, save, i);
-            let cm = ConfigMap {
-                metadata: self.owner.meta(&name, PART_ROLE, ann.clone()),
-                binary_data: Some(BTreeMap::from([(
-                    PART_KEY.to_owned(),
-                    ByteString(chunk.to_vec()),
-                )])),
-                ..ConfigMap::default()
-            };
-            objects::apply_configmap(&self.api, &cm)
+            if let WriteCheck::Foreign = self
+                .objects
+                .check_writable(&self.owner, &name)
                 .await
-                .map_err(Self::io)?;
+                .map_err(io)?
+            {
+                return Err(StoreError::WrongOwner(format!(
+                    "{} is not owned by this DirectorySync; refusing to overwrite it",
+                    self.objects.describe(&name)
+                )));
+            }
+            let part = OwnedObject {
+                metadata: self.owner.meta(&name, PART_ROLE, ann.clone()),
+                binary: BTreeMap::from([(PART_KEY.to_owned(), chunk.to_vec())]),
+                ..OwnedObject::default()
+            };
+            self.objects.apply(&part).await.map_err(io)?;
         }
         ann.insert(
             "dirsync.io/format".into(),
             "gzip of the managed-set JSON, parts in order".into(),
         );
-        let head = ConfigMap {
+        let head = OwnedObject {
             metadata: self.owner.meta(&head_name, ROLE, ann),
-            binary_data: Some(BTreeMap::from([(
+            binary: BTreeMap::from([(
                 GZ_KEY.to_owned(),
-                ByteString(chunks.first().map(|c| c.to_vec()).unwrap_or_default()),
-            )])),
-            ..ConfigMap::default()
+                chunks.first().map(|c| c.to_vec()).unwrap_or_default(),
+            )]),
+            ..OwnedObject::default()
         };
-        objects::apply_configmap(&self.api, &head)
-            .await
-            .map_err(Self::io)?;
+        self.objects.apply(&head).await.map_err(io)?;
         let keep: Vec<String> = (1..chunks.len())
             .map(|i| part_name(&self.owner.name, save, i))
             .collect();
-        for (name, _) in objects::list_names(&self.api, &self.owner, PART_ROLE)
+        for (name, _) in self
+            .objects
+            .list_names(&self.owner, PART_ROLE)
             .await
-            .map_err(Self::io)?
+            .map_err(io)?
         {
             if !keep.contains(&name) {
-                objects::delete_owned(&self.api, &self.owner, &name)
+                self.objects
+                    .delete_owned(&self.owner, &name)
                     .await
-                    .map_err(Self::io)?;
+                    .map_err(io)?;
+            }
+        }
+        if other_head.is_some() {
+            // The set is safe in the configured kind now; a copy left behind is harmless to
+            // loads (an older save) but keeps directory data where it should no longer be.
+            if let Err(e) = remove_all(&other, &self.owner, &head_name).await {
+                warn!(name = %self.owner.name, namespace = %self.owner.namespace, kind = %other.kind(), error = %crate::http::cut(&e.to_string()), "could not remove the managed set of the other kind (left by a change of --store-in)");
+            } else {
+                info!(name = %self.owner.name, namespace = %self.owner.namespace, from = %other.kind(), to = %self.objects.kind(), "moved the managed set");
             }
         }
         if let Ok(mut l) = self.last_sha.lock() {
             *l = Some(sha);
         }
         Ok(())
+    }
+}
+
+/// The other kind's head if this resource controls it. Not being allowed to read it counts as
+/// absent (with a warning): the configured kind is what this operator is set up for.
+async fn other_head(
+    other: &Objects,
+    head_name: &str,
+    uid: &str,
+) -> Result<Option<ObjectMeta>, StoreError> {
+    match other.get_metadata(head_name).await {
+        Ok(m) => Ok(m.filter(|m| controlled_by(m, uid))),
+        Err(e) if objects::is_forbidden(&e) => {
+            warn!(object = %other.describe(head_name), "not allowed to look for a managed set of the other kind (left by a change of --store-in)");
+            Ok(None)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+async fn remove_all(objects: &Objects, owner: &Owner, head_name: &str) -> Result<(), kube::Error> {
+    objects.delete_owned(owner, head_name).await?;
+    for (name, _) in objects.list_names(owner, PART_ROLE).await? {
+        objects.delete_owned(owner, &name).await?;
+    }
+    Ok(())
+}
+
+/// Reads the set of `resource` from the configured kind or the other one, whichever holds the
+/// newer save; a head of the configured kind controlled by anything but `uid` is refused (one
+/// of the other kind is ignored: this resource never wrote it).
+async fn read(objects: &Objects, resource: &str, uid: &str) -> Result<Loaded, StoreError> {
+    let head_name = head_name(resource);
+    let mine = objects.get(&head_name).await.map_err(io)?;
+    if let Some(head) = &mine
+        && !controlled_by(&head.metadata, uid)
+    {
+        return Err(StoreError::WrongOwner(format!(
+            "{} is not owned by this DirectorySync (uid {uid}); refusing to use its managed set",
+            objects.describe(&head_name)
+        )));
+    }
+    let other = objects.other();
+    let theirs = match other_head(&other, &head_name, uid).await? {
+        Some(meta)
+            if mine
+                .as_ref()
+                .is_none_or(|m| save_number(&meta) > save_number(&m.metadata)) =>
+        {
+            other.get(&head_name).await.map_err(io)?
+        }
+        _ => None,
+    };
+    let (from, head) = match (theirs, mine) {
+        (Some(h), _) => (other, h),
+        (None, Some(h)) => (objects.clone(), h),
+        (None, None) => {
+            return Ok(Loaded {
+                set: ManagedSet::new(),
+                sha: None,
+                kind: objects.kind(),
+            });
+        }
+    };
+    let parts: usize = annotation(&head.metadata, PARTS_ANNOTATION)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1);
+    let save = save_number(&head.metadata);
+    let mut gz = head.bytes(GZ_KEY).map(<[u8]>::to_vec).unwrap_or_default();
+    for i in 1..parts {
+        let name = part_name(resource, save, i);
+        let part = from.get(&name).await.map_err(io)?.ok_or_else(|| {
+            StoreError::Io(format!("part {name:?} of the managed set is missing"))
+        })?;
+        let bytes = part
+            .bytes(PART_KEY)
+            .ok_or_else(|| StoreError::Io(format!("part {name:?} of the managed set is empty")))?;
+        gz.extend_from_slice(bytes);
+    }
+    let sha = annotation(&head.metadata, SHA_ANNOTATION).map(str::to_owned);
+    let set = if gz.is_empty() {
+        ManagedSet::new()
+    } else {
+        ManagedSet::from_gzip(&gz)?
+    };
+    Ok(Loaded {
+        set,
+        sha,
+        kind: from.kind(),
+    })
+}
+
+#[async_trait]
+impl ManagedStore for ClusterStore {
+    async fn load(&self) -> Result<ManagedSet, StoreError> {
+        let loaded = read(&self.objects, &self.owner.name, &self.owner.uid).await?;
+        if loaded.kind != self.objects.kind() {
+            // Found where an operator with the other --store-in left it: move it now, before
+            // anything is written to the destination, so a run that cannot write the
+            // configured kind stops here rather than after applying.
+            let json = loaded.set.to_json_vec();
+            let sha = crate::sync::csv::hex(&Sha256::digest(&json));
+            drop(json);
+            self.write(&loaded.set, sha).await?;
+            return Ok(loaded.set);
+        }
+        if let Ok(mut l) = self.last_sha.lock() {
+            *l = loaded.sha;
+        }
+        Ok(loaded.set)
+    }
+
+    async fn save(&self, set: &ManagedSet) -> Result<(), StoreError> {
+        let json = set.to_json_vec();
+        let sha = crate::sync::csv::hex(&Sha256::digest(&json));
+        drop(json);
+        if self.last_sha.lock().ok().and_then(|l| l.clone()).as_deref() == Some(sha.as_str()) {
+            return Ok(());
+        }
+        self.write(set, sha).await
     }
 }
