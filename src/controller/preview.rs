@@ -281,24 +281,30 @@ fn storage_of(main: &OwnedObject) -> Result<Storage, ReadError> {
 /// Reads a preview back, whatever its layout and kind, and checks its sha256. Both kinds are
 /// looked at (the reader need not know the operator's `--store-in`); when both hold a preview
 /// (a switch whose clean-up has not happened), the newer one wins. A kind the reader may not
-/// read is skipped if the other has the preview.
+/// read, or a same-named object that is no preview, is passed over if the other kind has one.
 pub async fn read(objects: &Objects, resource: &str) -> Result<(Vec<u8>, Storage), ReadError> {
     let main_name = main_name(resource);
     let mut found: Option<(Objects, OwnedObject, Storage)> = None;
-    let mut refused = None;
+    let mut failed = None;
     for kind in [objects.clone(), objects.other()] {
         let main = match kind.get(&main_name).await {
             Ok(Some(m)) => m,
             Ok(None) => continue,
             Err(source) => {
-                refused.get_or_insert(ReadError::Kube {
+                failed.get_or_insert(ReadError::Kube {
                     name: kind.describe(&main_name),
                     source,
                 });
                 continue;
             }
         };
-        let storage = storage_of(&main)?;
+        let storage = match storage_of(&main) {
+            Ok(s) => s,
+            Err(e) => {
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
         let newer = match &found {
             None => true,
             Some((_, _, s)) => generated(&storage) > generated(s),
@@ -308,7 +314,7 @@ pub async fn read(objects: &Objects, resource: &str) -> Result<(Vec<u8>, Storage
         }
     }
     let Some((kind, main, storage)) = found else {
-        return Err(refused.unwrap_or(ReadError::NotFound(main_name)));
+        return Err(failed.unwrap_or(ReadError::NotFound(main_name)));
     };
     let mut parts = Vec::new();
     if storage.layout == "gzip-parts" {
