@@ -7,7 +7,11 @@
 //!   Graph emulator and scim2-server prove that the RBAC is enough;
 //! - verbs and objects the operator does not need are denied to that token;
 //! - `kubectl auth can-i --list` for the ServiceAccount matches
-//!   `charts/dirsync/tests/permissions.golden` (`DIRSYNC_UPDATE_GOLDEN=1` rewrites it);
+//!   `charts/dirsync/tests/permissions.golden`, and with `operator.storeIn=secrets`
+//!   `permissions-secrets.golden` (`DIRSYNC_UPDATE_GOLDEN=1` rewrites them);
+//! - with `operator.storeIn=secrets`, the operator as the chart's ServiceAccount moves what a
+//!   ConfigMap setting left, previews and syncs into Secrets, and a user with the built-in
+//!   `view` role cannot read the preview;
 //! - the rendered Deployment passes Pod Security `restricted` on the real API server;
 //! - every file in `examples/` is accepted by the API server (schema + CEL) and by the typed
 //!   spec checks (`DirectorySyncSpec::validate`);
@@ -170,6 +174,7 @@ fn helm_lint_and_template_pass_for_default_and_other_values() {
                 "--set", "rbac.workloadIdentity=false",
             ],
         ),
+        ("previews in Secrets", &["--set", "operator.storeIn=secrets"]),
         (
             "image by digest, same port for metrics and health, operator flags",
             &[
@@ -209,6 +214,7 @@ fn helm_lint_and_template_pass_for_default_and_other_values() {
     );
     let a = args_of(&d);
     assert!(a.contains(&"--namespaces=dirsync-system".to_string()), "{a:?}");
+    assert!(a.contains(&"--store-in=configmaps".to_string()), "{a:?}");
     assert!(a.contains(&format!("--lease-name={LEASE}")), "{a:?}");
     let lease_role = find(&d, "Role")
         .into_iter()
@@ -249,6 +255,29 @@ fn helm_lint_and_template_pass_for_default_and_other_values() {
     let rules = |d: &[Value]| serde_json::to_string(&find(d, "Role")).unwrap();
     assert!(rules(&template(home.path(), "x", &[])).contains("serviceaccounts/token"));
     assert!(!rules(&template(home.path(), "x", &["--set", "rbac.workloadIdentity=false"])).contains("serviceaccounts"));
+
+    // Previews in Secrets: the flag, Secret writes, and only get/list/delete left on ConfigMaps
+    // (to move or remove what a ConfigMap setting left). The default keeps Secrets read-only.
+    let verbs = |d: &[Value], resource: &str| -> Vec<String> {
+        let role = find(d, "Role").into_iter().find(|r| r["metadata"]["name"] == "dirsync").expect("Role");
+        let rule = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resources"] == json!([resource]))
+            .unwrap_or_else(|| panic!("no rule for {resource}"));
+        rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    let d = template(home.path(), "dirsync-system", &["--set", "operator.storeIn=secrets"]);
+    assert!(args_of(&d).contains(&"--store-in=secrets".to_string()));
+    assert_eq!(verbs(&d, "secrets"), ["get", "list", "watch", "create", "patch", "delete"]);
+    assert_eq!(verbs(&d, "configmaps"), ["get", "list", "delete"]);
+    let d = template(home.path(), "dirsync-system", &[]);
+    assert_eq!(verbs(&d, "secrets"), ["get", "list", "watch"]);
+    assert_eq!(verbs(&d, "configmaps"), ["get", "list", "watch", "create", "patch", "delete"]);
+    let d = template(home.path(), "x", &["--set", "operator.storeIn=secrets", "--set", "watchAllNamespaces=true"]);
+    let cluster_rules = serde_json::to_string(&find(&d, "ClusterRole")[0]["rules"]).unwrap();
+    assert!(cluster_rules.contains(r#""resources":["secrets"],"verbs":["get","list","watch","create","patch","delete"]"#), "{cluster_rules}");
 
     // Monitoring: the alerts use metric names the operator really exports.
     let d = template(
@@ -310,6 +339,7 @@ fn bad_values_are_refused_with_a_clear_message() {
         (&["--set", "watchNamespaces={Team_A}"], "/watchNamespaces/0"),
         (&["--set", "replicaCount=-1"], "/replicaCount"),
         (&["--set", "operator.logFormat=xml"], "/operator/logFormat"),
+        (&["--set", "operator.storeIn=Secret"], "/operator/storeIn"),
         (&["--set", "networkPolicy.deniedEgressCIDRs={metadata}"], "/networkPolicy/deniedEgressCIDRs/0"),
         (&["--set", "image.digest=latest"], "/image/digest"),
         (&["--set", "watchAllNamespaces=yes"], "/watchAllNamespaces"),
@@ -574,6 +604,180 @@ async fn operator_with_the_charts_service_account_previews_and_syncs() {
     eprintln!("chart install + dry run + sync + preview expiry: {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// Gives the built-in `view` ClusterRole its rules the way kube-controller-manager's
+/// clusterrole-aggregation controller does (the test control plane does not run that
+/// controller, so `view` starts empty): the union of the rules of the ClusterRoles its
+/// aggregationRule selects (`system:aggregate-to-view`, ...).
+async fn aggregate_view(cp: &ControlPlane) {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let api: Api<ClusterRole> = Api::all(cp.client());
+    let view = api.get("view").await.expect("the bootstrap view ClusterRole");
+    if view.rules.as_ref().is_some_and(|r| !r.is_empty()) {
+        return;
+    }
+    let mut rules = Vec::new();
+    for selector in view.aggregation_rule.and_then(|a| a.cluster_role_selectors).unwrap_or_default() {
+        let labels: Vec<String> = selector.match_labels.unwrap_or_default().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let list = api.list(&kube::api::ListParams::default().labels(&labels.join(","))).await.unwrap();
+        for role in list.items {
+            rules.extend(role.rules.unwrap_or_default());
+        }
+    }
+    assert!(!rules.is_empty(), "no ClusterRole aggregates into view");
+    api.patch("view", &PatchParams::default(), &Patch::Merge(&json!({"rules": rules}))).await.unwrap();
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NS --as=USER`: whether it says yes.
+fn can_i(cp: &ControlPlane, ns: &str, user: &str, verb: &str, resource: &str) -> bool {
+    let o = cp.kubectl().args(["auth", "can-i", verb, resource, "-n", ns, &format!("--as={user}")]).output().unwrap();
+    let answer = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(answer == "yes" || answer == "no", "kubectl auth can-i {verb} {resource}: {}", text(&o));
+    answer == "yes"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_previews_in_secrets_the_charts_service_account_is_enough_and_view_cannot_read_them() {
+    use dirsync::controller::objects::{ObjectKind, Objects, Owner};
+    use dirsync::sync::ManagedStore as _;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    dirsync::http::init_crypto();
+    let started = Instant::now();
+    let cp = control_plane().await;
+    let ns = cp.namespace("chart-secrets").await;
+    let values = ["--set", "operator.storeIn=secrets"];
+    install(cp, RELEASE, ns.name(), &values);
+    // The operator gets the flag the chart's Deployment passes.
+    let home = tempfile::tempdir().unwrap();
+    let store_in = args_of(&template(home.path(), ns.name(), &values))
+        .into_iter()
+        .find(|a| a.starts_with("--store-in="))
+        .expect("the Deployment passes --store-in");
+    assert_eq!(store_in, "--store-in=secrets");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = token_kubeconfig(cp, dir.path(), ns.name(), &sa_token(cp, ns.name(), SA));
+    let emu = emulator(&tenant(
+        &["example.com"],
+        vec![
+            user("alice@example.com", "Alice", "Liddell", "YWxpY2UtaWQ="),
+            user("bob@example.com", "Bob", "Builder", "Ym9iLWlk"),
+        ],
+    ))
+    .await;
+    let scim = scim();
+    secrets(&ns, &emu, CLIENT_SECRET).await;
+    let d = create(&ns, "example-com", spec("example.com", "DryRun", &emu, &scim.base_url())).await;
+
+    // What an operator with ConfigMaps left (written here as the admin): a preview and a
+    // managed set. The Secret setting must move or remove them with the chart's RBAC.
+    let owner = Owner::of(&d).unwrap();
+    let in_cms = Objects::new(ns.client(), ns.name(), ObjectKind::ConfigMap);
+    let old = dirsync::controller::preview::layout(
+        &owner,
+        ObjectKind::ConfigMap,
+        4096,
+        &dirsync::sync::plan_run(
+            &dirsync::sync::testing::FakeDirectory::with_users(
+                (1..=300).map(|i| dirsync::sync::testing::entra_user(i, &format!("old{i}@example.com"))),
+            ),
+            &dirsync::sync::testing::FakeDirectory::new(),
+            &dirsync::sync::SyncConfig::new("example.com", dirsync::sync::UpnMode::Enabled, 65),
+            &dirsync::sync::ManagedSet::new(),
+            &dirsync::sync::OtherResources::default(),
+        )
+        .await
+        .unwrap(),
+        true,
+        "old-run",
+        k8s_openapi::jiff::Timestamp::now(),
+        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1),
+    )
+    .unwrap();
+    assert!(old.objects.len() >= 3, "a main ConfigMap and parts");
+    dirsync::controller::preview::publish(&in_cms, &owner, &old).await.unwrap();
+    dirsync::controller::store::ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap)
+        .save(&dirsync::sync::ManagedSet::new())
+        .await
+        .unwrap();
+    let labelled = |kind: &'static str| {
+        let ns = ns.clone();
+        let uid = owner.uid.clone();
+        async move {
+            let lp = kube::api::ListParams::default().labels(&format!("dirsync.io/owner-uid={uid}"));
+            let mut names: Vec<String> = if kind == "ConfigMap" {
+                ns.api::<ConfigMap>().list(&lp).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect()
+            } else {
+                ns.api::<Secret>().list(&lp).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect()
+            };
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(labelled("ConfigMap").await.len(), old.objects.len() + 1);
+
+    // A dry run as the chart's ServiceAccount: the preview in a Secret, nothing left in
+    // ConfigMaps.
+    let op = LocalOperator::start(&kubeconfig, dir.path(), ns.name(), &[store_in.as_str(), "--preview-ttl", "8s"]);
+    op.wait_ready().await;
+    let d = wait_reason(&ns, "example-com", "PreviewReady", &op).await;
+    let p = status(&d).preview.expect("preview");
+    assert_eq!((p.kind, p.config_maps.clone()), (ObjectKind::Secret, vec!["example-com-preview".to_string()]));
+    assert_eq!(labelled("ConfigMap").await, Vec::<String>::new(), "the ConfigMap preview and managed set are gone");
+    assert_eq!(labelled("Secret").await, ["example-com-managed", "example-com-preview"]);
+    assert!(scim_users(&scim.base_url()).await.is_empty(), "a dry run wrote users");
+
+    // The built-in `view` role (bound to a test user here) reads ConfigMaps but not the
+    // preview Secret.
+    aggregate_view(cp).await;
+    run_ok(cp.kubectl().args(["create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer", "-n", ns.name()]));
+    // The control (view reads ConfigMaps) also waits for the binding to reach the authorizer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !can_i(cp, ns.name(), "viewer", "get", "configmaps") {
+        assert!(Instant::now() < deadline, "the view binding never took effect");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!can_i(cp, ns.name(), "viewer", "get", "secrets/example-com-preview"));
+    let o = cp.kubectl().args(["get", "secret", "example-com-preview", "-n", ns.name(), "--as=viewer"]).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("Forbidden"), "{}", text(&o));
+    let o = cp.kubectl().args(["get", "secrets", "-n", ns.name(), "--as=viewer"]).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("Forbidden"), "{}", text(&o));
+    // The ServiceAccount keeps no more on ConfigMaps than moving old objects needs.
+    let sa_user = format!("system:serviceaccount:{}:{SA}", ns.name());
+    for verb in ["create", "patch", "update", "watch"] {
+        assert!(!can_i(cp, ns.name(), &sa_user, verb, "configmaps"), "{verb} configmaps");
+    }
+    for verb in ["get", "list", "delete"] {
+        assert!(can_i(cp, ns.name(), &sa_user, verb, "configmaps"), "{verb} configmaps");
+    }
+
+    // Once: the sync, its managed set and its run report, all Secrets.
+    let patch = json!({"spec": {"mode": "Once"}});
+    ns.api::<dirsync::crd::DirectorySync>()
+        .patch("example-com", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let d = wait_reason(&ns, "example-com", "Synced", &op).await;
+    let run = status(&d).last_run.expect("lastRun");
+    assert_eq!((run.adds, run.failed), (2, 0), "{run:?}");
+    assert_eq!(scim_users(&scim.base_url()).await.len(), 2);
+    let secrets_now = labelled("Secret").await;
+    assert!(secrets_now.iter().any(|n| n.starts_with("example-com-report-")), "{secrets_now:?}");
+    assert!(secrets_now.contains(&"example-com-managed".to_string()), "{secrets_now:?}");
+    assert_eq!(labelled("ConfigMap").await, Vec::<String>::new());
+
+    // The expired preview is removed (secrets delete).
+    let deadline = Instant::now() + T;
+    while labelled("Secret").await.contains(&"example-com-preview".to_string()) {
+        assert!(Instant::now() < deadline, "expired preview not removed; log:\n{}", op.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = op.log();
+    assert!(forbidden_lines(&log).is_empty(), "the operator was refused something:\n{}", forbidden_lines(&log).join("\n"));
+    assert!(!log.contains("could not remove"), "{log}");
+    eprintln!("chart (Secrets) install + move + dry run + sync + expiry: {:.1} s", started.elapsed().as_secs_f64());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbs_the_operator_does_not_need_are_denied() {
     let cp = control_plane().await;
@@ -655,18 +859,18 @@ fn can_i_list(cp: &ControlPlane, ns: &str, user: &str) -> Vec<String> {
     lines
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_account_permissions_match_the_golden_file() {
-    let cp = control_plane().await;
-    let ns = cp.namespace("chart-perms").await;
-    let elsewhere = cp.namespace("chart-perms-other").await;
-    install(cp, RELEASE, ns.name(), &[]);
+/// The chart's ServiceAccount's `kubectl auth can-i --list`, in the release namespace and
+/// elsewhere, against `charts/dirsync/tests/<file>`.
+async fn check_permissions_golden(cp: &ControlPlane, prefix: &str, values: &[&str], what: &str, file: &str) {
+    let ns = cp.namespace(prefix).await;
+    let elsewhere = cp.namespace(&format!("{prefix}-other")).await;
+    install(cp, RELEASE, ns.name(), values);
     let user = format!("system:serviceaccount:{}:{SA}", ns.name());
     let here = can_i_list(cp, ns.name(), &user);
     let there = can_i_list(cp, elsewhere.name(), &user);
 
-    let mut golden = String::from(
-        "# kubectl auth can-i --list as the chart's ServiceAccount (default values), sorted.\n\
+    let mut golden = format!(
+        "# kubectl auth can-i --list as the chart's ServiceAccount ({what}), sorted.\n\
          # Reviewed: every line is a verb the operator uses (see templates/_helpers.tpl\n\
          # dirsync.namespaceRules) or a default of every authenticated user.\n\
          # Regenerate: DIRSYNC_UPDATE_GOLDEN=1 cargo test --test chart service_account_permissions\n\
@@ -681,7 +885,7 @@ async fn service_account_permissions_match_the_golden_file() {
         golden.push_str(l);
         golden.push('\n');
     }
-    let path = chart().join("tests/permissions.golden");
+    let path = chart().join("tests").join(file);
     if std::env::var_os("DIRSYNC_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &golden).unwrap();
     }
@@ -689,6 +893,20 @@ async fn service_account_permissions_match_the_golden_file() {
     pretty_assertions::assert_eq!(want, golden, "permissions changed; review and regenerate {}", path.display());
     // Whatever the golden file says: no Secret or ConfigMap access outside the watched namespace.
     assert!(!there.iter().any(|l| l.starts_with("secrets") || l.starts_with("configmaps")), "{there:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_permissions_match_the_golden_file() {
+    let cp = control_plane().await;
+    check_permissions_golden(cp, "chart-perms", &[], "default values", "permissions.golden").await;
+    check_permissions_golden(
+        cp,
+        "chart-perms-secrets",
+        &["--set", "operator.storeIn=secrets"],
+        "operator.storeIn=secrets",
+        "permissions-secrets.golden",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,10 @@ src/controller (see charts/dirsync/tests/permissions.golden):
   (server-side apply creates), delete (only objects it controls);
 - Secrets: get (credentials of each resource) and list/watch (re-run when a referenced Secret
   changes);
+- with operator.storeIn=secrets those objects are Secrets: Secrets get create, patch and
+  delete too, and ConfigMaps keep only get/list/delete (find a managed set, preview or
+  reports an earlier configmaps setting left, move or remove them) -- no create, patch or
+  watch (charts/dirsync/tests/permissions-secrets.golden);
 - events.k8s.io Events: create, patch (a repeated event becomes a series);
 - workload identity: get ServiceAccounts (check azure.workload.identity/client-id) and create
   serviceaccounts/token (TokenRequest).
@@ -87,12 +91,21 @@ src/controller (see charts/dirsync/tests/permissions.golden):
 - apiGroups: ["dirsync.io"]
   resources: ["directorysyncs/status"]
   verbs: ["get", "patch"]
+{{- if eq .Values.operator.storeIn "secrets" }}
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- else }}
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
