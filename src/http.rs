@@ -476,6 +476,25 @@ pub fn error_code(raw: &str) -> Option<&str> {
     ok.then_some(raw)
 }
 
+/// A server's error answer as a classified error, for both clients: the message keeps only
+/// `what`, the status and the server's error code (see [`error_code`]). Statuses that are
+/// retried land here only when a caller did not retry; they are `Unavailable`, like the
+/// retries that ran out.
+pub fn status_error(what: &str, status: u16, code: Option<&str>) -> DirectoryError {
+    let msg = match code.and_then(error_code) {
+        Some(c) => cut(&format!("{what}: HTTP {status} {c}")),
+        None => cut(&format!("{what}: HTTP {status}")),
+    };
+    match status {
+        401 | 403 => DirectoryError::InvalidCredentials(msg),
+        404 => DirectoryError::NotFound(msg),
+        409 => DirectoryError::Conflict(msg),
+        412 => DirectoryError::PreconditionFailed(msg),
+        429 | 500 | 502..=504 => DirectoryError::Unavailable(msg),
+        _ => DirectoryError::Rejected(msg),
+    }
+}
+
 /// Keeps secrets out of error texts: a message that contains a secret, or any 8-character run
 /// of one (a server that echoes part of a credential), is replaced.
 #[derive(Clone, Default)]
@@ -638,6 +657,41 @@ mod tests {
         for s in [200, 301, 400, 401, 404, 409, 412, 501, 505] {
             assert!(!is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
+    }
+
+    #[test]
+    fn status_errors_are_classified_alike_for_both_clients() {
+        use DirectoryError as E;
+        let kind = |status| match status_error("list users", status, None) {
+            E::InvalidCredentials(_) => "credentials",
+            E::NotFound(_) => "not found",
+            E::Conflict(_) => "conflict",
+            E::PreconditionFailed(_) => "precondition",
+            E::Unavailable(_) => "unavailable",
+            E::Rejected(_) => "rejected",
+            _ => "other",
+        };
+        for (status, want) in [
+            (401, "credentials"),
+            (403, "credentials"),
+            (404, "not found"),
+            (409, "conflict"),
+            (412, "precondition"),
+            (400, "rejected"),
+            (501, "rejected"),
+        ] {
+            assert_eq!(kind(status), want, "{status}");
+        }
+        // Every status the transport retries is Unavailable when it reaches a client.
+        for status in [429u16, 500, 502, 503, 504] {
+            assert!(is_retryable_status(StatusCode::from_u16(status).unwrap()));
+            assert_eq!(kind(status), "unavailable", "{status}");
+        }
+        // A code that is a token is kept; free text (an echoed body) is not.
+        let msg = |code| status_error("create user", 409, Some(code)).to_string();
+        assert!(msg("uniqueness").contains("HTTP 409 uniqueness"));
+        let echoed = msg("the body said: password=hunter2");
+        assert!(echoed.contains("HTTP 409") && !echoed.contains("hunter2"), "{echoed}");
     }
 
     #[test]

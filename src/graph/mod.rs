@@ -24,7 +24,7 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
-use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, cut, encode_component, encode_id, error_code};
+use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, status_error};
 
 pub use odata::{NextLinkGuard, USER_SELECT, check_same_origin, domain_filter, string_literal, upn_filter, users_query};
 pub use token::{
@@ -328,23 +328,11 @@ fn graph_error(what: &str, resp: &HttpResponse) -> DirectoryError {
     struct Inner {
         code: Option<String>,
     }
-    let status = resp.status.as_u16();
     let code = serde_json::from_slice::<Body>(&resp.body)
         .ok()
         .and_then(|b| b.error)
-        .and_then(|e| e.code)
-        .filter(|c| error_code(c).is_some());
-    let msg = match code {
-        Some(c) => cut(&format!("{what}: HTTP {status} {c}")),
-        None => cut(&format!("{what}: HTTP {status}")),
-    };
-    match status {
-        401 | 403 => DirectoryError::InvalidCredentials(msg),
-        404 => DirectoryError::NotFound(msg),
-        409 => DirectoryError::Conflict(msg),
-        412 => DirectoryError::PreconditionFailed(msg),
-        _ => DirectoryError::Rejected(msg),
-    }
+        .and_then(|e| e.code);
+    status_error(what, resp.status.as_u16(), code.as_deref())
 }
 
 const NOT_YET: &str = "writing to Entra ID is not supported yet";

@@ -34,7 +34,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
-use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, cut, encode_component, encode_id, error_code};
+use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, status_error};
 
 pub use model::{
     CORE_USER, ENTERPRISE_USER, PATCH_OP, RawUser, UpnAttribute, create_body, filter_literal, patch_ops, put_body,
@@ -408,23 +408,10 @@ fn scim_error(what: &str, resp: &HttpResponse) -> DirectoryError {
     struct Body {
         scim_type: Option<String>,
     }
-    let status = resp.status.as_u16();
     let scim_type = serde_json::from_slice::<Body>(&resp.body)
         .ok()
-        .and_then(|b| b.scim_type)
-        .filter(|t| error_code(t).is_some());
-    let msg = match scim_type {
-        Some(t) => cut(&format!("{what}: HTTP {status} {t}")),
-        None => cut(&format!("{what}: HTTP {status}")),
-    };
-    match status {
-        401 | 403 => DirectoryError::InvalidCredentials(msg),
-        404 => DirectoryError::NotFound(msg),
-        409 => DirectoryError::Conflict(msg),
-        412 => DirectoryError::PreconditionFailed(msg),
-        502..=504 => DirectoryError::Unavailable(msg),
-        _ => DirectoryError::Rejected(msg),
-    }
+        .and_then(|b| b.scim_type);
+    status_error(what, resp.status.as_u16(), scim_type.as_deref())
 }
 
 #[async_trait]
