@@ -60,10 +60,7 @@ async fn dry_run_publishes_the_exact_preview_writes_nothing_and_reruns_on_sync_n
     .await;
     let before = scim_users(&scim.base_url()).await;
 
-    let d = wait_for(&ns, "example-com", "PreviewReady", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("PreviewReady")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "PreviewReady", T, Some(&op)).await;
     let st = status(&d);
     assert_eq!(condition(&d, "Ready").map(|c| c.0).as_deref(), Some("True"));
     assert_eq!(
@@ -245,10 +242,7 @@ async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
     )
     .await;
 
-    let d = wait_for(&ns, "example-com", "Synced", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("Synced")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "Synced", T, Some(&op)).await;
     let st = status(&d);
     let run = st.last_run.clone().expect("lastRun");
     assert!(run.applied);
@@ -383,10 +377,7 @@ async fn the_guard_cancels_the_run_before_any_write_and_the_plan_stays_readable(
         spec("example.com", "Once", &emu, &scim.base_url()),
     )
     .await;
-    wait_for(&ns, "example-com", "Synced", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("Synced")
-    })
-    .await;
+    wait_for_reason(&ns, "example-com", "Synced", T, Some(&op)).await;
     let users = scim_users(&scim.base_url()).await;
     assert_eq!(users.len(), 4);
 
@@ -396,10 +387,7 @@ async fn the_guard_cancels_the_run_before_any_write_and_the_plan_stays_readable(
             .expect("deleted in Entra");
     }
     annotate(&ns, "example-com", "dirsync.io/sync-now", "guard").await;
-    let d = wait_for(&ns, "example-com", "guard trip", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("DeletionThresholdExceeded")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "DeletionThresholdExceeded", T, Some(&op)).await;
     let (ready, _, msg) = condition(&d, "Ready").expect("Ready");
     assert_eq!(ready, "False");
     assert_eq!(

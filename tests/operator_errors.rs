@@ -100,13 +100,12 @@ async fn a_wrong_client_secret_is_reported_retried_and_recovers_when_fixed() {
         ],
     )
     .await;
-    let d = wait_for(
+    let d = wait_for_reason(
         &ns,
         "example-com",
-        "recovery",
+        "Synced",
         Duration::from_secs(20),
         Some(&op),
-        |d| ready_reason(d).as_deref() == Some("Synced"),
     )
     .await;
     assert_eq!(
@@ -167,13 +166,12 @@ async fn a_missing_secret_is_reported_and_creating_it_recovers() {
     );
 
     put_secret(&ns, "scim", &[("token", SCIM_TOKEN)]).await;
-    let d = wait_for(
+    let d = wait_for_reason(
         &ns,
         "example-com",
-        "recovery",
+        "PreviewReady",
         Duration::from_secs(20),
         Some(&op),
-        |d| ready_reason(d).as_deref() == Some("PreviewReady"),
     )
     .await;
     assert_eq!(status(&d).last_run.map(|r| r.adds), Some(1));
@@ -238,13 +236,12 @@ async fn an_unreachable_scim_server_is_retried_until_it_answers() {
             });
         }
     });
-    let d = wait_for(
+    let d = wait_for_reason(
         &ns,
         "example-com",
-        "recovery",
+        "Synced",
         Duration::from_secs(30),
         Some(&op),
-        |d| ready_reason(d).as_deref() == Some("Synced"),
     )
     .await;
     assert_eq!(

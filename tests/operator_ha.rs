@@ -55,10 +55,7 @@ async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
         spec("example.com", "Once", &emu, &scim.base_url()),
     )
     .await;
-    wait_for(&ns, "example-com", "Synced", T, Some(&a), |d| {
-        ready_reason(d).as_deref() == Some("Synced")
-    })
-    .await;
+    wait_for_reason(&ns, "example-com", "Synced", T, Some(&a)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     assert_eq!(a.counter("dirsync_leader").await, 1.0);
@@ -199,10 +196,7 @@ async fn a_user_moved_between_two_domains_is_handed_over_whichever_resource_runs
     )
     .await;
     for name in ["alpha", "beta"] {
-        wait_for(&ns, name, "Synced", T, Some(&op), |d| {
-            ready_reason(d).as_deref() == Some("Synced")
-        })
-        .await;
+        wait_for_reason(&ns, name, "Synced", T, Some(&op)).await;
     }
     let before = scim_by_name(&scim.base_url()).await;
     assert_eq!(before.len(), 4);
@@ -308,13 +302,12 @@ async fn killing_the_operator_mid_apply_then_restarting_ends_right_without_dupli
 
     // Another replica (a new identity) waits out the stale claim, then finishes the job.
     let b = Operator::start(cp, ns.name(), "replica-b", &flags);
-    let d = wait_for(
+    let d = wait_for_reason(
         &ns,
         "example-com",
-        "Synced after restart",
+        "Synced",
         Duration::from_secs(180),
         Some(&b),
-        |d| ready_reason(d).as_deref() == Some("Synced"),
     )
     .await;
     let users = scim_users(&scim.base_url()).await;
@@ -404,15 +397,7 @@ async fn a_run_claim_is_exclusive_and_a_live_foreign_claim_is_respected() {
         scim_users(&scim.base_url()).await.is_empty(),
         "nothing written while another replica holds the run"
     );
-    let d = wait_for(
-        &ns,
-        "example-com",
-        "Synced after the claim went stale",
-        T,
-        Some(&op),
-        |d| ready_reason(d).as_deref() == Some("Synced"),
-    )
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "Synced", T, Some(&op)).await;
     assert!(
         started.elapsed() >= Duration::from_secs(5),
         "waited for the claim to go stale"

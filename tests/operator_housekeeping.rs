@@ -40,10 +40,7 @@ async fn previews_and_run_reports_expire() {
         spec("example.com", "Once", &emu, &scim.base_url()),
     )
     .await;
-    let d = wait_for(&ns, "example-com", "Synced", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("Synced")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "Synced", T, Some(&op)).await;
     let p = status(&d).preview.expect("preview");
     assert_eq!(p.expires_at.0.as_second() - p.generated_at.0.as_second(), 6);
     assert!(configmap(&ns, "example-com-preview").await.is_some());
@@ -110,10 +107,7 @@ async fn a_foreign_configmap_with_the_preview_name_is_left_untouched() {
         spec("example.com", "DryRun", &emu, &scim.base_url()),
     )
     .await;
-    let d = wait_for(&ns, "example-com", "PreviewConflict", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("PreviewConflict")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "PreviewConflict", T, Some(&op)).await;
     assert_eq!(
         condition(&d, "Stalled").map(|c| c.0).as_deref(),
         Some("True")

@@ -25,13 +25,12 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole() {
         spec("example.com", "DryRun", &emu, &scim.base_url()),
     )
     .await;
-    let d = wait_for(
+    let d = wait_for_reason(
         &ns,
         "example-com",
         "PreviewReady",
         Duration::from_secs(240),
         Some(&op),
-        |d| ready_reason(d).as_deref() == Some("PreviewReady"),
     )
     .await;
     let st = status(&d);
@@ -117,13 +116,12 @@ async fn memory_while_previewing_100_000_users() {
         spec("example.com", "DryRun", &emu, &scim.base_url()),
     )
     .await;
-    let d = wait_for(
+    let d = wait_for_reason(
         &ns,
         "example-com",
         "PreviewReady",
         Duration::from_secs(400),
         Some(&op),
-        |d| ready_reason(d).as_deref() == Some("PreviewReady"),
     )
     .await;
     let took = started.elapsed();

@@ -94,10 +94,7 @@ async fn with_secrets_the_operator_writes_no_configmap() {
         spec("example.com", "DryRun", &emu, &scim.base_url()),
     )
     .await;
-    let d = wait_for(&ns, "example-com", "PreviewReady", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("PreviewReady")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "PreviewReady", T, Some(&op)).await;
     let p = status(&d).preview.expect("status.preview");
     assert_eq!(p.kind, ObjectKind::Secret);
     assert_eq!(p.config_maps, vec!["example-com-preview".to_string()]);
@@ -152,10 +149,7 @@ async fn with_secrets_the_operator_writes_no_configmap() {
         )
         .await
         .expect("patched");
-    let d = wait_for(&ns, "example-com", "Synced", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("Synced")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "Synced", T, Some(&op)).await;
     let st = status(&d);
     assert_eq!(st.managed_users, Some(2));
     let names: Vec<String> = scim_users(&scim.base_url())
@@ -512,10 +506,7 @@ async fn switching_to_secrets_and_back_keeps_the_managed_set() {
         spec("example.com", "Once", &emu, &scim.base_url()),
     )
     .await;
-    let d = wait_for(&ns, "example-com", "Synced", T, Some(&op), |d| {
-        ready_reason(d).as_deref() == Some("Synced")
-    })
-    .await;
+    let d = wait_for_reason(&ns, "example-com", "Synced", T, Some(&op)).await;
     let uid = uid(&d);
     assert_eq!(status(&d).managed_users, Some(3));
     let users = user_names(&scim_users(&scim.base_url()).await);

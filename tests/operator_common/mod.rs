@@ -182,6 +182,20 @@ where
     }
 }
 
+/// Polls until the `Ready` condition has `reason`.
+pub async fn wait_for_reason(
+    ns: &TestNamespace,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+    op: Option<&Operator>,
+) -> DirectorySync {
+    wait_for(ns, name, reason, timeout, op, |d| {
+        ready_reason(d).as_deref() == Some(reason)
+    })
+    .await
+}
+
 pub fn ready_reason(d: &DirectorySync) -> Option<String> {
     condition(d, "Ready").map(|c| c.1)
 }
