@@ -258,6 +258,18 @@ impl HttpClient {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_reusing(what, Vec::new(), build).await
+    }
+
+    /// [`HttpClient::send`], reading the body into `buffer` (emptied first; the response's
+    /// `body` is that buffer, to pass to the next call). A caller reading many large pages
+    /// reuses one allocation: page-sized blocks allocated and freed per page would raise
+    /// glibc's mmap threshold and then stay in the heap, fragmented by the records parsed
+    /// from them.
+    pub async fn send_reusing<F>(&self, what: &str, mut buffer: Vec<u8>, build: F) -> Result<HttpResponse, DirectoryError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let _permit = self
             .permits
             .acquire()
@@ -268,12 +280,13 @@ impl HttpClient {
             attempt += 1;
             let remaining = self.remaining(what)?;
             let timeout = remaining.map_or(self.request_timeout, |r| r.min(self.request_timeout));
-            let outcome = tokio::time::timeout(timeout, self.attempt(build(&self.inner).timeout(timeout))).await;
+            let body = std::mem::take(&mut buffer);
+            let outcome = tokio::time::timeout(timeout, self.attempt(build(&self.inner).timeout(timeout), body)).await;
             let (failure, delay) = match outcome {
                 Err(_) => (format!("timed out after {:.0?}", timeout), None),
                 Ok(Err(AttemptError::Fatal(e))) => return Err(e),
                 Ok(Err(AttemptError::Transient(msg))) => (msg, None),
-                Ok(Ok(resp)) => {
+                Ok(Ok(mut resp)) => {
                     let status = resp.status;
                     if status.is_redirection() {
                         return Err(DirectoryError::Protocol(cut(&format!(
@@ -284,6 +297,7 @@ impl HttpClient {
                     if !is_retryable_status(status) {
                         return Ok(resp);
                     }
+                    buffer = std::mem::take(&mut resp.body);
                     let delay = parse_retry_after(&resp.headers, SystemTime::now())
                         .map(|d| d.min(self.retry.retry_after_cap));
                     (format!("HTTP {}", status.as_u16()), delay)
@@ -318,7 +332,8 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, req: reqwest::RequestBuilder) -> Result<HttpResponse, AttemptError> {
+    async fn attempt(&self, req: reqwest::RequestBuilder, mut body: Vec<u8>) -> Result<HttpResponse, AttemptError> {
+        body.clear();
         let mut resp = req.send().await.map_err(|e| {
             match causes(&e).iter().find_map(|c| c.downcast_ref::<EndpointRefused>()) {
                 Some(refused) => AttemptError::Fatal(DirectoryError::EndpointNotAllowed(cut(&refused.0))),
@@ -329,7 +344,7 @@ impl HttpClient {
         let headers = std::mem::take(resp.headers_mut());
         // A retryable or redirect response's body is never looked at: don't spend time on it.
         if is_retryable_status(status) || status.is_redirection() {
-            return Ok(HttpResponse { status, headers, body: Vec::new() });
+            return Ok(HttpResponse { status, headers, body });
         }
         let too_big = || {
             AttemptError::Fatal(DirectoryError::Protocol(format!(
@@ -341,7 +356,7 @@ impl HttpClient {
             return Err(too_big());
         }
         // Read chunk by chunk so that an endless or huge body stops at the cap, never buffered.
-        let mut body = Vec::with_capacity(resp.content_length().map_or(8192, |n| n as usize));
+        body.reserve(resp.content_length().map_or(8192, |n| n as usize));
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {

@@ -20,11 +20,15 @@ use std::time::Instant;
 use async_trait::async_trait;
 use reqwest::header::ACCEPT;
 use secrecy::ExposeSecret;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
-use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, status_error};
+use crate::http::{
+    HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, json_error,
+    status_error,
+};
 
 pub use odata::{NextLinkGuard, USER_SELECT, check_same_origin, domain_filter, string_literal, upn_filter, users_query};
 pub use token::{
@@ -182,12 +186,17 @@ impl GraphClient {
     /// GET with the bearer token; on a 401 the token is refreshed once and the GET re-sent.
     /// `ConsistencyLevel: eventual` goes on every request (it is never carried by nextLink).
     async fn get(&self, url: &Url, what: &str) -> Result<HttpResponse, DirectoryError> {
+        self.get_reusing(url, what, Vec::new()).await
+    }
+
+    /// [`GraphClient::get`] reading the body into `buffer` (see [`HttpClient::send_reusing`]).
+    async fn get_reusing(&self, url: &Url, what: &str, mut buffer: Vec<u8>) -> Result<HttpResponse, DirectoryError> {
         let mut refreshed = false;
         loop {
             let (token, generation) = self.inner.tokens.token(&self.http).await?;
             let resp = self
                 .http
-                .send(what, |c| {
+                .send_reusing(what, buffer, |c| {
                     c.get(url.clone())
                         .bearer_auth(token.expose_secret())
                         .header("ConsistencyLevel", "eventual")
@@ -198,6 +207,7 @@ impl GraphClient {
                 tracing::debug!(what, "Graph refused the access token; refreshing it once");
                 self.inner.tokens.invalidate(generation).await;
                 refreshed = true;
+                buffer = resp.body;
                 continue;
             }
             return Ok(resp);
@@ -212,23 +222,27 @@ impl GraphClient {
         let mut url = first;
         let mut users = Vec::new();
         let mut page_no = 0usize;
+        // One body buffer for every page (see `HttpClient::send_reusing`).
+        let mut buffer = Vec::new();
         loop {
             page_no += 1;
-            let resp = self.get(&url, WHAT).await?;
+            let resp = self.get_reusing(&url, WHAT, buffer).await?;
             if !resp.status.is_success() {
                 return Err(graph_error(WHAT, &resp));
             }
-            // Each page goes straight into small records; the raw page is dropped at once.
-            let page: UsersPage = resp.json(WHAT)?;
-            drop(resp);
-            let value = page
-                .value
-                .ok_or_else(|| DirectoryError::Protocol(format!("{WHAT} {page_no} has no value array")))?;
-            users.reserve(value.len());
-            for (i, raw) in value.into_iter().enumerate() {
-                users.push(raw.into_user(page_no, i)?);
-            }
-            match page.next_link {
+            let mut seed = UsersPage { users: &mut users, page_no, record_error: None };
+            let parsed = (&mut seed).deserialize(&mut serde_json::Deserializer::from_slice(&resp.body));
+            let UsersPage { record_error, .. } = seed;
+            let next_link = match (parsed, record_error) {
+                (_, Some(e)) => return Err(e),
+                (Err(e), None) => return Err(json_error(WHAT, &e)),
+                (Ok(None), None) => {
+                    return Err(DirectoryError::Protocol(format!("{WHAT} {page_no} has no value array")));
+                }
+                (Ok(Some(next_link)), None) => next_link,
+            };
+            buffer = resp.body;
+            match next_link {
                 Some(link) => url = guard.check(&link)?,
                 None => break,
             }
@@ -242,11 +256,112 @@ impl GraphClient {
     }
 }
 
+/// Parses one page of a users listing straight into the listing's records: no page-sized
+/// intermediate is built, and `@odata.count` (sent with `$count=true`, before `value`) sizes the
+/// records' vector once instead of letting it grow by doubling (at 100,000 users a third of it
+/// would be spare). Yields the page's `@odata.nextLink`, or `None` when it has no `value` array.
+struct UsersPage<'a> {
+    users: &'a mut Vec<User>,
+    page_no: usize,
+    /// A record the common model cannot take (missing or null field); the parse stops at it.
+    record_error: Option<DirectoryError>,
+}
+
+/// The most records `@odata.count` may reserve room for up front: a wrong or hostile count must
+/// not allocate without bound (a larger listing still grows as it arrives).
+const MAX_PRESIZED_USERS: usize = 1 << 20;
+
+impl<'de> DeserializeSeed<'de> for &mut UsersPage<'_> {
+    type Value = Option<Option<String>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut UsersPage<'_> {
+    type Value = Option<Option<String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Graph users page")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut next_link, mut has_value) = (None, false);
+        while let Some(key) = map.next_key::<PageField>()? {
+            match key {
+                PageField::NextLink => next_link = map.next_value::<Option<String>>()?,
+                PageField::Count => {
+                    if let Some(count) = map.next_value::<Option<u64>>()? {
+                        let count = usize::try_from(count).unwrap_or(usize::MAX).min(MAX_PRESIZED_USERS);
+                        self.users.reserve_exact(count.saturating_sub(self.users.len()));
+                    }
+                }
+                PageField::Value => has_value = map.next_value_seed(UserRecords(&mut *self))?,
+                PageField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(has_value.then_some(next_link))
+    }
+}
+
 #[derive(Deserialize)]
-struct UsersPage {
+#[serde(field_identifier)]
+enum PageField {
     #[serde(rename = "@odata.nextLink")]
-    next_link: Option<String>,
-    value: Option<Vec<RawUser>>,
+    NextLink,
+    #[serde(rename = "@odata.count")]
+    Count,
+    #[serde(rename = "value")]
+    Value,
+    #[serde(other)]
+    Other,
+}
+
+/// The `value` array: each record is checked and moved into the listing as it is parsed.
+/// `null` counts as no array.
+struct UserRecords<'p, 'a>(&'p mut UsersPage<'a>);
+
+impl<'de> DeserializeSeed<'de> for UserRecords<'_, '_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UserRecords<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of users")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let page = self.0;
+        let mut index = 0;
+        while let Some(raw) = seq.next_element::<RawUser>()? {
+            match raw.into_user(page.page_no, index) {
+                Ok(user) => page.users.push(user),
+                Err(e) => {
+                    page.record_error = Some(e);
+                    return Err(serde::de::Error::custom("unusable user record"));
+                }
+            }
+            index += 1;
+        }
+        Ok(true)
+    }
 }
 
 /// One user as Graph sends it. Each field is `None` when absent and `Some(None)` when `null`,
