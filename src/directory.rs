@@ -99,6 +99,25 @@ pub enum DirectoryError {
     Rejected(String),
 }
 
+/// Where a listing puts the users it reads, one at a time (see [`Directory::list_users_into`]).
+pub trait UserSink: Send {
+    /// The listing announced about `n` users in all (e.g. Graph's `@odata.count`), so room can
+    /// be made once. Only a hint: more or fewer may come.
+    fn expect(&mut self, _n: usize) {}
+
+    fn push(&mut self, user: User);
+}
+
+impl UserSink for Vec<User> {
+    fn expect(&mut self, n: usize) {
+        self.reserve_exact(n.saturating_sub(self.len()));
+    }
+
+    fn push(&mut self, user: User) {
+        Vec::push(self, user);
+    }
+}
+
 /// A directory of users that a run can read from and write to.
 ///
 /// Writes take the Immutable ID the caller expects the target to carry right now
@@ -110,6 +129,19 @@ pub trait Directory: Send + Sync {
     /// Reads every user in `scope`. A listing that fails part-way is an error, never a
     /// shorter list.
     async fn list_users(&self, scope: &ListScope) -> Result<Vec<User>, DirectoryError>;
+
+    /// Reads every user in `scope` like [`Directory::list_users`], handing each to `sink` as it
+    /// is read, so that a caller keeping only part of each user (the source's mapping) never
+    /// holds the whole listing in the common model. On an error what `sink` got is incomplete
+    /// and must be discarded. The default reads the whole listing first.
+    async fn list_users_into(&self, scope: &ListScope, sink: &mut dyn UserSink) -> Result<(), DirectoryError> {
+        let users = self.list_users(scope).await?;
+        sink.expect(users.len());
+        for user in users {
+            sink.push(user);
+        }
+        Ok(())
+    }
 
     /// Reads one user by its `id`; `Ok(None)` when it does not exist. Used to tell a user who
     /// left this resource's domain for another synced domain (handed over, never deleted)

@@ -24,7 +24,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
+use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User, UserSink};
 use crate::http::{
     HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, json_error,
     status_error,
@@ -216,24 +216,34 @@ impl GraphClient {
 
     /// Every user matching `filter`, all pages or an error.
     async fn list(&self, filter: Option<&str>) -> Result<Vec<User>, DirectoryError> {
+        let mut users = Vec::new();
+        self.list_into(filter, &|_| true, &mut users).await?;
+        Ok(users)
+    }
+
+    /// Every user matching `filter` that `keep` accepts, into `sink` as each page is parsed;
+    /// all pages or an error.
+    async fn list_into(
+        &self,
+        filter: Option<&str>,
+        keep: &(dyn Fn(&User) -> bool + Sync),
+        sink: &mut dyn UserSink,
+    ) -> Result<(), DirectoryError> {
         const WHAT: &str = "Graph users page";
         let first = self.url(&format!("/v1.0/users?{}", users_query(filter)))?;
         let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
         let mut url = first;
-        let mut users = Vec::new();
-        let mut page_no = 0usize;
+        let mut listing = Listing { sink, keep, seen: HashSet::new(), listed: 0 };
         // One body buffer for every page (see `HttpClient::send_reusing`).
         let mut buffer = Vec::new();
-        loop {
-            page_no += 1;
+        for page_no in 1.. {
             let resp = self.get_reusing(&url, WHAT, buffer).await?;
             if !resp.status.is_success() {
                 return Err(graph_error(WHAT, &resp));
             }
-            let mut seed = UsersPage { users: &mut users, page_no, record_error: None };
+            let mut seed = UsersPage { listing: &mut listing, page_no, record_error: None };
             let parsed = (&mut seed).deserialize(&mut serde_json::Deserializer::from_slice(&resp.body));
-            let UsersPage { record_error, .. } = seed;
-            let next_link = match (parsed, record_error) {
+            let next_link = match (parsed, seed.record_error) {
                 (_, Some(e)) => return Err(e),
                 (Err(e), None) => return Err(json_error(WHAT, &e)),
                 (Ok(None), None) => {
@@ -247,21 +257,64 @@ impl GraphClient {
                 None => break,
             }
         }
-        let mut seen = HashSet::with_capacity(users.len());
-        if let Some(dup) = users.iter().position(|u| !seen.insert(u.id.as_str())) {
-            return Err(DirectoryError::Protocol(format!("Graph listed user record {dup} twice")));
-        }
-        drop(seen);
-        Ok(users)
+        Ok(())
     }
 }
 
-/// Parses one page of a users listing straight into the listing's records: no page-sized
-/// intermediate is built, and `@odata.count` (sent with `$count=true`, before `value`) sizes the
-/// records' vector once instead of letting it grow by doubling (at 100,000 users a third of it
-/// would be spare). Yields the page's `@odata.nextLink`, or `None` when it has no `value` array.
-struct UsersPage<'a> {
-    users: &'a mut Vec<User>,
+/// A listing in progress: where its users go, and the ids seen so far (a user listed twice
+/// means the paging went wrong).
+struct Listing<'a> {
+    sink: &'a mut dyn UserSink,
+    keep: &'a (dyn Fn(&User) -> bool + Sync),
+    seen: HashSet<IdKey>,
+    listed: usize,
+}
+
+/// A user id as remembered for the duplicate check: Graph's ids are GUIDs, kept as 16 bytes
+/// when in their canonical form (a 100,000-user listing remembers them all).
+#[derive(PartialEq, Eq, Hash)]
+enum IdKey {
+    Guid(u128),
+    Other(Box<str>),
+}
+
+impl IdKey {
+    fn of(id: &str) -> Self {
+        let mut buf = uuid::Uuid::encode_buffer();
+        match uuid::Uuid::try_parse(id) {
+            Ok(g) if g.hyphenated().encode_lower(&mut buf) == id => IdKey::Guid(g.as_u128()),
+            _ => IdKey::Other(id.into()),
+        }
+    }
+}
+
+impl Listing<'_> {
+    /// Room for `n` users, in the duplicate check and in the sink.
+    fn expect(&mut self, n: usize) {
+        self.seen.reserve(n.saturating_sub(self.seen.len()));
+        self.sink.expect(n);
+    }
+
+    fn add(&mut self, user: User) -> Result<(), DirectoryError> {
+        let record = self.listed;
+        self.listed += 1;
+        if !self.seen.insert(IdKey::of(&user.id)) {
+            return Err(DirectoryError::Protocol(format!("Graph listed user record {record} twice")));
+        }
+        if (self.keep)(&user) {
+            self.sink.push(user);
+        }
+        Ok(())
+    }
+}
+
+/// Parses one page of a users listing straight into the listing's sink: no page-sized
+/// intermediate is built, and `@odata.count` (sent with `$count=true`, before `value`) lets the
+/// sink make room once instead of growing by doubling (at 100,000 users a third of a vector
+/// grown so would be spare). Yields the page's `@odata.nextLink`, or `None` when it has no
+/// `value` array.
+struct UsersPage<'l, 'a> {
+    listing: &'l mut Listing<'a>,
     page_no: usize,
     /// A record the common model cannot take (missing or null field); the parse stops at it.
     record_error: Option<DirectoryError>,
@@ -271,7 +324,7 @@ struct UsersPage<'a> {
 /// not allocate without bound (a larger listing still grows as it arrives).
 const MAX_PRESIZED_USERS: usize = 1 << 20;
 
-impl<'de> DeserializeSeed<'de> for &mut UsersPage<'_> {
+impl<'de> DeserializeSeed<'de> for &mut UsersPage<'_, '_> {
     type Value = Option<Option<String>>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -279,7 +332,7 @@ impl<'de> DeserializeSeed<'de> for &mut UsersPage<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for &mut UsersPage<'_> {
+impl<'de> Visitor<'de> for &mut UsersPage<'_, '_> {
     type Value = Option<Option<String>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -294,7 +347,7 @@ impl<'de> Visitor<'de> for &mut UsersPage<'_> {
                 PageField::Count => {
                     if let Some(count) = map.next_value::<Option<u64>>()? {
                         let count = usize::try_from(count).unwrap_or(usize::MAX).min(MAX_PRESIZED_USERS);
-                        self.users.reserve_exact(count.saturating_sub(self.users.len()));
+                        self.listing.expect(count);
                     }
                 }
                 PageField::Value => has_value = map.next_value_seed(UserRecords(&mut *self))?,
@@ -322,9 +375,9 @@ enum PageField {
 
 /// The `value` array: each record is checked and moved into the listing as it is parsed.
 /// `null` counts as no array.
-struct UserRecords<'p, 'a>(&'p mut UsersPage<'a>);
+struct UserRecords<'p, 'l, 'a>(&'p mut UsersPage<'l, 'a>);
 
-impl<'de> DeserializeSeed<'de> for UserRecords<'_, '_> {
+impl<'de> DeserializeSeed<'de> for UserRecords<'_, '_, '_> {
     type Value = bool;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
@@ -332,7 +385,7 @@ impl<'de> DeserializeSeed<'de> for UserRecords<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for UserRecords<'_, '_> {
+impl<'de> Visitor<'de> for UserRecords<'_, '_, '_> {
     type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -351,8 +404,8 @@ impl<'de> Visitor<'de> for UserRecords<'_, '_> {
         let page = self.0;
         let mut index = 0;
         while let Some(raw) = seq.next_element::<RawUser>()? {
-            match raw.into_user(page.page_no, index) {
-                Ok(user) => page.users.push(user),
+            match raw.into_user(page.page_no, index).and_then(|user| page.listing.add(user)) {
+                Ok(()) => {}
                 Err(e) => {
                     page.record_error = Some(e);
                     return Err(serde::de::Error::custom("unusable user record"));
@@ -455,15 +508,22 @@ const NOT_YET: &str = "writing to Entra ID is not supported yet";
 #[async_trait]
 impl Directory for GraphClient {
     async fn list_users(&self, scope: &ListScope) -> Result<Vec<User>, DirectoryError> {
+        let mut users = Vec::new();
+        self.list_users_into(scope, &mut users).await?;
+        Ok(users)
+    }
+
+    async fn list_users_into(&self, scope: &ListScope, sink: &mut dyn UserSink) -> Result<(), DirectoryError> {
         let result = match scope {
-            ListScope::All => self.list(None).await,
+            ListScope::All => self.list_into(None, &|_| true, sink).await,
             ListScope::Domain(domain) => {
                 let suffix = format!("@{}", domain.to_ascii_lowercase());
-                self.list(Some(&domain_filter(domain))).await.map(|mut users| {
-                    // The server filters; this keeps a lax server from widening the scope.
-                    users.retain(|u| u.user_name.to_ascii_lowercase().ends_with(&suffix));
-                    users
-                })
+                // The server filters; this keeps a lax server from widening the scope.
+                let in_domain = |u: &User| {
+                    let name = u.user_name.as_bytes();
+                    name.len() >= suffix.len() && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                };
+                self.list_into(Some(&domain_filter(domain)), &in_domain, sink).await
             }
         };
         result.map_err(|e| self.inner.redactor.scrub(e))
@@ -533,6 +593,82 @@ mod tests {
 
     fn parse(v: serde_json::Value) -> Result<User, DirectoryError> {
         serde_json::from_value::<RawUser>(v).unwrap().into_user(3, 7)
+    }
+
+    /// What each page yielded (its nextLink, or `None` without a value array).
+    type PageLinks = Vec<Option<Option<String>>>;
+
+    /// Parses `pages` as one listing into a Vec, keeping users whose id does not start with `x`.
+    fn list_pages(pages: &[serde_json::Value]) -> (Result<PageLinks, DirectoryError>, Vec<User>) {
+        let mut users = Vec::new();
+        let keep = |u: &User| !u.id.starts_with('x');
+        let mut listing = Listing { sink: &mut users, keep: &keep, seen: HashSet::new(), listed: 0 };
+        let mut links = Vec::new();
+        let mut result = Ok(());
+        for (i, body) in pages.iter().enumerate() {
+            let body = body.to_string();
+            let mut page = UsersPage { listing: &mut listing, page_no: i + 1, record_error: None };
+            let parsed = (&mut page).deserialize(&mut serde_json::Deserializer::from_str(&body));
+            match (parsed, page.record_error) {
+                (_, Some(e)) => result = Err(e),
+                (Err(e), None) => result = Err(json_error("page", &e)),
+                (Ok(link), None) => links.push(link),
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        (result.map(|()| links), users)
+    }
+
+    fn with_id(id: &str) -> serde_json::Value {
+        let mut u = full();
+        u["id"] = id.into();
+        u
+    }
+
+    #[test]
+    fn pages_go_straight_into_the_listing() {
+        let a = "0c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69";
+        let b = "1c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69";
+        let (links, users) = list_pages(&[
+            serde_json::json!({"@odata.context": "x", "@odata.count": 50, "value": [with_id(a), with_id("x-skipped")],
+                               "@odata.nextLink": "https://graph.example/next"}),
+            serde_json::json!({"value": [with_id(b)], "extra": {"ignored": [1, 2]}}),
+        ]);
+        assert_eq!(links.unwrap(), vec![Some(Some("https://graph.example/next".to_string())), Some(None)]);
+        assert_eq!(users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), [a, b]);
+        assert!(users.capacity() >= 50, "room made once from @odata.count");
+
+        // A huge count reserves a bounded amount.
+        let (_, users) = list_pages(&[serde_json::json!({"@odata.count": u64::MAX, "value": []})]);
+        assert_eq!(users.capacity(), MAX_PRESIZED_USERS);
+    }
+
+    #[test]
+    fn a_page_without_a_value_array_is_told_apart() {
+        for page in [serde_json::json!({"@odata.nextLink": "https://g/n"}), serde_json::json!({"value": null})] {
+            assert_eq!(list_pages(&[page]).0.unwrap(), vec![None]);
+        }
+        let e = list_pages(&[serde_json::json!({"value": {"not": "an array"}})]).0.unwrap_err();
+        assert!(matches!(&e, DirectoryError::Protocol(m) if m.contains("unexpected JSON content")), "{e}");
+    }
+
+    #[test]
+    fn a_bad_record_or_a_user_listed_twice_stops_the_listing() {
+        let mut bad = full();
+        bad.as_object_mut().unwrap().remove("mail");
+        let (r, _) = list_pages(&[serde_json::json!({"value": [full()]}), serde_json::json!({"value": [full(), bad]})]);
+        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 1 twice".into()));
+        let (r, _) = list_pages(&[serde_json::json!({"value": [full(), bad]})]);
+        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph user record 1 on page 1 is missing mail".into()));
+        // Ids that are not canonical GUIDs are compared as they are: these are three users.
+        let upper = "0C3F1D8E-2B6A-4A51-9A1E-1F2D3C4B5A69";
+        let (r, users) = list_pages(&[serde_json::json!({"value": [full(), with_id(upper), with_id("42")]})]);
+        assert!(r.is_ok());
+        assert_eq!(users.len(), 3);
+        let (r, _) = list_pages(&[serde_json::json!({"value": [with_id("42"), with_id("42")]})]);
+        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 1 twice".into()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
 use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::guard::{self, GuardVerdict};
 use crate::sync::managed::{ManagedEntry, ManagedSet};
-use crate::sync::mapping::{Skipped, map_source_users};
+use crate::sync::mapping::{Skipped, SourceMapper};
 use crate::sync::plan::{
     self, Action, Plan, PlanContext, PlanItem, UpdateKind, fold_user_name, same_user_name,
 };
@@ -85,16 +85,17 @@ pub async fn plan_run(
 ) -> Result<PlannedRun, RunError> {
     cfg.validate()?;
     let source_scope = ListScope::Domain(cfg.domain.clone());
+    // The source is mapped as it is read; the destination is matched whole.
+    let mut mapper = SourceMapper::new(cfg);
     let (src, dst) = futures::join!(
-        source.list_users(&source_scope),
+        source.list_users_into(&source_scope, &mut mapper),
         destination.list_users(&ListScope::All)
     );
-    let src = src.map_err(RunError::Source)?;
+    src.map_err(RunError::Source)?;
     let dst = dst.map_err(RunError::Destination)?;
-    let source_users_read = src.len();
     let destination_users_read = dst.len();
-
-    let mapped = map_source_users(cfg, src)
+    let (mapped, source_users_read) = mapper
+        .finish()
         .map_err(|e| RunError::Source(DirectoryError::Protocol(e.to_string())))?;
     let handed_over = resolve_hand_overs(source, cfg, managed, others, &mapped.users, &dst).await?;
 
