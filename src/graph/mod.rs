@@ -233,7 +233,7 @@ impl GraphClient {
         let first = self.url(&format!("/v1.0/users?{}", users_query(filter)))?;
         let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
         let mut url = first;
-        let mut listing = Listing { sink, keep, seen: HashSet::new(), listed: 0 };
+        let mut listing = Listing { sink, keep, seen: HashSet::new(), listed: 0, first_duplicate: None };
         // One body buffer for every page (see `HttpClient::send_reusing`).
         let mut buffer = Vec::new();
         for page_no in 1.. {
@@ -257,7 +257,7 @@ impl GraphClient {
                 None => break,
             }
         }
-        Ok(())
+        listing.finish()
     }
 }
 
@@ -268,6 +268,9 @@ struct Listing<'a> {
     keep: &'a (dyn Fn(&User) -> bool + Sync),
     seen: HashSet<IdKey>,
     listed: usize,
+    /// Reported once every page is read, so that a looping nextLink (which repeats users too)
+    /// is named as such.
+    first_duplicate: Option<usize>,
 }
 
 /// A user id as remembered for the duplicate check: Graph's ids are GUIDs, kept as 16 bytes
@@ -295,16 +298,21 @@ impl Listing<'_> {
         self.sink.expect(n);
     }
 
-    fn add(&mut self, user: User) -> Result<(), DirectoryError> {
+    fn add(&mut self, user: User) {
         let record = self.listed;
         self.listed += 1;
         if !self.seen.insert(IdKey::of(&user.id)) {
-            return Err(DirectoryError::Protocol(format!("Graph listed user record {record} twice")));
-        }
-        if (self.keep)(&user) {
+            self.first_duplicate.get_or_insert(record);
+        } else if (self.keep)(&user) {
             self.sink.push(user);
         }
-        Ok(())
+    }
+
+    fn finish(self) -> Result<(), DirectoryError> {
+        match self.first_duplicate {
+            Some(record) => Err(DirectoryError::Protocol(format!("Graph listed user record {record} twice"))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -404,8 +412,8 @@ impl<'de> Visitor<'de> for UserRecords<'_, '_, '_> {
         let page = self.0;
         let mut index = 0;
         while let Some(raw) = seq.next_element::<RawUser>()? {
-            match raw.into_user(page.page_no, index).and_then(|user| page.listing.add(user)) {
-                Ok(()) => {}
+            match raw.into_user(page.page_no, index) {
+                Ok(user) => page.listing.add(user),
                 Err(e) => {
                     page.record_error = Some(e);
                     return Err(serde::de::Error::custom("unusable user record"));
@@ -602,7 +610,7 @@ mod tests {
     fn list_pages(pages: &[serde_json::Value]) -> (Result<PageLinks, DirectoryError>, Vec<User>) {
         let mut users = Vec::new();
         let keep = |u: &User| !u.id.starts_with('x');
-        let mut listing = Listing { sink: &mut users, keep: &keep, seen: HashSet::new(), listed: 0 };
+        let mut listing = Listing { sink: &mut users, keep: &keep, seen: HashSet::new(), listed: 0, first_duplicate: None };
         let mut links = Vec::new();
         let mut result = Ok(());
         for (i, body) in pages.iter().enumerate() {
@@ -618,6 +626,7 @@ mod tests {
                 break;
             }
         }
+        let result = result.and_then(|()| listing.finish());
         (result.map(|()| links), users)
     }
 
@@ -658,10 +667,13 @@ mod tests {
     fn a_bad_record_or_a_user_listed_twice_stops_the_listing() {
         let mut bad = full();
         bad.as_object_mut().unwrap().remove("mail");
+        let other = with_id("1c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69");
+        let (r, _) = list_pages(&[serde_json::json!({"value": [full()]}), serde_json::json!({"value": [other, full()]})]);
+        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 2 twice".into()));
+        // A bad record stops the listing at once; a repeated user is reported after the last
+        // page, so that an error of the paging itself (a looping nextLink) is named first.
         let (r, _) = list_pages(&[serde_json::json!({"value": [full()]}), serde_json::json!({"value": [full(), bad]})]);
-        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 1 twice".into()));
-        let (r, _) = list_pages(&[serde_json::json!({"value": [full(), bad]})]);
-        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph user record 1 on page 1 is missing mail".into()));
+        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph user record 1 on page 2 is missing mail".into()));
         // Ids that are not canonical GUIDs are compared as they are: these are three users.
         let upper = "0C3F1D8E-2B6A-4A51-9A1E-1F2D3C4B5A69";
         let (r, users) = list_pages(&[serde_json::json!({"value": [full(), with_id(upper), with_id("42")]})]);
