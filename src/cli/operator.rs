@@ -86,7 +86,8 @@ pub struct OperatorArgs {
     /// Resources reconciled at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
-    /// Writes in flight at once per destination.
+    /// The most writes in flight at once per destination; fewer are sent while its latency
+    /// shows them queueing there (adaptive concurrency).
     #[arg(long, default_value_t = 8)]
     pub apply_concurrency: usize,
     /// Attempts per outbound HTTP request (1–6).

@@ -38,7 +38,8 @@ pub struct RunArgs {
     /// An extra trusted CA (PEM) for both the Entra ID / Graph side and the SCIM side.
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
-    /// Writes in flight at once while applying.
+    /// The most writes in flight at once while applying; fewer are sent while the destination's
+    /// latency shows them queueing there (adaptive concurrency).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
 }

@@ -4,14 +4,17 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
 use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::guard::{self, GuardVerdict};
+use crate::sync::limiter::ConcurrencyLimit;
 use crate::sync::managed::{ManagedEntry, ManagedSet};
 use crate::sync::mapping::{Skipped, SourceMapper};
 use crate::sync::plan::{
@@ -259,7 +262,8 @@ pub struct ApplyOutcome {
 /// Knobs for [`apply_run`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApplyOptions {
-    /// Writes in flight at once (at least 1).
+    /// The most writes in flight at once (at least 1). The engine keeps fewer in flight while
+    /// the destination's latency shows them queueing there ([`ConcurrencyLimit`]).
     pub concurrency: usize,
     /// Call [`ApplyObserver::checkpoint`] after this many finished writes (0 = never), so the
     /// caller can save the managed set during a long apply and a crash loses little.
@@ -324,7 +328,8 @@ enum ItemResult {
 }
 
 /// Applies a planned run: only when the guard passed and there is something to do. Writes run
-/// concurrently within `opts.concurrency`; a failure on one user never stops the others (except
+/// concurrently, as many as the destination's latency shows it can take, at most
+/// `opts.concurrency`; a failure on one user never stops the others (except
 /// refused credentials or endpoint, which stop new writes). The returned managed set records
 /// every write that succeeded; the caller saves it.
 pub async fn apply_run(
@@ -359,24 +364,40 @@ pub async fn apply_run(
     let stop = AtomicBool::new(false);
     let cfg = &planned.config;
     let stop_ref = &stop;
-    let writes = planned
-        .plan
-        .items
-        .iter()
-        .filter(|i| i.is_write())
-        .map(|item| async move {
-            if stop_ref.load(Ordering::Relaxed) {
-                return ItemResult::NotAttempted;
-            }
-            let r = apply_item(item, destination, cfg).await;
-            if let ItemResult::Failed { fatal: Some(_), .. } = &r {
-                stop_ref.store(true, Ordering::Relaxed);
-            }
-            r
-        });
-    let mut results = futures::stream::iter(writes).buffer_unordered(opts.concurrency.max(1));
+    let mut pending = planned.plan.items.iter().filter(|i| i.is_write());
+    let mut in_flight = FuturesUnordered::new();
+    let mut limit = ConcurrencyLimit::new(opts.concurrency);
+    // Bumped by every checkpoint: writes in flight across one waited on it, so their latency
+    // says nothing about the destination.
+    let mut epoch = 0usize;
     let mut done = 0usize;
-    while let Some(r) = results.next().await {
+    loop {
+        while in_flight.len() < limit.current()
+            && let Some(item) = pending.next()
+        {
+            let sent_with = in_flight.len() + 1;
+            in_flight.push(async move {
+                if stop_ref.load(Ordering::Relaxed) {
+                    return (ItemResult::NotAttempted, None);
+                }
+                let started = Instant::now();
+                let r = apply_item(item, destination, cfg).await;
+                if let ItemResult::Failed { fatal: Some(_), .. } = &r {
+                    stop_ref.store(true, Ordering::Relaxed);
+                }
+                (r, Some((started.elapsed(), sent_with, epoch)))
+            });
+        }
+        let Some((r, timing)) = in_flight.next().await else {
+            break;
+        };
+        // A re-planned create made several requests; its latency is not one write's.
+        if let Some((latency, sent_with, at)) = timing
+            && at == epoch
+            && !matches!(r, ItemResult::Replanned { .. })
+        {
+            limit.on_sample(latency, sent_with);
+        }
         match r {
             ItemResult::Created { imm, entry } => {
                 outcome.created += 1;
@@ -424,6 +445,7 @@ pub async fn apply_run(
         observer.progress(done, total);
         if opts.checkpoint_every > 0 && done.is_multiple_of(opts.checkpoint_every) && done < total {
             observer.checkpoint(&managed).await;
+            epoch += 1;
         }
     }
 

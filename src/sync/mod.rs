@@ -1,4 +1,5 @@
-//! The pure sync core: no Kubernetes, no HTTP, no clock (SPEC §2, §4, §6).
+//! The pure sync core: no Kubernetes, no HTTP, no clock (SPEC §2, §4, §6) — except that the
+//! apply engine times its writes to pace how many it keeps in flight ([`limiter`]).
 //!
 //! A run is: [`mapping`] (source users → desired destination users, with the
 //! [`immutable_id`]), [`plan`] (matching and rows), [`guard`] (the deletion guard), [`csv`]
@@ -11,6 +12,7 @@ pub mod csv;
 pub mod engine;
 pub mod guard;
 pub mod immutable_id;
+pub mod limiter;
 pub mod managed;
 pub mod mapping;
 pub mod plan;
