@@ -267,12 +267,7 @@ async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
         .await
         .expect("managed set ConfigMap");
     assert_eq!(
-        managed
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("dirsync.io/count"))
-            .map(String::as_str),
+        annotation(&managed.metadata, "dirsync.io/count"),
         Some("2")
     );
     let reports: Vec<_> = ns

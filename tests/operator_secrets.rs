@@ -162,12 +162,7 @@ async fn with_secrets_the_operator_writes_no_configmap() {
         .await
         .expect("managed set Secret");
     assert_eq!(
-        managed
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("dirsync.io/count"))
-            .map(String::as_str),
+        annotation(&managed.metadata, "dirsync.io/count"),
         Some("2")
     );
     let reports = ns
@@ -569,12 +564,7 @@ async fn switching_to_secrets_and_back_keeps_the_managed_set() {
         .await
         .expect("managed Secret");
     assert_eq!(
-        managed
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("dirsync.io/count"))
-            .map(String::as_str),
+        annotation(&managed.metadata, "dirsync.io/count"),
         Some("2")
     );
     // The ConfigMap report expires as reports do; then no ConfigMap of the resource is left.

@@ -49,18 +49,24 @@ async fn parts(ns: &dirsync_testenv::TestNamespace) -> Vec<String> {
     names
 }
 
+/// A DryRun resource (its SCIM endpoint is never reached here) and its owner facts, for
+/// driving the store directly.
+async fn owner_in(ns: &dirsync_testenv::TestNamespace, emu: &entra_emulator::RunningEmulator) -> Owner {
+    let obj = create(
+        ns,
+        "example-com",
+        spec("example.com", "DryRun", emu, "http://127.0.0.1:9/v2"),
+    )
+    .await;
+    Owner::of(&obj).expect("owner")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     let cp = control_plane().await;
     let ns = cp.namespace("op-store").await;
     let emu = emulator(&tenant(&["example.com"], vec![])).await;
-    let obj = create(
-        &ns,
-        "example-com",
-        spec("example.com", "DryRun", &emu, "http://127.0.0.1:9/v2"),
-    )
-    .await;
-    let owner = Owner::of(&obj).expect("owner");
+    let owner = owner_in(&ns, &emu).await;
     let store = ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap);
     assert_eq!(store.load().await.expect("empty load"), ManagedSet::new());
 
@@ -76,11 +82,7 @@ async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     );
     let head = configmap(&ns, "example-com-managed").await.expect("head");
     assert_eq!(
-        head.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("dirsync.io/count"))
-            .map(String::as_str),
+        annotation(&head.metadata, "dirsync.io/count"),
         Some("100000")
     );
     println!("100k managed set: head + {} parts", p.len());
@@ -163,10 +165,7 @@ fn same_set(got: &ManagedSet, want: &ManagedSet, what: &str) {
 }
 
 fn save_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get("dirsync.io/save"))
-        .cloned()
+    annotation(meta, "dirsync.io/save").map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,13 +173,7 @@ async fn switching_kinds_moves_the_managed_set_and_never_prefers_a_stale_copy() 
     let cp = control_plane().await;
     let ns = cp.namespace("op-store-kinds").await;
     let emu = emulator(&tenant(&["example.com"], vec![])).await;
-    let obj = create(
-        &ns,
-        "example-com",
-        spec("example.com", "DryRun", &emu, "http://127.0.0.1:9/v2"),
-    )
-    .await;
-    let owner = Owner::of(&obj).expect("owner");
+    let owner = owner_in(&ns, &emu).await;
     let in_cms = || ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap);
     let in_secrets = || ClusterStore::new(ns.client(), owner.clone(), ObjectKind::Secret);
 

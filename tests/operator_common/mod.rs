@@ -182,6 +182,17 @@ where
     }
 }
 
+/// An annotation of an object, if set.
+pub fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
 /// Polls until the `Ready` condition has `reason`.
 pub async fn wait_for_reason(
     ns: &TestNamespace,
