@@ -1,6 +1,7 @@
-//! The README's first quick-start command, `tools/demo.sh`, run as a user runs it (with the
-//! binaries this test run already built, since a nested `cargo build` would wait for the lock
-//! `cargo test` holds): it must succeed, print what the README says it prints, leave the SCIM
+//! The README's first quick-start command, `tools/demo.sh`, run as a user runs it on a fresh
+//! machine: the binaries it runs are removed from the target dir first, so its own build step
+//! must produce every one of them (cargo only relinks here; on a fresh machine it builds them).
+//! It must succeed, show its progress, print what the README says it prints, leave the SCIM
 //! server's hand-made administrator alone, and stop everything it started.
 
 use std::path::{Path, PathBuf};
@@ -26,10 +27,17 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
             bins.display()
         );
     }
+    // As on a fresh machine: none of the binaries the demo runs exists until its build step
+    // makes it (a build step that forgets one fails here).
+    for b in ["dirsync", "entra-emulator", "dirsync-testenv"] {
+        std::fs::remove_file(bins.join(b)).expect("removing a demo binary");
+    }
+    let target_dir = bins.parent().expect("target dir");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new("bash")
         .arg(root.join("tools/demo.sh"))
-        .env("DEMO_BIN_DIR", &bins)
+        .env_remove("DEMO_BIN_DIR")
+        .env("CARGO_TARGET_DIR", target_dir)
         .env("DEMO_DIR", dir.path())
         .env("DEMO_USERS", "30")
         .env_remove("KUBECONFIG")
@@ -43,8 +51,16 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
         out.status
     );
 
-    // What README "Quick start" says the demo shows, in that order.
+    for b in ["dirsync", "entra-emulator", "dirsync-testenv"] {
+        assert!(bins.join(b).exists(), "the demo's build step did not rebuild {b}");
+    }
+
+    // What README "Quick start" says the demo shows, in that order: progress first.
     let steps = [
+        "==> build, in the background: cargo build",
+        "==> setup: tools/setup.sh --demo",
+        "setup: what the demo needs is ready",
+        "==> build: waiting for cargo build",
         "start a Kubernetes control plane",
         "start the Graph emulator: 30 generated users",
         "start a SCIM 2.0 server",
@@ -54,7 +70,7 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
         "switch the resource to mode Once",
         "$ kubectl -n identity describe dsync example-com",
         "$ dirsync preview get example-com -n identity > preview.csv",
-        "done: everything the demo started is being stopped",
+        "everything the demo started is being stopped",
     ];
     let mut at = 0;
     for s in steps {
@@ -104,6 +120,10 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
     );
     let synced = format!("The SCIM server now holds {} users", adds + 1);
     assert!(stdout.contains(&synced), "{synced:?} not printed\n{stdout}");
+    // The operator's log file is plain text: no terminal colour codes.
+    let log = std::fs::read_to_string(dir.path().join("operator.log")).expect("operator.log");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in operator.log\n{log}");
     // No secret value reaches the output.
     assert!(!stdout.contains("emulator-client-secret") && !stderr.contains("emulator-client-secret"));
 

