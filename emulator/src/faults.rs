@@ -62,6 +62,12 @@ pub enum FaultKind {
     ResyncRequired,
     /// Wait `delayMs`, then answer normally.
     Delay,
+    /// Answer normally but without `@odata.nextLink`: a listing that ends early (with `after: N`,
+    /// page N + 1 is the last one served). Graph has been seen to do this; a client must notice
+    /// from `@odata.count` that the listing does not add up.
+    DropNextLink,
+    /// Answer normally with `@odata.count` moved by `countOffset` (a count that lies).
+    WrongCount,
 }
 
 fn default_endpoint() -> String {
@@ -100,6 +106,9 @@ pub struct FaultSpec {
     /// For `delay`.
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// For `wrongCount`: added to `@odata.count` (negative lowers it, never below 0).
+    #[serde(default)]
+    pub count_offset: Option<i64>,
 }
 
 impl FaultSpec {
@@ -124,6 +133,9 @@ impl FaultSpec {
         }
         if self.kind == FaultKind::Delay && self.delay_ms.is_none() {
             return Err("a delay fault needs delayMs".into());
+        }
+        if self.kind == FaultKind::WrongCount && self.count_offset.is_none() {
+            return Err("a wrongCount fault needs countOffset".into());
         }
         Ok(())
     }

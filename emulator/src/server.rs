@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::control;
 use crate::faults::{Endpoint, FaultKind, FaultSpec};
-use crate::http::{Body, Ctx, Resp, aad_error, graph_error, json_response, set_header};
+use crate::http::{Body, Ctx, Resp, aad_error, full, graph_error, json_response, set_header};
 use crate::jwt::Jws;
 use crate::state::AppState;
 use crate::stats::RequestRecord;
@@ -143,7 +144,10 @@ fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap
             );
             r
         }
-        FaultKind::DropConnection | FaultKind::Delay => return None,
+        FaultKind::DropConnection
+        | FaultKind::Delay
+        | FaultKind::DropNextLink
+        | FaultKind::WrongCount => return None,
     };
     if let Some(s) = spec.retry_after {
         set_header(&mut r, "retry-after", &s.to_string());
@@ -190,6 +194,39 @@ async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
     });
     let body: Body = BodyExt::boxed(StreamBody::new(stream));
     Response::from_parts(parts, body)
+}
+
+/// A successful JSON page with its paging annotations altered (`dropNextLink`, `wrongCount`);
+/// anything else passes unchanged.
+async fn rewrite_page(resp: Resp, spec: &FaultSpec) -> Resp {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let rebuilt = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut page)) if parts.status.is_success() => {
+            match spec.kind {
+                FaultKind::DropNextLink => {
+                    page.shift_remove("@odata.nextLink");
+                }
+                FaultKind::WrongCount => {
+                    if let Some(n) = page.get("@odata.count").and_then(|c| c.as_i64()) {
+                        let lied = n.saturating_add(spec.count_offset.unwrap_or(0)).max(0);
+                        page.insert("@odata.count".into(), lied.into());
+                    }
+                }
+                _ => {}
+            }
+            serde_json::to_vec(&page).map(Bytes::from).unwrap_or(bytes)
+        }
+        _ => bytes,
+    };
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, rebuilt.len().into());
+    Response::from_parts(parts, full(rebuilt))
 }
 
 async fn dispatch(
@@ -311,10 +348,14 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
         }
     }
     set_header(&mut resp, "client-request-id", &ctx.client_request_id);
-    if let Some(f) = &fault
-        && f.kind == FaultKind::DropConnection
-    {
-        resp = truncate(resp, f.bytes).await;
+    if let Some(f) = &fault {
+        match f.kind {
+            FaultKind::DropConnection => resp = truncate(resp, f.bytes).await,
+            FaultKind::DropNextLink | FaultKind::WrongCount => {
+                resp = rewrite_page(resp, f).await;
+            }
+            _ => {}
+        }
     }
     state.stats.record(RequestRecord {
         method: parts.method.to_string(),

@@ -194,3 +194,42 @@ async fn delay_and_request_counters() {
     assert_eq!(v["recent"][1]["path"], "/v1.0/users/nobody@example.com");
     e.stop().await;
 }
+
+#[tokio::test]
+async fn drop_next_link_ends_a_listing_early_and_wrong_count_lies() {
+    let e = Emu::generated(30).await;
+    let t = e.token().await;
+    let eventual = [("ConsistencyLevel", "eventual")];
+    let first = "/v1.0/users?$top=10&$count=true";
+    let full = e.get_json(first, &t, &eventual, 200).await;
+    assert!(full["@odata.nextLink"].is_string(), "{full}");
+    let count = full["@odata.count"].as_u64().unwrap();
+
+    // Page 2 is served without its nextLink: the listing "ends" after 20 of `count` users.
+    e.fault(json!({"kind": "dropNextLink", "endpoint": "users", "after": 1}))
+        .await;
+    let p1 = e.get_json(first, &t, &eventual, 200).await;
+    let next = p1["@odata.nextLink"].as_str().unwrap().to_string();
+    let path = &next[next.find("/v1.0/").unwrap()..];
+    let p2 = e.get_json(path, &t, &eventual, 200).await;
+    assert!(p2.get("@odata.nextLink").is_none(), "{p2}");
+    assert_eq!(p2["value"].as_array().unwrap().len(), 10);
+
+    // The count moved by countOffset (never below 0); nothing else changes.
+    e.fault(json!({"kind": "wrongCount", "endpoint": "users", "countOffset": 500}))
+        .await;
+    let lied = e.get_json(first, &t, &eventual, 200).await;
+    assert_eq!(lied["@odata.count"].as_u64(), Some(count + 500));
+    assert_eq!(lied["value"], full["value"]);
+    assert_eq!(lied["@odata.nextLink"], full["@odata.nextLink"]);
+    e.fault(json!({"kind": "wrongCount", "endpoint": "users", "countOffset": -1000}))
+        .await;
+    assert_eq!(e.get_json(first, &t, &eventual, 200).await["@odata.count"], 0);
+
+    // wrongCount without countOffset is refused.
+    let (s, v) = e
+        .control(Method::POST, "/faults", Some(json!({"kind": "wrongCount"})))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    e.stop().await;
+}
