@@ -412,8 +412,8 @@ impl DirectorySyncSpec {
         if !is_domain_name(&self.domain) {
             return bad("spec.domain", "must be a domain name such as example.com");
         }
-        if parse_duration(&self.interval).is_none() {
-            return bad("spec.interval", "must be a duration such as 1h or 30m");
+        if crate::duration::parse_duration(&self.interval).map_or(true, |d| d.is_zero()) {
+            return bad("spec.interval", "must be a duration such as 1h or 30m, more than zero");
         }
         let entra = &self.source.entra_id;
         if !(is_guid(&entra.tenant_id) || is_domain_name(&entra.tenant_id)) {
@@ -460,35 +460,6 @@ pub struct SpecError {
     pub message: String,
 }
 
-/// Parses a Go-style duration as `spec.interval` takes it ("1h", "90m", "1h30m", "1.5h", "45s",
-/// "500ms"). `None` for anything else, including zero.
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut rest = s.trim();
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (0.001, 2)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else {
-            return None;
-        };
-        total += value * unit;
-        rest = &rest[len..];
-    }
-    (total > 0.0 && total.is_finite() && total < 1e10).then(|| std::time::Duration::from_secs_f64(total))
-}
-
 fn is_guid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::parse_str(s).is_ok()
 }
@@ -525,14 +496,121 @@ fn check_url(field: &str, value: &str, schemes: &[&str]) -> Result<(), SpecError
 mod tests {
     use super::*;
 
+    /// `spec.interval` takes the one duration grammar (`src/duration.rs`), more than zero.
     #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("1h"), Some(std::time::Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1.5h"), Some(std::time::Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
-        for bad in ["", "0s", "1d", "h", "1 h", "-1h", "1hx"] {
-            assert_eq!(parse_duration(bad), None, "{bad:?}");
+    fn intervals_are_positive_go_durations() {
+        let spec = |interval: &str| -> DirectorySyncSpec {
+            serde_json::from_value(serde_json::json!({
+                "domain": "example.com", "upnMode": "Enabled", "maxAllowedDeletions": 5, "interval": interval,
+                "source": {"entraID": {"tenantID": "7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d",
+                    "clientID": "3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c", "clientSecretRef": {"name": "a", "key": "b"}}},
+                "destination": {"scim": {"endpoint": "https://scim.example.net/v2",
+                    "bearerTokenRef": {"name": "c", "key": "d"}}}
+            }))
+            .unwrap()
+        };
+        for good in ["1h", "1h30m", "1.5h", "500ms", "720h"] {
+            assert_eq!(spec(good).validate(), Ok(()), "{good:?}");
         }
+        for bad in ["", "0s", "1d", "h", "1 h", "-1h", "1hx"] {
+            assert_eq!(spec(bad).validate().unwrap_err().field, "spec.interval", "{bad:?}");
+        }
+    }
+}
+
+/// The CRD as installed (`dirsync crd`, `crds/`, the chart): the generated one with every
+/// description reflowed into paragraphs, because schemars keeps the doc comments' line breaks and
+/// `kubectl explain` would print them mid-sentence.
+pub fn directory_sync_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut value = serde_json::to_value(DirectorySync::crd()).expect("a CRD serialises to JSON");
+    reflow_descriptions(&mut value);
+    serde_json::from_value(value).expect("reflowing descriptions keeps the CRD's shape")
+}
+
+fn reflow_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = reflow_paragraphs(text);
+                    }
+                    _ => reflow_descriptions(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(reflow_descriptions),
+        _ => {}
+    }
+}
+
+/// Joins the lines of each paragraph with spaces; blank lines stay paragraph breaks, and a line
+/// that starts a list item (`- `, `* `) keeps its own line.
+pub fn reflow_paragraphs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, paragraph) in text.split("\n\n").enumerate() {
+        if i > 0 {
+            out.push_str("\n\n");
+        }
+        let mut first = true;
+        for line in paragraph.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !first {
+                let item = line.starts_with("- ") || line.starts_with("* ");
+                out.push(if item { '\n' } else { ' ' });
+            }
+            out.push_str(line);
+            first = false;
+        }
+    }
+    out
+}
+
+/// Fields of a manifest that the CRD's schema does not know, as kubectl's strict field
+/// validation reports them: `spec.deletionPolcy: unknown field (did you mean deletionPolicy?)`.
+/// The API server would prune them silently from a stored object; a file read by the CLI must
+/// not be taken to mean something it does not say.
+pub fn unknown_fields(manifest: &serde_json::Value) -> Vec<String> {
+    let crd = serde_json::to_value(directory_sync_crd()).expect("a CRD serialises to JSON");
+    let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    // Every object has these; the API server checks them itself, so the CRD leaves them out
+    // (metadata stays free-form here: labels, annotations, ...).
+    for (field, kind) in [("apiVersion", "string"), ("kind", "string"), ("metadata", "object")] {
+        schema["properties"][field] = serde_json::json!({ "type": kind });
+    }
+    let mut found = Vec::new();
+    collect_unknown(manifest, &schema, "", &mut found);
+    found
+}
+
+fn collect_unknown(value: &serde_json::Value, schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let Some(known) = schema["properties"].as_object() else { return };
+            for (key, sub) in map {
+                let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match known.get(key) {
+                    Some(sub_schema) => collect_unknown(sub, sub_schema, &at, found),
+                    None => {
+                        let nearest = known
+                            .keys()
+                            .map(|k| (strsim::levenshtein(&k.to_ascii_lowercase(), &key.to_ascii_lowercase()), k))
+                            .min()
+                            .filter(|(d, k)| *d <= 3.max(k.len() / 3));
+                        found.push(match nearest {
+                            Some((_, k)) => format!("{at}: unknown field (did you mean {k}?)"),
+                            None => format!("{at}: unknown field"),
+                        });
+                    }
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_unknown(item, &schema["items"], &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
     }
 }

@@ -166,3 +166,25 @@ pub trait Directory: Send + Sync {
     /// Deletes user `id`.
     async fn delete_user(&self, id: &str, expected_immutable_id: Option<&str>) -> Result<(), DirectoryError>;
 }
+
+/// Ceilings on one listing of a directory, so that a server that never stops paging (or claims
+/// a total no real directory has) ends the read with an error instead of exhausting memory.
+/// Far above any directory this tool is built for (100,000 users); settable per run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListingLimits {
+    /// Users one listing may hold.
+    pub max_users: u64,
+    /// Response bytes one listing may read.
+    pub max_bytes: u64,
+}
+
+impl ListingLimits {
+    pub const DEFAULT_MAX_USERS: u64 = 1_000_000;
+    pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+}
+
+impl Default for ListingLimits {
+    fn default() -> Self {
+        Self { max_users: Self::DEFAULT_MAX_USERS, max_bytes: Self::DEFAULT_MAX_BYTES }
+    }
+}

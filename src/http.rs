@@ -93,6 +93,10 @@ pub struct HttpConfig {
     pub read_timeout: Duration,
     /// Longest a single attempt may take, body included.
     pub request_timeout: Duration,
+    /// A request whose attempts get no answer (timeouts, cut connections) is not tried again
+    /// once this long has passed since its first attempt: a silent or dribbling server is given
+    /// up within about a minute. Waits a server asks for (`Retry-After`) are not counted.
+    pub give_up_after: Duration,
     /// Cap on a response body after decompression (at most [`HttpConfig::MAX_BODY_BYTES`]).
     pub max_body_bytes: usize,
     /// The run deadline, counted from when the client is built (the CLI builds one per run);
@@ -118,9 +122,11 @@ impl HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
+            // README "Timeouts": a silent server is given up within about a minute per request.
             connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(45),
+            give_up_after: Duration::from_secs(50),
             max_body_bytes: Self::MAX_BODY_BYTES,
             run_timeout: Some(Duration::from_secs(3600)),
             extra_ca_pem: None,
@@ -187,6 +193,8 @@ pub struct HttpClient {
     retry: RetryPolicy,
     max_body: usize,
     request_timeout: Duration,
+    give_up_after: Duration,
+    read_timeout: Duration,
     deadline: Option<Instant>,
     permits: Arc<Semaphore>,
 }
@@ -235,6 +243,8 @@ impl HttpClient {
             retry: cfg.retry.clamped(),
             max_body: cfg.max_body_bytes.min(HttpConfig::MAX_BODY_BYTES),
             request_timeout: cfg.request_timeout,
+            give_up_after: cfg.give_up_after,
+            read_timeout: cfg.read_timeout,
             deadline: cfg.run_timeout.map(|t| Instant::now() + t),
             permits: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
         })
@@ -276,16 +286,18 @@ impl HttpClient {
             .await
             .map_err(|_| DirectoryError::Unavailable(format!("{what}: client is shut down")))?;
         let mut attempt = 0u32;
+        let first_attempt = Instant::now();
         loop {
             attempt += 1;
             let remaining = self.remaining(what)?;
             let timeout = remaining.map_or(self.request_timeout, |r| r.min(self.request_timeout));
             let body = std::mem::take(&mut buffer);
             let outcome = tokio::time::timeout(timeout, self.attempt(build(&self.inner).timeout(timeout), body)).await;
-            let (failure, delay) = match outcome {
-                Err(_) => (format!("timed out after {:.0?}", timeout), None),
+            // `answered`: the server sent a status; silence, a cut connection or a dribble is not.
+            let (failure, delay, answered) = match outcome {
+                Err(_) => (format!("timed out after {:.0?}", timeout), None, false),
                 Ok(Err(AttemptError::Fatal(e))) => return Err(e),
-                Ok(Err(AttemptError::Transient(msg))) => (msg, None),
+                Ok(Err(AttemptError::Transient(msg))) => (msg, None, false),
                 Ok(Ok(mut resp)) => {
                     let status = resp.status;
                     if status.is_redirection() {
@@ -300,7 +312,7 @@ impl HttpClient {
                     buffer = std::mem::take(&mut resp.body);
                     let delay = parse_retry_after(&resp.headers, SystemTime::now())
                         .map(|d| d.min(self.retry.retry_after_cap));
-                    (format!("HTTP {}", status.as_u16()), delay)
+                    (format!("HTTP {}", status.as_u16()), delay, true)
                 }
             };
             if attempt >= self.retry.max_attempts {
@@ -309,6 +321,13 @@ impl HttpClient {
                 ))));
             }
             let delay = delay.unwrap_or_else(|| self.retry.backoff(attempt));
+            // Another silent attempt would likely end past `give_up_after`: stop now.
+            if !answered && first_attempt.elapsed() + delay + self.read_timeout > self.give_up_after {
+                return Err(DirectoryError::Unavailable(cut(&format!(
+                    "{what}: {failure}; no answer for {:.0?} over {attempt} attempts, giving up",
+                    first_attempt.elapsed()
+                ))));
+            }
             if let Some(deadline) = self.deadline
                 && Instant::now() + delay >= deadline
             {

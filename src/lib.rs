@@ -14,6 +14,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod directory;
+pub mod duration;
 pub mod graph;
 pub mod http;
 pub mod policy;

@@ -98,9 +98,35 @@ impl StateFile {
     pub fn identity(&self) -> &ResourceIdentity {
         &self.inner.identity
     }
+
+    /// Checks that the file can be written where it is (its folder exists and takes a new file),
+    /// so that `apply` fails before its first destination write rather than writing users it
+    /// then cannot record.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let dir = self.inner.dir();
+        let probe = dir.join(format!(".{}.{}.probe", self.inner.file_name(), uuid::Uuid::new_v4().simple()));
+        create_private(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| StoreError::Io(format!("cannot write the state file {}: {e}", self.inner.path.display())))
+    }
 }
 
 impl Inner {
+    /// The folder the file is in (the current one for a bare name).
+    fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state".into())
+    }
+
     /// Reads the file: `Ok(None)` when it does not exist.
     fn read(&self) -> Result<Option<ManagedSet>, StoreError> {
         let bytes = match std::fs::read(&self.path) {
@@ -149,15 +175,8 @@ impl Inner {
         let io = |what: &str, e: std::io::Error| {
             StoreError::Io(format!("{what} {}: {e}", self.path.display()))
         };
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "state".into());
+        let dir = self.dir();
+        let file_name = self.file_name();
         let tmp = dir.join(format!(
             ".{file_name}.{}.tmp",
             uuid::Uuid::new_v4().simple()

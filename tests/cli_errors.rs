@@ -9,11 +9,9 @@
 
 mod cli_common;
 
-use std::io::{Read as _, Write as _};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cli_common::*;
 use serde_json::{Value, json};
@@ -112,6 +110,24 @@ fn bad_resource_and_secrets_files_give_one_readable_line_and_exit_1() {
             GOOD_RESOURCE.replace("endpoint: http://127", "endpoint: http://user:canary-scim-token-Zk4Hw8Nd3Fs@127"),
             GOOD_SECRETS.into(),
             "user-info",
+        ),
+        (
+            "misspelt field",
+            GOOD_RESOURCE.replace("  maxAllowedDeletions: 65\n", "  maxAllowedDeletions: 65\n  deletionPolcy: Deactivate\n"),
+            GOOD_SECRETS.into(),
+            "spec.deletionPolcy: unknown field (did you mean deletionPolicy?)",
+        ),
+        (
+            "misspelt nested field",
+            GOOD_RESOURCE.replace("graphEndpoint:", "authorityHots: https://login.example\n      graphEndpoint:"),
+            GOOD_SECRETS.into(),
+            "spec.source.entraID.authorityHots: unknown field (did you mean authorityHost?)",
+        ),
+        (
+            "plain-http SCIM off this machine",
+            GOOD_RESOURCE.replace("endpoint: http://127.0.0.1:9/v2", "endpoint: http://192.0.2.10/v2"),
+            GOOD_SECRETS.into(),
+            "would send the bearer token unencrypted; use https://, or pass --allow-insecure-http",
         ),
         ("missing secrets file", GOOD_RESOURCE.into(), "<none>".into(), "cannot read"),
         (
@@ -444,7 +460,10 @@ async fn serve_one(
 }
 
 fn page(users: Vec<Value>, next: Option<&str>) -> String {
-    let mut v = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": users});
+    // `@odata.count` as Graph sends it on page 1 (dirsync checks the listing against it).
+    let count = users.len();
+    let mut v = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
+                       "@odata.count": count, "value": users});
     if let Some(n) = next {
         v["@odata.nextLink"] = json!(n);
     }
@@ -542,42 +561,4 @@ fn a_1_gib_body_ends_the_run_in_bounded_time_and_memory() {
         assert!(peak_kib < 256 * 1024, "peak RSS {} MiB", peak_kib / 1024);
         assert!(run.elapsed < Duration::from_secs(60), "took {:?}", run.elapsed);
     }
-}
-
-/// Runs dirsync, polling `/proc/PID/status` for `VmHWM` (peak resident set, KiB).
-fn run_measuring_peak_rss(args: &[String], cwd: &Path, timeout: Duration) -> (Run, u64) {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let err = tempfile::NamedTempFile::new().unwrap();
-    let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(args)
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::null())
-        .stdout(out.reopen().unwrap())
-        .stderr(err.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_path)
-            && let Some(kib) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            peak = peak.max(kib);
-        }
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < timeout, "dirsync still running after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    std::fs::File::open(out.path()).unwrap().read_to_string(&mut stdout).unwrap();
-    std::fs::File::open(err.path()).unwrap().read_to_string(&mut stderr).unwrap();
-    let _ = std::io::stderr().flush();
-    (Run { code: status.code().unwrap_or(-1), stdout, stderr, elapsed: started.elapsed() }, peak)
 }

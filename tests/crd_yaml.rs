@@ -62,3 +62,50 @@ fn crd_carries_the_validation_spec_1_asks_for() {
         .collect();
     assert_eq!(columns, ["Domain", "Mode", "Ready", "Last Result", "Adds", "Updates", "Deletes", "Next Run", "Age"]);
 }
+
+/// `kubectl explain` prints descriptions as they are: each must be paragraphs, not the doc
+/// comments' 100-column lines ("If a / run would / delete...").
+#[test]
+fn crd_descriptions_are_paragraphs_not_source_lines() {
+    let yaml = dirsync::cli::crd_yaml().unwrap();
+    let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    fn check(v: &serde_json::Value, path: &str, seen: &mut usize) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, sub) in map {
+                    if let (true, Some(text)) = (k == "description", sub.as_str()) {
+                        *seen += 1;
+                        for (i, _) in text.match_indices('\n') {
+                            let before = &text[..i];
+                            let after = &text[i + 1..];
+                            let paragraph_break = after.starts_with('\n') || before.ends_with('\n');
+                            let list_item = after.starts_with("- ") || after.starts_with("* ");
+                            assert!(
+                                paragraph_break || list_item,
+                                "{path}: description breaks a line mid-paragraph: {text:?}"
+                            );
+                        }
+                    } else {
+                        check(sub, &format!("{path}.{k}"), seen);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| check(i, path, seen)),
+            _ => {}
+        }
+    }
+    let mut seen = 0;
+    check(&crd, "crd", &mut seen);
+    assert!(seen > 30, "only {seen} descriptions found");
+    let mad = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["maxAllowedDeletions"]["description"];
+    assert!(mad.as_str().unwrap().contains("If a run would"), "{mad}");
+}
+
+#[test]
+fn reflow_keeps_paragraphs_and_list_items() {
+    use dirsync::crd::reflow_paragraphs;
+    assert_eq!(reflow_paragraphs("a b\nc d\n\ne\nf"), "a b c d\n\ne f");
+    assert_eq!(reflow_paragraphs("Modes:\n- one\n- two\n  more"), "Modes:\n- one\n- two more");
+    assert_eq!(reflow_paragraphs("single"), "single");
+}

@@ -242,6 +242,7 @@ fn fault(kind: FaultKind, endpoint: &str) -> FaultSpec {
         code: None,
         bytes: None,
         delay_ms: None,
+        count_offset: None,
     }
 }
 
@@ -288,6 +289,9 @@ async fn token_and_pages(State(m): State<Arc<Mock>>, headers: HeaderMap, uri: Ur
     m.pages_served.fetch_add(1, Ordering::SeqCst);
     let base = format!("http://{}", headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or(""));
     let mut body = json!({ "value": (0..3).map(|i| user(page * 10 + i)).collect::<Vec<_>>() });
+    if page == 1 {
+        body["@odata.count"] = 9.into();
+    }
     if page < 3 {
         body["@odata.nextLink"] = format!("{base}/v1.0/users?$skiptoken=s{page}&page={}", page + 1).into();
     }

@@ -387,7 +387,8 @@ async fn graph_with_links(next: fn(usize, &str) -> Option<String>) -> (String, A
                 async move {
                     let n = p.bump();
                     let own = format!("http://{}", headers.get(header::HOST).unwrap().to_str().unwrap());
-                    let mut body = json!({"value": [graph_user(n)]});
+                    // `@odata.count` as Graph sends it (checked against the listing).
+                    let mut body = json!({"@odata.count": 1, "value": [graph_user(n)]});
                     if let Some(link) = next(n, &own) {
                         body["@odata.nextLink"] = link.into();
                     }
@@ -453,7 +454,9 @@ async fn a_failing_page_fails_the_whole_listing() {
                 async move {
                     let own = format!("http://{}", headers.get(header::HOST).unwrap().to_str().unwrap());
                     match p.bump() {
-                        1 => axum::Json(json!({"value": [graph_user(1)], "@odata.nextLink": format!("{own}/v1.0/users?$skiptoken=2")})).into_response(),
+                        1 => axum::Json(json!({"@odata.count": 2, "value": [graph_user(1)],
+                                               "@odata.nextLink": format!("{own}/v1.0/users?$skiptoken=2")}))
+                        .into_response(),
                         2 => {
                             // accountEnabled missing on page 2.
                             let mut u = graph_user(2);
@@ -516,7 +519,10 @@ async fn scim_totals_that_do_not_add_up_abort_the_listing() {
             |s| json!({"totalResults": 4, "startIndex": 1, "Resources": [scim_user(s), scim_user(s + 1)]}),
             "SCIM list users: asked for startIndex 3, got 1",
         ),
-        (|_| json!({"totalResults": 2, "Resources": [scim_user(1)]}), "SCIM list users: a user was listed twice"),
+        (
+            |_| json!({"totalResults": 2, "Resources": [scim_user(1)]}),
+            "SCIM list users: user record 2 (page at startIndex 2) repeats an id already listed; the paging is broken",
+        ),
     ];
     for (page, want) in cases {
         let base = scim_listing(page).await;

@@ -30,6 +30,10 @@ pub fn load_resource(path: &Path) -> Result<DirectorySync, InputError> {
             path.display()
         )));
     }
+    // Strict, as kubectl is by default: a misspelt field is an error, never silently dropped.
+    if let Some(first) = crate::crd::unknown_fields(&value).first() {
+        return Err(InputError(format!("{}: {first}", path.display())));
+    }
     let resource: DirectorySync =
         serde_json::from_value(value).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
     resource.spec.validate().map_err(|e| InputError(format!("{}: {e}", path.display())))?;
@@ -155,5 +159,20 @@ mod tests {
         assert!(load_resource(&userinfo).unwrap_err().to_string().contains("user-info"));
         let missing = write(&dir, "m.yaml", &base.replace("  maxAllowedDeletions: MAX\n", "").replace("ENDPOINT", "https://s/v2"));
         assert!(load_resource(&missing).unwrap_err().to_string().contains("maxAllowedDeletions"));
+        // Misspelt fields are refused with the nearest known name, at any depth.
+        let ok_text = base.replace("MAX", "65").replace("ENDPOINT", "https://scim.example.net/v2");
+        for (from, to, want) in [
+            ("  upnMode: Enabled\n", "  upnMode: Enabled\n  deletionPolcy: Deactivate\n", "spec.deletionPolcy: unknown field (did you mean deletionPolicy?)"),
+            ("      clientSecretRef", "      authorityHots: https://x\n      clientSecretRef", "spec.source.entraID.authorityHots: unknown field (did you mean authorityHost?)"),
+            ("spec:\n", "spec:\n  zzzqqq: 1\n", "spec.zzzqqq: unknown field"),
+            ("kind: DirectorySync\n", "kind: DirectorySync\nstatuz: {}\n", "statuz: unknown field (did you mean status?)"),
+        ] {
+            let f = write(&dir, "typo.yaml", &ok_text.replace(from, to));
+            let err = load_resource(&f).unwrap_err().to_string();
+            assert!(err.ends_with(want), "{err}");
+        }
+        // metadata is free-form (labels, annotations): nothing there is refused.
+        let labels = write(&dir, "l.yaml", &ok_text.replace("metadata: {name: x, namespace: ns}", "metadata: {name: x, namespace: ns, labels: {a: b}}"));
+        assert!(load_resource(&labels).is_ok());
     }
 }

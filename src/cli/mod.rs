@@ -4,9 +4,6 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kube::CustomResourceExt;
-
-use crate::crd::DirectorySync;
 
 pub mod inputs;
 pub mod operator;
@@ -87,5 +84,5 @@ pub async fn main() -> ExitCode {
 
 /// The CRD as committed in `crds/directorysyncs.dirsync.io.yaml`.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
-    serde_saphyr::to_string(&DirectorySync::crd())
+    serde_saphyr::to_string(&crate::crd::directory_sync_crd())
 }

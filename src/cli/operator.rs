@@ -15,8 +15,10 @@ use crate::controller::clients::{ClientSettings, EndpointPolicy};
 use crate::controller::leader::{self, LeaseConfig};
 use crate::controller::metrics::Metrics;
 use crate::controller::objects::ObjectKind;
-use crate::controller::schedule::{Backoff, parse_duration};
+use crate::controller::schedule::Backoff;
+use crate::duration::parse_duration;
 use crate::controller::{Context, Scope, Settings, admin, run_controller};
+use crate::directory::ListingLimits;
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
@@ -90,6 +92,12 @@ pub struct OperatorArgs {
     /// shows them queueing there (adaptive concurrency).
     #[arg(long, default_value_t = 8)]
     pub apply_concurrency: usize,
+    /// The most users one directory listing may hold before the read is refused as runaway.
+    #[arg(long, default_value_t = ListingLimits::DEFAULT_MAX_USERS)]
+    pub max_listing_users: u64,
+    /// The most response bytes one directory listing may read before it is refused as runaway.
+    #[arg(long, default_value_t = ListingLimits::DEFAULT_MAX_BYTES)]
+    pub max_listing_bytes: u64,
     /// Attempts per outbound HTTP request (1–6).
     #[arg(long, default_value_t = 6)]
     pub http_max_attempts: u32,
@@ -146,8 +154,10 @@ pub struct OperatorArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
+    // Colour only on a terminal: a log file or a pod's log must not hold ANSI escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -228,6 +238,7 @@ pub async fn run(args: OperatorArgs) -> ExitCode {
             http_retry_base: args.http_retry_base,
             connect_timeout: args.connect_timeout,
             apply_concurrency: args.apply_concurrency.max(1),
+            listing_limits: ListingLimits { max_users: args.max_listing_users, max_bytes: args.max_listing_bytes },
         },
         concurrency: args.concurrency.max(1),
         store_in: args.store_in.kind(),

@@ -14,12 +14,13 @@ use url::Url;
 use super::exit;
 use super::inputs::{InputError, Secrets, load_resource};
 use crate::crd::DirectorySync;
-use crate::directory::DirectoryError;
+use crate::directory::{DirectoryError, ListingLimits};
 use crate::graph::{ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential};
 use crate::http::HttpConfig;
 use crate::scim::{ScimClient, ScimConfig};
 use crate::state_file::{ResourceIdentity, StateFile};
 use crate::sync::csv::write_preview_csv;
+use crate::sync::display::terminal_safe;
 use crate::sync::engine::{self, ApplyObserver, ApplyOptions, OtherResources, PlannedRun, RunError, RunResult};
 use crate::sync::managed::{ManagedSet, ManagedStore as _};
 
@@ -42,6 +43,16 @@ pub struct RunArgs {
     /// latency shows them queueing there (adaptive concurrency).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Allow a plain http:// SCIM endpoint that is not on this machine (the bearer token then
+    /// crosses the network unencrypted). Without it, http:// is accepted only for loopback.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// The most users one listing may hold before the read is refused as runaway.
+    #[arg(long, value_name = "N", default_value_t = ListingLimits::DEFAULT_MAX_USERS)]
+    pub max_listing_users: u64,
+    /// The most response bytes one listing may read before it is refused as runaway.
+    #[arg(long, value_name = "BYTES", default_value_t = ListingLimits::DEFAULT_MAX_BYTES)]
+    pub max_listing_bytes: u64,
 }
 
 /// A failure that ends the command with exit code 1 and one line on stderr.
@@ -74,8 +85,29 @@ pub async fn apply(args: RunArgs) -> u8 {
 }
 
 fn fail(e: &Failure) -> u8 {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", terminal_safe(&e.to_string()));
     exit::ERROR
+}
+
+/// Plain `http://` sends the bearer token in clear: only to this machine unless the user says so.
+fn check_plain_http(field: &str, url: &Url, allow: bool) -> Result<(), Failure> {
+    if url.scheme() != "http" || allow {
+        return Ok(());
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(Failure::Run(format!(
+        "{field}: plain http:// to {} would send the bearer token unencrypted; use https://, \
+         or pass --allow-insecure-http if that is really meant",
+        url.host_str().unwrap_or("?")
+    )))
 }
 
 /// Everything a run needs, built from the files.
@@ -132,7 +164,10 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
     let graph = GraphClient::new(graph_cfg).map_err(|e| Failure::Run(format!("Entra ID: {e}")))?;
 
     let dest = &resource.spec.destination.scim;
-    let mut scim_cfg = ScimConfig::new(url("spec.destination.scim.endpoint", &dest.endpoint)?, secrets.get(&dest.bearer_token_ref)?);
+    let scim_url = url("spec.destination.scim.endpoint", &dest.endpoint)?;
+    check_plain_http("spec.destination.scim.endpoint", &scim_url, args.allow_insecure_http)?;
+    let mut scim_cfg = ScimConfig::new(scim_url, secrets.get(&dest.bearer_token_ref)?);
+    scim_cfg.limits = ListingLimits { max_users: args.max_listing_users, max_bytes: args.max_listing_bytes };
     scim_cfg.upn_attribute = Some(dest.user_principal_name_attribute.clone()).filter(|a| !a.is_empty());
     scim_cfg.http = HttpConfig {
         extra_ca_pem: ca_with(dest.ca_bundle_ref.as_ref())?,
@@ -294,6 +329,9 @@ impl ApplyObserver for CliObserver<'_> {
 async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
     let s = setup(args)?;
     let Some(state) = s.state.as_ref() else { return Ok(exit::USAGE) };
+    // Before anything is written: a state file that cannot be saved would leave users created
+    // that no run knows it manages.
+    state.check_writable().map_err(|e| Failure::Run(e.to_string()))?;
     let managed = load_managed(Some(state)).await?;
     let planned = plan_once(&s, &managed).await?;
     print_summary(&planned, "not written (use dirsync plan --out to keep one)", false);
@@ -328,10 +366,20 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
         eprintln!("dirsync: note: users created by a sync have no password; an administrator must set an initial password");
     }
     for r in &outcome.replanned {
-        eprintln!("dirsync: re-planned after 409 on create: {} -> {} ({})", r.user_name, r.action.as_str(), r.detail);
+        eprintln!(
+            "dirsync: re-planned after 409 on create: {} -> {} ({})",
+            terminal_safe(&r.user_name),
+            r.action.as_str(),
+            terminal_safe(&r.detail)
+        );
     }
     for f in &outcome.failures {
-        eprintln!("dirsync: FAILED {} {}: {}", f.action.as_str(), f.user_name, f.reason);
+        eprintln!(
+            "dirsync: FAILED {} {}: {}",
+            f.action.as_str(),
+            terminal_safe(&f.user_name),
+            terminal_safe(&f.reason)
+        );
     }
     if let Some(e) = &outcome.aborted {
         let reason = match e {
@@ -339,7 +387,11 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
             DirectoryError::EndpointNotAllowed(_) => "EndpointNotAllowed",
             _ => "the destination stopped accepting writes",
         };
-        eprintln!("error: {reason} mid-run ({e}); {} changes were not attempted", outcome.not_attempted);
+        eprintln!(
+            "error: {reason} mid-run ({}); {} changes were not attempted",
+            terminal_safe(&e.to_string()),
+            outcome.not_attempted
+        );
         return Ok(exit::ERROR);
     }
     Ok(match outcome.result {

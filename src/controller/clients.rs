@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::controller::error::{Error, Result};
 use crate::controller::workload_identity::{self, ServiceAccountToken};
 use crate::crd::{DirectorySyncSpec, SecretKeyRef};
+use crate::directory::ListingLimits;
 use crate::graph::{ClientCertificate, GraphClient, GraphConfig, GraphCredential};
 use crate::http::{HttpConfig, RetryPolicy};
 use crate::scim::{ScimClient, ScimConfig};
@@ -37,6 +38,8 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// Concurrent requests per destination.
     pub apply_concurrency: usize,
+    /// Ceilings on one listing (users, bytes).
+    pub listing_limits: ListingLimits,
 }
 
 impl Default for ClientSettings {
@@ -47,6 +50,7 @@ impl Default for ClientSettings {
             http_retry_base: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
             apply_concurrency: 8,
+            listing_limits: ListingLimits::default(),
         }
     }
 }
@@ -286,6 +290,7 @@ impl ClientCache {
         let attr = spec.destination.scim.user_principal_name_attribute.trim();
         scfg.upn_attribute = (!attr.is_empty()).then(|| attr.to_owned());
         scfg.http = settings.http(creds.scim_ca);
+        scfg.limits = settings.listing_limits;
         // Host names are checked at every connect (IP literals were checked above).
         scfg.http.resolver = Some(policy.resolver());
         let scim = ScimClient::new(scfg).map_err(|source| Error::BuildClient {

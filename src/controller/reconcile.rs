@@ -76,7 +76,7 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
 
 /// The interval a resource runs at: its spec, bounded below by `--min-interval`.
 pub fn effective_interval(spec_interval: &str, min: Duration) -> Duration {
-    schedule::parse_duration(spec_interval)
+    crate::duration::parse_duration(spec_interval)
         .unwrap_or(Duration::from_secs(3600))
         .max(min)
 }

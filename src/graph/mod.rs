@@ -233,7 +233,8 @@ impl GraphClient {
         let first = self.url(&format!("/v1.0/users?{}", users_query(filter)))?;
         let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
         let mut url = first;
-        let mut listing = Listing { sink, keep, seen: HashSet::new(), listed: 0, first_duplicate: None };
+        let mut listing =
+            Listing { sink, keep, seen: HashSet::new(), listed: 0, first_duplicate: None, count: None, page_size: None };
         // One body buffer for every page (see `HttpClient::send_reusing`).
         let mut buffer = Vec::new();
         for page_no in 1.. {
@@ -252,6 +253,9 @@ impl GraphClient {
                 (Ok(Some(next_link)), None) => next_link,
             };
             buffer = resp.body;
+            if page_no == 1 {
+                listing.first_page_read(next_link.is_some())?;
+            }
             match next_link {
                 Some(link) => url = guard.check(&link)?,
                 None => break,
@@ -271,6 +275,24 @@ struct Listing<'a> {
     /// Reported once every page is read, so that a looping nextLink (which repeats users too)
     /// is named as such.
     first_duplicate: Option<usize>,
+    /// `@odata.count` of the first page: how many records the whole listing must hold.
+    count: Option<u64>,
+    /// Records on a full first page (one that had a nextLink): a listing that ends this many
+    /// short has lost a page.
+    page_size: Option<u64>,
+}
+
+/// How far a listing may fall short of `@odata.count` and still count as complete: the count is
+/// eventually consistent (users deleted moments ago may still be counted), so 1 % or 10 users,
+/// whichever is more, but always less than one page, since a missing page is exactly the early
+/// end that made other sync tools delete real users (docs/behaviour.md, "A read that does not
+/// add up").
+pub fn allowed_shortfall(count: u64, page_size: Option<u64>) -> u64 {
+    let slack = (count / 100).max(10);
+    match page_size {
+        Some(p) if p > 0 => slack.min(p - 1),
+        _ => slack,
+    }
 }
 
 /// A user id as remembered for the duplicate check: Graph's ids are GUIDs, kept as 16 bytes
@@ -308,11 +330,36 @@ impl Listing<'_> {
         }
     }
 
-    fn finish(self) -> Result<(), DirectoryError> {
-        match self.first_duplicate {
-            Some(record) => Err(DirectoryError::Protocol(format!("Graph listed user record {record} twice"))),
-            None => Ok(()),
+    /// After page 1: Graph sends `@odata.count` there (asked for with `$count=true` and
+    /// `ConsistencyLevel: eventual`); without it the listing could not be checked, so it is a
+    /// read error rather than a listing taken on trust.
+    fn first_page_read(&mut self, has_next: bool) -> Result<(), DirectoryError> {
+        if self.count.is_none() {
+            return Err(DirectoryError::Protocol(
+                "Graph users page 1 has no @odata.count, so the listing cannot be checked for completeness".into(),
+            ));
         }
+        if has_next {
+            self.page_size = Some(self.listed as u64);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), DirectoryError> {
+        if let Some(record) = self.first_duplicate {
+            return Err(DirectoryError::Protocol(format!("Graph listed user record {record} twice")));
+        }
+        let listed = self.listed as u64;
+        if let Some(count) = self.count {
+            let short = count.saturating_sub(listed);
+            if short > allowed_shortfall(count, self.page_size) {
+                return Err(DirectoryError::Protocol(format!(
+                    "the Graph users listing was incomplete: it ended after {listed} users but @odata.count \
+                     said {count} ({short} missing); nothing is planned from a partial read"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -354,6 +401,9 @@ impl<'de> Visitor<'de> for &mut UsersPage<'_, '_> {
                 PageField::NextLink => next_link = map.next_value::<Option<String>>()?,
                 PageField::Count => {
                     if let Some(count) = map.next_value::<Option<u64>>()? {
+                        if self.page_no == 1 {
+                            self.listing.count = Some(count);
+                        }
                         let count = usize::try_from(count).unwrap_or(usize::MAX).min(MAX_PRESIZED_USERS);
                         self.listing.expect(count);
                     }
@@ -610,7 +660,15 @@ mod tests {
     fn list_pages(pages: &[serde_json::Value]) -> (Result<PageLinks, DirectoryError>, Vec<User>) {
         let mut users = Vec::new();
         let keep = |u: &User| !u.id.starts_with('x');
-        let mut listing = Listing { sink: &mut users, keep: &keep, seen: HashSet::new(), listed: 0, first_duplicate: None };
+        let mut listing = Listing {
+            sink: &mut users,
+            keep: &keep,
+            seen: HashSet::new(),
+            listed: 0,
+            first_duplicate: None,
+            count: None,
+            page_size: None,
+        };
         let mut links = Vec::new();
         let mut result = Ok(());
         for (i, body) in pages.iter().enumerate() {
@@ -620,7 +678,12 @@ mod tests {
             match (parsed, page.record_error) {
                 (_, Some(e)) => result = Err(e),
                 (Err(e), None) => result = Err(json_error("page", &e)),
-                (Ok(link), None) => links.push(link),
+                (Ok(link), None) => {
+                    if let (0, Some(next)) = (i, &link) {
+                        result = listing.first_page_read(next.is_some());
+                    }
+                    links.push(link)
+                }
             }
             if result.is_err() {
                 break;
@@ -641,14 +704,17 @@ mod tests {
         let a = "0c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69";
         let b = "1c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69";
         let (links, users) = list_pages(&[
-            serde_json::json!({"@odata.context": "x", "@odata.count": 50, "value": [with_id(a), with_id("x-skipped")],
+            serde_json::json!({"@odata.context": "x", "@odata.count": 3, "value": [with_id(a), with_id("x-skipped")],
                                "@odata.nextLink": "https://graph.example/next"}),
             serde_json::json!({"value": [with_id(b)], "extra": {"ignored": [1, 2]}}),
         ]);
         assert_eq!(links.unwrap(), vec![Some(Some("https://graph.example/next".to_string())), Some(None)]);
         assert_eq!(users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), [a, b]);
-        assert!(users.capacity() >= 50, "room made once from @odata.count");
 
+        // Room is made once from @odata.count (and the listing, 50 short, is refused).
+        let (r, users) = list_pages(&[serde_json::json!({"@odata.count": 50, "value": []})]);
+        assert!(users.capacity() >= 50, "room made once from @odata.count");
+        assert!(r.is_err());
         // A huge count reserves a bounded amount.
         let (_, users) = list_pages(&[serde_json::json!({"@odata.count": u64::MAX, "value": []})]);
         assert_eq!(users.capacity(), MAX_PRESIZED_USERS);
@@ -668,19 +734,67 @@ mod tests {
         let mut bad = full();
         bad.as_object_mut().unwrap().remove("mail");
         let other = with_id("1c3f1d8e-2b6a-4a51-9a1e-1f2d3c4b5a69");
-        let (r, _) = list_pages(&[serde_json::json!({"value": [full()]}), serde_json::json!({"value": [other, full()]})]);
+        let (r, _) = list_pages(&[
+            serde_json::json!({"@odata.count": 3, "value": [full()]}),
+            serde_json::json!({"value": [other, full()]}),
+        ]);
         assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 2 twice".into()));
         // A bad record stops the listing at once; a repeated user is reported after the last
         // page, so that an error of the paging itself (a looping nextLink) is named first.
-        let (r, _) = list_pages(&[serde_json::json!({"value": [full()]}), serde_json::json!({"value": [full(), bad]})]);
+        let (r, _) = list_pages(&[
+            serde_json::json!({"@odata.count": 3, "value": [full()]}),
+            serde_json::json!({"value": [full(), bad]}),
+        ]);
         assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph user record 1 on page 2 is missing mail".into()));
         // Ids that are not canonical GUIDs are compared as they are: these are three users.
         let upper = "0C3F1D8E-2B6A-4A51-9A1E-1F2D3C4B5A69";
-        let (r, users) = list_pages(&[serde_json::json!({"value": [full(), with_id(upper), with_id("42")]})]);
+        let (r, users) =
+            list_pages(&[serde_json::json!({"@odata.count": 3, "value": [full(), with_id(upper), with_id("42")]})]);
         assert!(r.is_ok());
         assert_eq!(users.len(), 3);
-        let (r, _) = list_pages(&[serde_json::json!({"value": [with_id("42"), with_id("42")]})]);
+        let (r, _) = list_pages(&[serde_json::json!({"@odata.count": 2, "value": [with_id("42"), with_id("42")]})]);
         assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 1 twice".into()));
+    }
+
+    /// `n` distinct users with GUID ids, starting at `from`.
+    fn users_from(from: u128, n: u128) -> Vec<serde_json::Value> {
+        (from..from + n).map(|i| with_id(&uuid::Uuid::from_u128(i).hyphenated().to_string())).collect()
+    }
+
+    #[test]
+    fn a_listing_that_ends_a_page_short_of_its_count_is_a_read_error() {
+        let next = "https://graph.example/next";
+        // Three pages of 40 promised; the second comes back without a nextLink.
+        let (r, _) = list_pages(&[
+            serde_json::json!({"@odata.count": 120, "value": users_from(0, 40), "@odata.nextLink": next}),
+            serde_json::json!({"value": users_from(40, 40)}),
+        ]);
+        let e = r.unwrap_err();
+        assert!(
+            matches!(&e, DirectoryError::Protocol(m) if m.contains("incomplete") && m.contains("ended after 80 users")
+                && m.contains("said 120")),
+            "{e}"
+        );
+        // A count that overstates by less than the slack (eventual consistency) is accepted...
+        let (r, users) = list_pages(&[
+            serde_json::json!({"@odata.count": 88, "value": users_from(0, 40), "@odata.nextLink": next}),
+            serde_json::json!({"value": users_from(40, 40)}),
+        ]);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(users.len(), 80);
+        // ... and more users than counted (created during the read) too.
+        assert!(list_pages(&[serde_json::json!({"@odata.count": 70, "value": users_from(0, 80)})]).0.is_ok());
+        // Without a count on page 1 nothing can be checked: a read error.
+        let e = list_pages(&[serde_json::json!({"value": users_from(0, 3)})]).0.unwrap_err();
+        assert!(matches!(&e, DirectoryError::Protocol(m) if m.contains("no @odata.count")), "{e}");
+    }
+
+    #[test]
+    fn the_shortfall_allowed_is_small_and_always_under_a_page() {
+        assert_eq!(allowed_shortfall(2_884, Some(999)), 28);
+        assert_eq!(allowed_shortfall(100, None), 10);
+        assert_eq!(allowed_shortfall(200_000, Some(999)), 998);
+        assert_eq!(allowed_shortfall(120, Some(5)), 4);
     }
 
     #[test]

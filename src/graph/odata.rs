@@ -34,13 +34,15 @@ pub fn upn_filter(upn: &str) -> String {
 
 /// The query string of a users listing. System query option names keep their literal `$`;
 /// values are percent-encoded whole, so `#`, `+`, `&` and spaces in a literal stay data.
+/// `$count=true` is always asked for: the listing is checked against `@odata.count`
+/// (see `ListingCount` in `src/graph/mod.rs`).
 pub fn users_query(filter: Option<&str>) -> String {
     let mut q = format!("$select={USER_SELECT}&$top={PAGE_SIZE}");
     if let Some(f) = filter {
         q.push_str("&$filter=");
         q.push_str(&encode_component(f));
-        q.push_str("&$count=true");
     }
+    q.push_str("&$count=true");
     q
 }
 
@@ -116,7 +118,8 @@ mod tests {
         assert!(q.contains("&$top=999&"));
         assert!(q.ends_with("&$count=true"));
         assert!(q.contains("$filter=userPrincipalName%20eq%20%27a%2Bb%23c%27%27d%40x.com%27"), "{q}");
-        assert!(!users_query(None).contains("$count"));
+        // Every listing asks for the count it is checked against.
+        assert_eq!(users_query(None), format!("$select={USER_SELECT}&$top=999&$count=true"));
         // The encoded filter decodes back to the literal.
         let url = Url::parse(&format!("https://graph.microsoft.com/v1.0/users?{q}")).unwrap();
         let f = url.query_pairs().find(|(k, _)| k == "$filter").unwrap().1.into_owned();

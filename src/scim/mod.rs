@@ -33,7 +33,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
+use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User};
 use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, status_error};
 
 pub use model::{
@@ -56,11 +56,13 @@ pub struct ScimConfig {
     pub page_size: usize,
     /// Timeouts, retries, extra CA, resolver seam and the in-flight bound (`max_in_flight`).
     pub http: HttpConfig,
+    /// Ceilings on one listing (users, bytes).
+    pub limits: ListingLimits,
 }
 
 impl ScimConfig {
     pub fn new(base_url: Url, bearer_token: SecretString) -> Self {
-        Self { base_url, bearer_token, upn_attribute: None, page_size: 1000, http: HttpConfig::default() }
+        Self { base_url, bearer_token, upn_attribute: None, page_size: 1000, http: HttpConfig::default(), limits: ListingLimits::default() }
     }
 }
 
@@ -99,6 +101,7 @@ struct Inner {
     token: SecretString,
     upn: Option<UpnAttribute>,
     page_size: usize,
+    limits: ListingLimits,
     caps: OnceCell<ScimCapabilities>,
     /// Set when the server answered 501 to a PATCH although its config claimed support.
     patch_refused: AtomicBool,
@@ -137,6 +140,7 @@ impl ScimClient {
                 token: cfg.bearer_token,
                 upn,
                 page_size: cfg.page_size.max(1),
+                limits: cfg.limits,
                 caps: OnceCell::new(),
                 patch_refused: AtomicBool::new(false),
                 redactor,
@@ -227,7 +231,9 @@ impl ScimClient {
     }
 
     /// Every user matching `filter` (a SCIM filter expression), all pages or an error.
-    /// `totalResults` must hold still and add up (SPEC §8); ids must not repeat.
+    /// The listing must add up: `totalResults` holds still and is reachable within the
+    /// listing's ceilings, each page starts where asked, and no id repeats (checked page by
+    /// page, so a server that serves the same page forever is stopped at its second copy).
     async fn list_filtered(&self, filter: Option<&str>) -> Result<Vec<User>, DirectoryError> {
         const WHAT: &str = "SCIM list users";
         let caps = self.capabilities().await?;
@@ -237,9 +243,12 @@ impl ScimClient {
             .min()
             .unwrap_or(self.inner.page_size)
             .max(1);
+        let limits = self.inner.limits;
         let filter_q = filter.map(|f| format!("&filter={}", encode_component(f))).unwrap_or_default();
         let mut users: Vec<User> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut total: Option<u64> = None;
+        let mut bytes: u64 = 0;
         let mut start: u64 = 1;
         loop {
             let url = format!("{}/Users?startIndex={start}&count={page_size}{filter_q}", self.inner.base);
@@ -247,13 +256,31 @@ impl ScimClient {
             if !resp.status.is_success() {
                 return Err(scim_error(WHAT, &resp));
             }
+            bytes += resp.body.len() as u64;
+            if bytes > limits.max_bytes {
+                return Err(DirectoryError::Protocol(format!(
+                    "{WHAT}: the listing passed {} MiB before it ended (the ceiling; raise it with \
+                     --max-listing-bytes if the directory is really this large)",
+                    limits.max_bytes / (1024 * 1024)
+                )));
+            }
             let page: ListResponse = resp.json(WHAT)?;
             drop(resp);
             let page_total = page
                 .total_results
                 .ok_or_else(|| DirectoryError::Protocol(format!("{WHAT}: page without totalResults")))?;
             match total {
-                None => total = Some(page_total),
+                None if page_total > limits.max_users => {
+                    return Err(DirectoryError::Protocol(format!(
+                        "{WHAT}: the server reports {page_total} users, more than the ceiling of {} \
+                         (raise it with --max-listing-users if the directory is really this large)",
+                        limits.max_users
+                    )));
+                }
+                None => {
+                    total = Some(page_total);
+                    users.reserve(page_total.min(100_000) as usize);
+                }
                 Some(t) if t != page_total => {
                     return Err(DirectoryError::Protocol(format!(
                         "{WHAT}: totalResults changed from {t} to {page_total} while paging"
@@ -271,7 +298,15 @@ impl ScimClient {
             let resources = page.resources.unwrap_or_default();
             let n = resources.len() as u64;
             for r in resources {
-                users.push(r.into_user(self.inner.upn.as_ref())?);
+                let user = r.into_user(self.inner.upn.as_ref())?;
+                if !seen.insert(user.id.clone()) {
+                    return Err(DirectoryError::Protocol(format!(
+                        "{WHAT}: user record {} (page at startIndex {start}) repeats an id already listed; \
+                         the paging is broken",
+                        users.len() + 1
+                    )));
+                }
+                users.push(user);
             }
             let have = users.len() as u64;
             if have > page_total {
@@ -289,11 +324,6 @@ impl ScimClient {
             }
             start += n;
         }
-        let mut seen = HashSet::with_capacity(users.len());
-        if users.iter().any(|u| !seen.insert(u.id.as_str())) {
-            return Err(DirectoryError::Protocol(format!("{WHAT}: a user was listed twice")));
-        }
-        drop(seen);
         Ok(users)
     }
 

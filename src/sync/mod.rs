@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod csv;
+pub mod display;
 pub mod engine;
 pub mod guard;
 pub mod immutable_id;

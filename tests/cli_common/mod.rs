@@ -105,6 +105,8 @@ pub struct Spec {
     pub exclude_resource_like_accounts: bool,
     pub credential: Credential,
     pub scim_token: String,
+    /// Another SCIM endpoint than the test's scim2-server (a hostile one).
+    pub scim_endpoint: Option<String>,
 }
 
 impl Default for Spec {
@@ -120,6 +122,7 @@ impl Default for Spec {
             exclude_resource_like_accounts: false,
             credential: Credential::Secret(CLIENT_SECRET.into()),
             scim_token: SCIM_TOKEN.into(),
+            scim_endpoint: None,
         }
     }
 }
@@ -274,7 +277,7 @@ impl Env {
             adopt = s.adopt_existing,
             exclude = s.exclude_resource_like_accounts,
             base = self.emu.base_url(),
-            scim = self.scim.base_url(),
+            scim = s.scim_endpoint.clone().unwrap_or_else(|| self.scim.base_url()),
         )
     }
 
@@ -566,4 +569,41 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+/// Runs dirsync, polling `/proc/PID/status` for `VmHWM` (peak resident set, KiB).
+pub fn run_measuring_peak_rss(args: &[String], cwd: &Path, timeout: Duration) -> (Run, u64) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < timeout, "dirsync still running after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::open(out.path()).unwrap(), &mut stdout).unwrap();
+    std::io::Read::read_to_string(&mut std::fs::File::open(err.path()).unwrap(), &mut stderr).unwrap();
+    (Run { code: status.code().unwrap_or(-1), stdout, stderr, elapsed: started.elapsed() }, peak)
 }
