@@ -121,7 +121,7 @@ fn tenant(n: u32) -> Value {
     })
 }
 
-/// The create body dirsync sends for this Graph user (SPEC §2.2), so both clients do the same
+/// The create body dirsync sends for this Graph user (docs/behaviour.md §2.2), so both clients do the same
 /// work. The Immutable ID is the object id in .NET GUID byte order, base64.
 fn create_body(u: &Value) -> Value {
     use base64::Engine as _;

@@ -1,4 +1,4 @@
-//! Benchmark: `dirsync plan` of a 100,000-user domain (ISSUE 3, SPEC §7), run on demand:
+//! Benchmark: `dirsync plan` of a 100,000-user domain (ISSUE 3, docs/behaviour.md §7), run on demand:
 //!
 //! ```text
 //! cargo build --release -p entra-emulator
@@ -107,7 +107,7 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
     r.records().map(|rec| rec.unwrap().iter().map(str::to_string).collect()).collect()
 }
 
-/// Undoes the preview's formula-injection prefix (SPEC §4).
+/// Undoes the preview's formula-injection prefix (docs/behaviour.md §4).
 fn cell(s: &str) -> Option<String> {
     let s = match s.strip_prefix('\'') {
         Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,

@@ -1,4 +1,4 @@
-//! The `DirectorySync` resource (SPEC §1). The CRD in `crds/` is generated from these types
+//! The `DirectorySync` resource (docs/behaviour.md §1). The CRD in `crds/` is generated from these types
 //! (`dirsync crd`), and the command line reads the same YAML, so validation lives here: in the
 //! schema and its CEL rules, where the API server enforces it before the operator sees an object.
 
@@ -10,9 +10,9 @@ pub use crate::sync::config::{DeletionPolicy, UpnMode};
 
 /// API group of the resource.
 pub const GROUP: &str = "dirsync.io";
-/// Annotation whose new non-empty value asks for a run now (SPEC §1).
+/// Annotation whose new non-empty value asks for a run now (docs/behaviour.md §1).
 pub const SYNC_NOW_ANNOTATION: &str = "dirsync.io/sync-now";
-/// The message the API server gives when `domain` or `upnMode` is changed (SPEC §1).
+/// The message the API server gives when `domain` or `upnMode` is changed (docs/behaviour.md §1).
 pub const IMMUTABLE_MESSAGE: &str = "upnMode and domain cannot be changed after creation: every destination userName would change. Create a new DirectorySync; deleting this one never deletes destination users.";
 
 /// Keeps the users of one domain of a Microsoft Entra ID tenant in step with a SCIM 2.0 user
@@ -238,7 +238,7 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// What the operator observed and did (SPEC §4).
+/// What the operator observed and did.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectorySyncStatus {

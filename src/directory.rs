@@ -1,7 +1,7 @@
 //! The one small seam between the pure sync core and the systems it talks to.
 //!
 //! Microsoft Graph and SCIM both implement [`Directory`]; either can be the source or the
-//! destination of a run (SPEC §6), so the plan, the guard and the preview never know which
+//! destination of a run (docs/behaviour.md §6), so the plan, the guard and the preview never know which
 //! system is on which side. Nothing here does I/O.
 
 use async_trait::async_trait;
@@ -65,7 +65,7 @@ pub struct DesiredUser {
 }
 
 /// Why a directory call failed, in the classes the run and the operator act on.
-/// Messages are already cut to a status and an error code (SPEC §4): never a server's
+/// Messages are already cut to a status and an error code (docs/behaviour.md §4): never a server's
 /// whole body, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
@@ -76,7 +76,7 @@ pub enum DirectoryError {
     /// (connect errors, timeouts, 429/5xx exhausted). Worth retrying the run later.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The endpoint is refused by the outbound policy (SPEC §8).
+    /// The endpoint is refused by the outbound policy (docs/behaviour.md §8).
     #[error("endpoint not allowed: {0}")]
     EndpointNotAllowed(String),
     /// A create collided with an existing user (SCIM 409): the run re-plans this user.
@@ -86,7 +86,7 @@ pub enum DirectoryError {
     #[error("not found: {0}")]
     NotFound(String),
     /// The target's `externalId` no longer equals the recorded Immutable ID, so the write was
-    /// not sent (SPEC §2.4).
+    /// not sent (docs/behaviour.md §2.4).
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
     /// The server answered something that breaks the protocol or a safety bound: a body over
@@ -122,7 +122,7 @@ impl UserSink for Vec<User> {
 ///
 /// Writes take the Immutable ID the caller expects the target to carry right now
 /// (`expected_immutable_id`; `None` = it must carry none, as when adopting), so an update or
-/// delete is sent only while the target still belongs to us (SPEC §2.4). A mismatch is
+/// delete is sent only while the target still belongs to us (docs/behaviour.md §2.4). A mismatch is
 /// [`DirectoryError::PreconditionFailed`] and nothing is written.
 #[async_trait]
 pub trait Directory: Send + Sync {

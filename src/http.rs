@@ -1,10 +1,10 @@
-//! The outbound HTTP rules both directory clients share (SPEC §8 "Bounded work"):
+//! The outbound HTTP rules both directory clients share (docs/behaviour.md §8 "Bounded work"):
 //! connect/read/total timeouts, no redirects, system roots plus an optional extra CA (additive
 //! only), response bodies capped after decompression, bounded retries that honour
 //! `Retry-After`, a per-run deadline, bounded concurrency, and error texts cut to a status and
 //! a code. Graph and SCIM specifics (token refresh, error codes) live in their own modules.
 //!
-//! Retried: HTTP 429, 500, 502, 503 and 504 (SPEC §2.7 "429/5xx"; 501 and 505+ are permanent),
+//! Retried: HTTP 429, 500, 502, 503 and 504 (docs/behaviour.md §2.7 "429/5xx"; 501 and 505+ are permanent),
 //! connection failures and timeouts. The clients' writes tolerate a replay: a re-sent create
 //! ends in 409 and is re-planned, PATCH only replaces/removes, DELETE of a gone user is done.
 
@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::directory::DirectoryError;
 
-/// The longest error text that leaves this module (SPEC §4).
+/// The longest error text that leaves this module (docs/behaviour.md §4).
 pub const MAX_MESSAGE_CHARS: usize = 256;
 
 /// Installs rustls' `ring` crypto provider as the process default. Idempotent, and harmless
@@ -36,7 +36,7 @@ pub fn init_crypto() {
 
 /// How often and how patiently a request is retried.
 ///
-/// The production values are SPEC §8's; [`HttpClient::new`] clamps `max_attempts` and
+/// The production values are docs/behaviour.md §8's; [`HttpClient::new`] clamps `max_attempts` and
 /// `retry_after_cap` to them, so tests may only shorten them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -85,7 +85,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Settings of one outbound HTTP client (one per resource and endpoint, SPEC §8).
+/// Settings of one outbound HTTP client (one per resource and endpoint, docs/behaviour.md §8).
 #[derive(Clone)]
 pub struct HttpConfig {
     pub connect_timeout: Duration,
@@ -105,7 +105,7 @@ pub struct HttpConfig {
     /// Extra trusted CA certificates (PEM), added to the system roots. Nothing turns
     /// certificate verification off.
     pub extra_ca_pem: Option<Vec<u8>>,
-    /// Seam for the operator's endpoint policy (SPEC §8): a resolver consulted at every
+    /// Seam for the operator's endpoint policy (docs/behaviour.md §8): a resolver consulted at every
     /// connect; it refuses a forbidden address by failing with [`EndpointRefused`]. Hosts
     /// given as IP literals are not resolved, so the policy must check those itself.
     pub resolver: Option<Arc<dyn reqwest::dns::Resolve>>,

@@ -1,4 +1,4 @@
-//! The operator's outbound endpoint policy (SPEC §8).
+//! The operator's outbound endpoint policy (docs/behaviour.md §8).
 //!
 //! - Authority and Graph endpoints must be `https` and on an allowlist: Microsoft's clouds by
 //!   default, plus `--allowed-authority-hosts` / `--allowed-graph-hosts` (`host` or

@@ -1,4 +1,4 @@
-//! The standalone CLI's `--state` file (SPEC §5, §8): one resource's managed set on local disk.
+//! The standalone CLI's `--state` file (docs/behaviour.md §5, §8): one resource's managed set on local disk.
 //!
 //! Written atomically (a temporary file in the same directory, mode 0600 from creation, synced,
 //! then renamed over the old one), so a crash leaves either the old or the new file, and never

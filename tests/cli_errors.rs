@@ -1,4 +1,4 @@
-//! `dirsync plan` / `dirsync apply` when things go wrong (SPEC §2.1, §5, §8): usage errors,
+//! `dirsync plan` / `dirsync apply` when things go wrong (docs/behaviour.md §2.1, §5, §8): usage errors,
 //! bad files, Graph faults from the emulator (5xx, dropped connections, 429 storms, expired
 //! tokens), and a hostile Graph server (foreign or looping nextLink, redirects, a 1 GiB body,
 //! a user record missing a field). Each ends in bounded time with one clear line, and nothing

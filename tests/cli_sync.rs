@@ -1,4 +1,4 @@
-//! `dirsync plan` / `dirsync apply` end to end (SPEC §2, §5): the real binary against the
+//! `dirsync plan` / `dirsync apply` end to end (docs/behaviour.md §2, §5): the real binary against the
 //! project's Graph emulator (HTTPS) and the real scim2-server (PyPI, pinned).
 //!
 //! Needs `tools/setup.sh` (scim2-server) and `cargo build -p entra-emulator` (the project's test

@@ -1,4 +1,4 @@
-//! `dirsync operator --store-in=secrets` (SPEC §5, §8: previews in Secrets where the `view`
+//! `dirsync operator --store-in=secrets` (docs/behaviour.md §5, §8: previews in Secrets where the `view`
 //! role must not read the directory), against the real control plane:
 //! - a dry run's preview, a sync's managed set and run report are Secrets, and the operator
 //!   makes no ConfigMap at all; `dirsync preview get` reads the preview back (sha256 checked);

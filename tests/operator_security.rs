@@ -1,4 +1,4 @@
-//! The operator's security (SPEC §8) on the real control plane, with the Graph emulator and
+//! The operator's security (docs/behaviour.md §8) on the real control plane, with the Graph emulator and
 //! `scim2-server`: workload identity through the API server's own TokenRequest, isolation of
 //! tokens and trust stores between resources, the outbound endpoint policy, and what remote
 //! text and user data may reach status, events and logs.

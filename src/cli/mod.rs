@@ -1,4 +1,4 @@
-//! Command-line entry points (SPEC §5). Exit codes: 0 done, 1 error, 2 usage, 3 guard
+//! Command-line entry points (docs/behaviour.md §5). Exit codes: 0 done, 1 error, 2 usage, 3 guard
 //! tripped, 4 partially failed.
 
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ pub mod operator;
 pub mod preview;
 pub mod standalone;
 
-/// Exit codes of the command line (SPEC §5).
+/// Exit codes of the command line (docs/behaviour.md §5).
 pub mod exit {
     pub const DONE: u8 = 0;
     pub const ERROR: u8 = 1;

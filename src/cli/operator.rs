@@ -1,4 +1,4 @@
-//! `dirsync operator`: runs the controller (SPEC §5).
+//! `dirsync operator`: runs the controller (docs/behaviour.md §5).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,7 +27,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// Values of `--store-in`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StoreIn {
-    /// ConfigMaps (SPEC §4's layout).
+    /// ConfigMaps (docs/behaviour.md §4's layout).
     Configmaps,
     /// Secrets, for clusters where the `view` role must not read the directory.
     Secrets,

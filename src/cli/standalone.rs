@@ -1,4 +1,4 @@
-//! `dirsync plan` and `dirsync apply` (SPEC §5): the operator's engine without a cluster.
+//! `dirsync plan` and `dirsync apply` (docs/behaviour.md §5): the operator's engine without a cluster.
 //!
 //! Output discipline: `plan` writes the CSV to standard output (or `--out`); everything meant
 //! for a person goes to standard error, so a script can pipe the CSV. No secret is ever printed:
@@ -213,7 +213,7 @@ async fn plan_once(s: &Setup, managed: &ManagedSet) -> Result<PlannedRun, Failur
         started.elapsed().as_secs_f64()
     );
     if planned.no_source_users {
-        // SPEC §2.1: DomainNotFound when the tenant's domain list lacks the domain.
+        // docs/behaviour.md §2.1: DomainNotFound when the tenant's domain list lacks the domain.
         if let Ok(domains) = s.graph.list_domains().await
             && !domains.iter().any(|d| d.eq_ignore_ascii_case(&s.resource.spec.domain))
         {

@@ -1,6 +1,6 @@
 //! Credentials from the resource's own namespace (Secrets, or a workload identity token), the
 //! outbound endpoint policy ([`crate::policy`]) applied to them, and the per-resource Graph and
-//! SCIM clients (SPEC §8: per resource, keyed by its uid and a hash
+//! SCIM clients (docs/behaviour.md §8: per resource, keyed by its uid and a hash
 //! of its credential and CA; `caBundleRef` only adds trust).
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ pub use crate::policy::EndpointPolicy;
 /// Settings for the clients the operator builds.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
-    /// The outbound endpoint policy (SPEC §8).
+    /// The outbound endpoint policy (docs/behaviour.md §8).
     pub policy: Arc<EndpointPolicy>,
     /// Attempts per HTTP request (at most 6).
     pub http_max_attempts: u32,

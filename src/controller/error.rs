@@ -24,7 +24,7 @@ pub enum Error {
     #[error("{0}")]
     WorkloadIdentity(String),
 
-    /// Refused by the outbound endpoint policy (SPEC §8).
+    /// Refused by the outbound endpoint policy (docs/behaviour.md §8).
     #[error("endpoint not allowed: {0}")]
     EndpointPolicy(String),
 

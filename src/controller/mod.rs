@@ -1,4 +1,4 @@
-//! The `DirectorySync` operator (SPEC §3–§5): a kube-runtime controller around the sync
+//! The `DirectorySync` operator (docs/behaviour.md §3–§5): a kube-runtime controller around the sync
 //! engine, behind a leader Lease, with metrics and health endpoints.
 //!
 //! - [`schedule`] (pure): when a resource runs and whether it may write;

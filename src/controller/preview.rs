@@ -1,4 +1,4 @@
-//! Previews (SPEC §4): ConfigMap `<name>-preview`, owned by the resource, holding
+//! Previews (docs/behaviour.md §4): ConfigMap `<name>-preview`, owned by the resource, holding
 //! `summary.json` and the CSV — `data.preview.csv` when it fits in 900 KiB, else gzip in
 //! `binaryData.preview.csv.gz`, and when even that is larger, one gzip stream cut into 900 KiB
 //! parts in `<name>-preview-1 … -N` (`binaryData.preview.csv.gz.part`). `summary.json` carries

@@ -1,4 +1,4 @@
-//! Run reports (SPEC §4): for applied runs that changed or failed something, ConfigMap
+//! Run reports (docs/behaviour.md §4): for applied runs that changed or failed something, ConfigMap
 //! `<name>-report-<run>` owned by the resource, with `report.json` (counts, every failed user
 //! and its reason, creates re-planned after a 409) and `applied.csv.gz` (the plan's write rows
 //! in the preview's CSV format: what was done to whom). Kept for `--report-retention`.

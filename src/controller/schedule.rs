@@ -1,4 +1,4 @@
-//! When a resource runs and whether the run may write (SPEC §1 "sync-now", §3 modes).
+//! When a resource runs and whether the run may write (docs/behaviour.md §1 "sync-now", §3 modes).
 //!
 //! Pure: no Kubernetes, no clock. [`decide`] reads the mode, the generation, the
 //! `dirsync.io/sync-now` annotation and what the status recorded, and says whether to run now

@@ -1,4 +1,4 @@
-//! Conditions and status maths (SPEC §4 "Status"), pure: `now` is a parameter.
+//! Conditions and status maths (docs/behaviour.md §4 "Status"), pure: `now` is a parameter.
 //!
 //! Three conditions, kstatus style: `Ready` (the summary), `Reconciling` (work in progress or a
 //! transient failure being retried) and `Stalled` (needs a person: bad credentials, a missing

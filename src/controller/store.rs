@@ -1,4 +1,4 @@
-//! The managed set kept in the cluster (SPEC §2.5): ConfigMap `<name>-managed`, owned by the
+//! The managed set kept in the cluster (docs/behaviour.md §2.5): ConfigMap `<name>-managed`, owned by the
 //! resource, holding the gzip of the set (`binaryData.managed.json.gz`) when it fits in
 //! 900 KiB; a larger set is one gzip stream cut into parts `<name>-managed-<save>-<i>`, which
 //! the head lists. A save writes the new parts first, then the head (one atomic write that

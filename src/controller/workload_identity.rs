@@ -1,4 +1,4 @@
-//! Workload identity (SPEC §8): the resource names a ServiceAccount in its own namespace; the
+//! Workload identity (docs/behaviour.md §8): the resource names a ServiceAccount in its own namespace; the
 //! operator asks the API server for that account's token (TokenRequest, audience exactly
 //! `api://AzureADTokenExchange`, 10-minute lifetime) and presents it to Entra as the client
 //! assertion of a federated credential.

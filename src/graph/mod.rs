@@ -1,5 +1,5 @@
 //! Microsoft Graph (Entra ID) as a [`Directory`]: read side (users by domain, one user, the
-//! tenant's domains). Writing to Entra ID is the reverse direction (SPEC §6), not built yet.
+//! tenant's domains). Writing to Entra ID is the reverse direction (docs/behaviour.md §6), not built yet.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dirsync::directory::DirectoryError> {
@@ -476,7 +476,7 @@ impl<'de> Visitor<'de> for UserRecords<'_, '_, '_> {
 }
 
 /// One user as Graph sends it. Each field is `None` when absent and `Some(None)` when `null`,
-/// so that a missing selected property is told apart from an empty one (SPEC §2.1).
+/// so that a missing selected property is told apart from an empty one (docs/behaviour.md §2.1).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawUser {

@@ -1,4 +1,4 @@
-//! OData query building and `@odata.nextLink` checks for Microsoft Graph (SPEC §8).
+//! OData query building and `@odata.nextLink` checks for Microsoft Graph (docs/behaviour.md §8).
 
 use std::collections::HashSet;
 

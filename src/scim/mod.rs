@@ -1,7 +1,7 @@
 //! A SCIM 2.0 service (RFC 7643/7644) as a [`Directory`]: list with paging, filter by userName,
 //! create, PATCH (PUT when the server does not support PATCH), delete. Bearer token auth.
 //!
-//! Decisions (SPEC is silent):
+//! Decisions of our own (docs/behaviour.md leaves them open):
 //! - `update_user` and `delete_user` re-read the user first and write only while its
 //!   `externalId` equals the expected Immutable ID; with ETags supported the write carries
 //!   `If-Match` with the version just read, so the check and the write are atomic (412 is

@@ -63,7 +63,7 @@ pub enum ConfigError {
 }
 
 impl SyncConfig {
-    /// A config with the defaults SPEC §1 gives for every optional field.
+    /// A config with the defaults docs/behaviour.md §1 gives for every optional field.
     pub fn new(domain: impl Into<String>, upn_mode: UpnMode, max_allowed_deletions: u8) -> Self {
         Self {
             domain: domain.into(),

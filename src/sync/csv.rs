@@ -1,4 +1,4 @@
-//! The preview CSV (SPEC §4): UTF-8 with a byte-order mark, RFC 4180 (CRLF after every record,
+//! The preview CSV (docs/behaviour.md §4): UTF-8 with a byte-order mark, RFC 4180 (CRLF after every record,
 //! fields quoted only when needed), formula injection neutralised. Written as a stream, with
 //! its sha256 computed on the way.
 

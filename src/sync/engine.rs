@@ -1,4 +1,4 @@
-//! The run (SPEC §2): read both directories, map, resolve hand-overs, plan, guard; then, when
+//! The run (docs/behaviour.md §2): read both directories, map, resolve hand-overs, plan, guard; then, when
 //! asked and allowed, apply. Talks to the systems only through [`Directory`], so it knows no
 //! HTTP and no Kubernetes; the caller loads and saves the managed set.
 
@@ -129,7 +129,7 @@ pub async fn plan_run(
 /// already known to be deleted (gone from the tenant, or still in this domain) trip the guard
 /// by themselves, and — for an empty source read — at the first such user, because an empty
 /// listing contradicted by a user still in the domain is a bad read that must count as deleting
-/// everyone (SPEC §2.6), not cost one look-up per managed user. Either way the guard trips and
+/// everyone (docs/behaviour.md §2.6), not cost one look-up per managed user. Either way the guard trips and
 /// nothing is written, so the cut cannot cause a wrong deletion.
 async fn resolve_hand_overs(
     source: &dyn Directory,
@@ -204,7 +204,7 @@ async fn resolve_hand_overs(
     Ok(handed_over)
 }
 
-/// How a run ended (SPEC §2.7, §4 reasons).
+/// How a run ended (docs/behaviour.md §2.7, §4 reasons).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunResult {
     /// Every planned write succeeded (conflicts are reported, not failures).
@@ -227,7 +227,7 @@ pub struct UserFailure {
     pub reason: String,
 }
 
-/// What became of a create that got a 409 (SPEC §2.4: re-planned, not a failure).
+/// What became of a create that got a 409 (docs/behaviour.md §2.4: re-planned, not a failure).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Replanned {
@@ -564,7 +564,7 @@ async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConf
 }
 
 /// A create got a 409: someone holds the userName now. Look again and apply the matching rules
-/// to what is there (SPEC §2.4).
+/// to what is there (docs/behaviour.md §2.4).
 async fn replan_after_conflict(
     desired: &DesiredUser,
     source_id: &str,

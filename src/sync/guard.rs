@@ -1,4 +1,4 @@
-//! The deletion guard (SPEC §2.6): cancels a whole run before any write when it would delete
+//! The deletion guard (docs/behaviour.md §2.6): cancels a whole run before any write when it would delete
 //! or deactivate too large a share of the managed users.
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ pub struct GuardVerdict {
     pub max_allowed_deletions: u8,
 }
 
-/// Applies SPEC §2.6: trips iff `deletes > 0 && deletes * 100 >= max * managed`.
+/// Applies docs/behaviour.md §2.6: trips iff `deletes > 0 && deletes * 100 >= max * managed`.
 /// (So 0 cancels any deletion, 100 cancels only deleting everyone, and an empty source read
 /// while users are managed — every managed user a Delete row — always trips.)
 pub fn check(deletes: usize, managed: usize, max_allowed_deletions: u8) -> GuardVerdict {

@@ -1,4 +1,4 @@
-//! The Immutable ID (SPEC §2.3): the key that links a source user to its destination user.
+//! The Immutable ID (docs/behaviour.md §2.3): the key that links a source user to its destination user.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

@@ -1,4 +1,4 @@
-//! The managed set (SPEC §2.5): the destination users one resource created or adopted, and
+//! The managed set (docs/behaviour.md §2.5): the destination users one resource created or adopted, and
 //! therefore the only ones it may update or delete. Kept durably between runs by a
 //! [`ManagedStore`]; at 100k users it is several MB, so it serializes compactly, compresses,
 //! and splits into parts for stores with a per-object size limit.

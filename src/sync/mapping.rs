@@ -1,4 +1,4 @@
-//! Source user → destination user (SPEC §2.2): the sync items.
+//! Source user → destination user (docs/behaviour.md §2.2): the sync items.
 
 use crate::directory::{DesiredUser, User, UserSink};
 use crate::sync::config::{SyncConfig, UpnMode, ends_with_ignore_ascii_case};
@@ -123,7 +123,7 @@ pub fn map_source_user(cfg: &SyncConfig, user: User) -> Result<Mapped, Immutable
     map_with_suffix(cfg, &cfg.domain_suffix(), user)
 }
 
-/// Disabled, with neither given name nor surname (SPEC §2.1).
+/// Disabled, with neither given name nor surname (docs/behaviour.md §2.1).
 pub fn is_resource_like(user: &User) -> bool {
     !user.active
         && non_empty(user.given_name.as_deref()).is_none()

@@ -1,4 +1,4 @@
-//! The pure sync core: no Kubernetes, no HTTP, no clock (SPEC §2, §4, §6) — except that the
+//! The pure sync core: no Kubernetes, no HTTP, no clock (docs/behaviour.md §2, §4, §6) — except that the
 //! apply engine times its writes to pace how many it keeps in flight ([`limiter`]).
 //!
 //! A run is: [`mapping`] (source users → desired destination users, with the

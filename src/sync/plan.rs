@@ -1,4 +1,4 @@
-//! Matching and the plan (SPEC §2.4–2.5): what a run would do to the destination.
+//! Matching and the plan (docs/behaviour.md §2.4–2.5): what a run would do to the destination.
 //!
 //! Pure and deterministic: the same inputs give the same plan, in the same order, whatever
 //! order the directories listed their users in. Planning works in two passes so that 100k
@@ -329,9 +329,9 @@ impl PlanItem {
     }
 }
 
-/// `changes` text for a resource-like account (SPEC §4).
+/// `changes` text for a resource-like account (docs/behaviour.md §4).
 pub const RESOURCE_LIKE_WARNING: &str = "warning: resource-like account";
-/// `changes` text for every Add: a created user has no password (SPEC §2.2, §4).
+/// `changes` text for every Add: a created user has no password (docs/behaviour.md §2.2, §4).
 pub const INITIAL_PASSWORD_NOTE: &str = "note: initial password required";
 /// `changes` text for a user handed over from another resource sharing the destination.
 pub const TAKE_OVER_NOTE: &str = "note: handed over from another DirectorySync";
@@ -350,7 +350,7 @@ fn desired_view<'a>(action: Action, d: &'a DesiredUser, upn: Option<&'a str>) ->
     }
 }
 
-/// A managed user released to another resource without a write (SPEC §2.5 hand-over).
+/// A managed user released to another resource without a write (docs/behaviour.md §2.5 hand-over).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HandedOver {

@@ -1,4 +1,4 @@
-//! The preview's `summary.json` (SPEC §4): counts, hand-overs and the guard verdict.
+//! The preview's `summary.json` (docs/behaviour.md §4): counts, hand-overs and the guard verdict.
 
 use serde::{Deserialize, Serialize};
 

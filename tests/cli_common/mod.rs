@@ -29,7 +29,7 @@ pub fn guid(n: u32) -> String {
     format!("{n:08x}-7a1b-4c2d-8e3f-{:012x}", u64::from(n) * 7919)
 }
 
-/// The Immutable ID SPEC §2.3 defines for a user without `onPremisesImmutableId`: base64 of the
+/// The Immutable ID docs/behaviour.md §2.3 defines for a user without `onPremisesImmutableId`: base64 of the
 /// object id GUID in .NET byte order (computed here independently of dirsync's code).
 pub fn immutable_id(guid: &str) -> String {
     use base64::Engine as _;
@@ -172,7 +172,7 @@ pub struct Row {
     pub immutable_id: String,
 }
 
-/// Parses a preview CSV (BOM, CRLF, RFC 4180) strictly: the header must be SPEC §4's.
+/// Parses a preview CSV (BOM, CRLF, RFC 4180) strictly: the header must be docs/behaviour.md §4's.
 pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let body = text.strip_prefix('\u{feff}').unwrap_or_else(|| panic!("CSV without a byte-order mark: {text:?}"));
     assert!(body.is_empty() || body.ends_with("\r\n"), "CSV does not end in CRLF: {body:?}");
