@@ -29,8 +29,16 @@ fn main() {
     check_load();
     let fixture = tenant(users);
     let emu = Emulator::with_tenant(&fixture);
-    let bodies: Vec<String> = fixture["users"].as_array().unwrap().iter().map(|u| create_body(u).to_string()).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bodies: Vec<String> = fixture["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| create_body(u).to_string())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("{users} users to add; {runs} runs each; dirsync --concurrency {concurrency}\n");
 
     let mut dirsync_rates = Vec::new();
@@ -38,7 +46,11 @@ fn main() {
     let mut seq_rates = Vec::new();
     let mut server_busy = Vec::new();
     for run in 1..=runs {
-        let order: &[bool] = if run % 2 == 1 { &[true, false] } else { &[false, true] };
+        let order: &[bool] = if run % 2 == 1 {
+            &[true, false]
+        } else {
+            &[false, true]
+        };
         for &is_dirsync in order {
             let scim = Scim2Server::start(SCIM_TOKEN);
             let cpu0 = cpu_secs(scim.pid());
@@ -47,14 +59,25 @@ fn main() {
                 write_inputs(dir.path(), &emu, &scim.base_url());
                 let c = concurrency.to_string();
                 let m = run_measured(
-                    &dirsync_args("apply", &emu, &["--state", "state.json", "--concurrency", &c]),
+                    &dirsync_args(
+                        "apply",
+                        &emu,
+                        &["--state", "state.json", "--concurrency", &c],
+                    ),
                     dir.path(),
                 );
                 assert_eq!(m.code, 0, "dirsync apply failed:\n{}", m.stderr);
-                assert!(m.stderr.contains(&format!("{users} created")), "{}", m.stderr);
+                assert!(
+                    m.stderr.contains(&format!("{users} created")),
+                    "{}",
+                    m.stderr
+                );
                 let busy = (cpu_secs(scim.pid()) - cpu0) / secs(m.wall);
                 let rate = f64::from(users) / secs(m.wall);
-                let apply_rate = m.apply_secs().map(|s| f64::from(users) / s).unwrap_or(f64::NAN);
+                let apply_rate = m
+                    .apply_secs()
+                    .map(|s| f64::from(users) / s)
+                    .unwrap_or(f64::NAN);
                 println!(
                     "run {run} dirsync    : {:7.2} s wall = {rate:6.1} users/s ({apply_rate:6.1} users/s in the apply phase), \
                      peak RSS {:5.1} MiB, scim2-server busy {:3.0} % of one CPU",
@@ -78,19 +101,32 @@ fn main() {
                 seq_rates.push(rate);
                 server_busy.push(busy);
             }
-            assert_eq!(count(&rt, &scim.base_url()), users as usize, "not every user arrived");
+            assert_eq!(
+                count(&rt, &scim.base_url()),
+                users as usize,
+                "not every user arrived"
+            );
         }
     }
     let d = median(&mut dirsync_rates);
     let da = median(&mut dirsync_apply_rates);
     let s = median(&mut seq_rates);
     let busy = median(&mut server_busy);
-    println!("\nmedian of {runs}: dirsync {d:.1} users/s (whole command; {da:.1} users/s while applying), sequential client {s:.1} users/s");
-    println!("ratio dirsync / sequential: {:.2}x (target >= 0.95x)", d / s);
+    println!(
+        "\nmedian of {runs}: dirsync {d:.1} users/s (whole command; {da:.1} users/s while applying), sequential client {s:.1} users/s"
+    );
+    println!(
+        "ratio dirsync / sequential: {:.2}x (target >= 0.95x)",
+        d / s
+    );
     println!(
         "scim2-server used {:.0} % of one CPU during the runs (median): {}",
         100.0 * busy,
-        if busy > 0.85 { "the server is the bottleneck" } else { "the server is not saturated" }
+        if busy > 0.85 {
+            "the server is the bottleneck"
+        } else {
+            "the server is not saturated"
+        }
     );
 }
 
@@ -125,8 +161,15 @@ fn tenant(n: u32) -> Value {
 /// work. The Immutable ID is the object id in .NET GUID byte order, base64.
 fn create_body(u: &Value) -> Value {
     use base64::Engine as _;
-    let hex: String = u["id"].as_str().unwrap().chars().filter(|c| *c != '-').collect();
-    let b: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let hex: String = u["id"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let mut net = Vec::with_capacity(16);
     net.extend(b[0..4].iter().rev());
     net.extend(b[4..6].iter().rev());

@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use common::*;
 use dirsync_testenv::Scim2Server;
-use dirsync_testenv::emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator};
+use dirsync_testenv::emulator::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator,
+};
 use serde_json::{Value, json};
 
 fn main() {
@@ -28,23 +30,39 @@ fn main() {
     check_load();
     let t = Instant::now();
     let emu = Emulator::generated(users, "example.com");
-    println!("emulator: {users} generated users, HTTPS, started in {:.1} s", secs(t.elapsed()));
+    println!(
+        "emulator: {users} generated users, HTTPS, started in {:.1} s",
+        secs(t.elapsed())
+    );
     let scim = Scim2Server::start(SCIM_TOKEN);
     let dir = tempfile::tempdir().unwrap();
     write_inputs(dir.path(), &emu, &scim.base_url());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     // (a) into an empty destination.
     println!("\n(a) plan into an empty scim2-server");
     let a = measure(&emu, dir.path(), &["--out", "a.csv"]);
     let csv = std::fs::read_to_string(dir.path().join("a.csv")).unwrap();
     let rows = csv_rows(&csv);
-    println!("    preview: {} rows, {:.1} MB CSV", rows.len(), csv.len() as f64 / 1e6);
+    println!(
+        "    preview: {} rows, {:.1} MB CSV",
+        rows.len(),
+        csv.len() as f64 / 1e6
+    );
     let graph_alone = rt.block_on(graph_listing_secs(&emu));
-    println!("    Graph listing alone (plain reqwest client, same query and pages): {graph_alone:.2} s");
+    println!(
+        "    Graph listing alone (plain reqwest client, same query and pages): {graph_alone:.2} s"
+    );
 
     // Seed the destination with exactly those users.
-    let adds: Vec<Value> = rows.iter().filter(|r| r[0] == "Add").map(|r| scim_user(r)).collect();
+    let adds: Vec<Value> = rows
+        .iter()
+        .filter(|r| r[0] == "Add")
+        .map(|r| scim_user(r))
+        .collect();
     let t = Instant::now();
     let (requests, failed) = rt.block_on(bulk_seed(&scim.base_url(), &adds));
     println!(
@@ -52,25 +70,53 @@ fn main() {
         adds.len(),
         secs(t.elapsed())
     );
-    let rec = run_measured(&dirsync_args("apply", &emu, &["--state", "state.json"]), dir.path());
-    assert_eq!(rec.code, 0, "apply to record the managed set failed:\n{}", rec.stderr);
-    let summary = rec.stderr.lines().find(|l| l.contains("created,")).unwrap_or("?").to_string();
-    println!("recorded the managed set with one apply in {:.1} s: {summary}", secs(rec.wall));
+    let rec = run_measured(
+        &dirsync_args("apply", &emu, &["--state", "state.json"]),
+        dir.path(),
+    );
+    assert_eq!(
+        rec.code, 0,
+        "apply to record the managed set failed:\n{}",
+        rec.stderr
+    );
+    let summary = rec
+        .stderr
+        .lines()
+        .find(|l| l.contains("created,"))
+        .unwrap_or("?")
+        .to_string();
+    println!(
+        "recorded the managed set with one apply in {:.1} s: {summary}",
+        secs(rec.wall)
+    );
 
     // (b) against a destination that holds them.
-    println!("\n(b) plan against a scim2-server holding those users (--state with the managed set)");
-    let b = measure(&emu, dir.path(), &["--state", "state.json", "--out", "b.csv"]);
+    println!(
+        "\n(b) plan against a scim2-server holding those users (--state with the managed set)"
+    );
+    let b = measure(
+        &emu,
+        dir.path(),
+        &["--state", "state.json", "--out", "b.csv"],
+    );
     let b_rows = csv_rows(&std::fs::read_to_string(dir.path().join("b.csv")).unwrap()).len();
     println!("    preview: {b_rows} rows (the rest unchanged)");
     let t = Instant::now();
     let listed = rt.block_on(scim_listing(&scim.base_url()));
     let scim_alone = secs(t.elapsed());
-    println!("    SCIM listing alone (plain reqwest client, {listed} users, 1000 per page, sequential): {scim_alone:.2} s");
+    println!(
+        "    SCIM listing alone (plain reqwest client, {listed} users, 1000 per page, sequential): {scim_alone:.2} s"
+    );
 
     let (aw, am) = medians(&a);
     let (bw, bm) = medians(&b);
-    println!("\nsummary ({users} generated users; {} in scope)", adds.len());
-    println!("  (a) empty destination : median {aw:6.2} s, peak RSS {am:6.1} MiB   (target < 2 s, < 100 MiB)");
+    println!(
+        "\nsummary ({users} generated users; {} in scope)",
+        adds.len()
+    );
+    println!(
+        "  (a) empty destination : median {aw:6.2} s, peak RSS {am:6.1} MiB   (target < 2 s, < 100 MiB)"
+    );
     println!("      of which the Graph listing alone takes {graph_alone:.2} s");
     println!("  (b) full destination  : median {bw:6.2} s, peak RSS {bm:6.1} MiB");
     println!(
@@ -103,8 +149,12 @@ fn medians(v: &[Measured]) -> (f64, f64) {
 
 fn csv_rows(text: &str) -> Vec<Vec<String>> {
     let body = text.trim_start_matches('\u{feff}');
-    let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(body.as_bytes());
-    r.records().map(|rec| rec.unwrap().iter().map(str::to_string).collect()).collect()
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(body.as_bytes());
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect()
 }
 
 /// Undoes the preview's formula-injection prefix (docs/behaviour.md §4).
@@ -165,11 +215,19 @@ async fn bulk_seed(base: &str, users: &[Value]) -> (usize, usize) {
             .await
             .unwrap();
         requests += 1;
-        assert!(resp.status().is_success(), "bulk request: HTTP {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "bulk request: HTTP {}",
+            resp.status()
+        );
         let v: Value = resp.json().await.unwrap();
         failed += v["Operations"]
             .as_array()
-            .map(|ops| ops.iter().filter(|o| o["status"].as_str().is_none_or(|s| !s.starts_with('2'))).count())
+            .map(|ops| {
+                ops.iter()
+                    .filter(|o| o["status"].as_str().is_none_or(|s| !s.starts_with('2')))
+                    .count()
+            })
             .unwrap_or(chunk.len());
     }
     (requests, failed)
@@ -208,15 +266,24 @@ async fn graph_listing_secs(emu: &Emulator) -> f64 {
             roots.add(c.unwrap()).unwrap();
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = reqwest::Client::builder().no_proxy().tls_backend_preconfigured(tls).build().unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap();
     let t = Instant::now();
     let token: Value = client
-        .post(format!("{}/{DEFAULT_TENANT_ID}/oauth2/v2.0/token", emu.base_url()))
+        .post(format!(
+            "{}/{DEFAULT_TENANT_ID}/oauth2/v2.0/token",
+            emu.base_url()
+        ))
         .form(&[
             ("client_id", DEFAULT_CLIENT_ID),
             ("client_secret", DEFAULT_CLIENT_SECRET),

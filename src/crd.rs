@@ -43,7 +43,12 @@ pub struct DirectorySyncSpec {
     /// The domain to synchronise: every Entra ID user whose userPrincipalName ends in
     /// "@<domain>" (case-insensitive). Guests are never synchronised. Cannot be changed after
     /// creation.
-    #[schemars(length(min = 3, max = 253), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"))]
+    #[schemars(
+        length(min = 3, max = 253),
+        regex(
+            pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+        )
+    )]
     pub domain: String,
 
     /// How the destination userName is formed. Enabled: the full userPrincipalName
@@ -106,7 +111,9 @@ fn default_interval() -> String {
 }
 
 /// When the resource runs and whether it writes.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum SyncMode {
     /// Plan only and publish the preview; never write to the destination.
     #[default]
@@ -135,13 +142,20 @@ pub struct EntraIdSource {
     /// The tenant: its directory (tenant) ID, a GUID, or one of its domain names. Cannot be
     /// changed after creation.
     #[serde(rename = "tenantID")]
-    #[schemars(length(min = 3, max = 253), regex(pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)$"))]
+    #[schemars(
+        length(min = 3, max = 253),
+        regex(
+            pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)$"
+        )
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("source.entraID.tenantID cannot be changed after creation: the managed users belong to this tenant. Create a new DirectorySync; deleting this one never deletes destination users."))]
     pub tenant_id: String,
 
     /// The application (client) ID of the app registration, a GUID.
     #[serde(rename = "clientID")]
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub client_id: String,
 
     /// A key of a Secret in this namespace holding the app's client secret.
@@ -161,12 +175,18 @@ pub struct EntraIdSource {
     /// The Microsoft identity platform authority (https, no user-info). Change it for a
     /// sovereign cloud or a local emulator.
     #[serde(default = "default_authority_host")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https://[^/?#@\s]+(/[^?#@\s]*)?$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https://[^/?#@\s]+(/[^?#@\s]*)?$")
+    )]
     pub authority_host: String,
 
     /// The Microsoft Graph endpoint (https, no user-info).
     #[serde(default = "default_graph_endpoint")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https://[^/?#@\s]+(/[^?#@\s]*)?$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https://[^/?#@\s]+(/[^?#@\s]*)?$")
+    )]
     pub graph_endpoint: String,
 
     /// A key of a Secret in this namespace holding extra trusted CA certificates (PEM) for the
@@ -189,7 +209,10 @@ fn default_graph_endpoint() -> String {
 pub struct WorkloadIdentity {
     /// A ServiceAccount in this namespace. It must carry the annotation
     /// azure.workload.identity/client-id equal to clientID.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub service_account_name: String,
 }
 
@@ -207,7 +230,10 @@ pub struct DestinationSpec {
 pub struct ScimDestination {
     /// The SCIM base URL, e.g. https://access-control.example.net/scim/v2 (no user-info).
     /// Cannot be changed after creation.
-    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^/?#@\s]+(/[^?#@\s]*)?$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^/?#@\s]+(/[^?#@\s]*)?$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("destination.scim.endpoint cannot be changed after creation: the managed users live in this destination. Create a new DirectorySync; deleting this one never deletes destination users."))]
     pub endpoint: String,
 
@@ -231,7 +257,10 @@ pub struct ScimDestination {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret (in the resource's namespace).
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Key within the Secret.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
@@ -405,33 +434,63 @@ impl DirectorySyncSpec {
     /// through the API server (the command line reads the resource file directly). Messages
     /// name the field as `kubectl` would.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let bad = |field: &str, why: &str| Err(SpecError { field: field.to_string(), message: why.to_string() });
+        let bad = |field: &str, why: &str| {
+            Err(SpecError {
+                field: field.to_string(),
+                message: why.to_string(),
+            })
+        };
         if !(0..=100).contains(&self.max_allowed_deletions) {
-            return bad("spec.maxAllowedDeletions", "must be between 0 and 100 (percent)");
+            return bad(
+                "spec.maxAllowedDeletions",
+                "must be between 0 and 100 (percent)",
+            );
         }
         if !is_domain_name(&self.domain) {
             return bad("spec.domain", "must be a domain name such as example.com");
         }
         if crate::duration::parse_duration(&self.interval).map_or(true, |d| d.is_zero()) {
-            return bad("spec.interval", "must be a duration such as 1h or 30m, more than zero");
+            return bad(
+                "spec.interval",
+                "must be a duration such as 1h or 30m, more than zero",
+            );
         }
         let entra = &self.source.entra_id;
         if !(is_guid(&entra.tenant_id) || is_domain_name(&entra.tenant_id)) {
-            return bad("spec.source.entraID.tenantID", "must be a GUID or a domain name");
+            return bad(
+                "spec.source.entraID.tenantID",
+                "must be a GUID or a domain name",
+            );
         }
         if !is_guid(&entra.client_id) {
             return bad("spec.source.entraID.clientID", "must be a GUID");
         }
-        let kinds = [entra.client_secret_ref.is_some(), entra.client_certificate_ref.is_some(), entra.workload_identity.is_some()];
+        let kinds = [
+            entra.client_secret_ref.is_some(),
+            entra.client_certificate_ref.is_some(),
+            entra.workload_identity.is_some(),
+        ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return bad(
                 "spec.source.entraID",
                 "exactly one of clientSecretRef, clientCertificateRef and workloadIdentity must be set",
             );
         }
-        check_url("spec.source.entraID.authorityHost", &entra.authority_host, &["https"])?;
-        check_url("spec.source.entraID.graphEndpoint", &entra.graph_endpoint, &["https"])?;
-        check_url("spec.destination.scim.endpoint", &self.destination.scim.endpoint, &["https", "http"])?;
+        check_url(
+            "spec.source.entraID.authorityHost",
+            &entra.authority_host,
+            &["https"],
+        )?;
+        check_url(
+            "spec.source.entraID.graphEndpoint",
+            &entra.graph_endpoint,
+            &["https"],
+        )?;
+        check_url(
+            "spec.destination.scim.endpoint",
+            &self.destination.scim.endpoint,
+            &["https", "http"],
+        )?;
         Ok(())
     }
 
@@ -442,12 +501,14 @@ impl DirectorySyncSpec {
             upn_mode: self.upn_mode,
             // Out-of-range values are refused by the schema and by `validate`; clamping here only
             // keeps this conversion total.
-            max_allowed_deletions: u8::try_from(self.max_allowed_deletions.clamp(0, 100)).unwrap_or(100),
+            max_allowed_deletions: u8::try_from(self.max_allowed_deletions.clamp(0, 100))
+                .unwrap_or(100),
             deletion_policy: self.deletion_policy,
             adopt_existing: self.adopt_existing,
             protected_user_names: self.protected_user_names.clone(),
             exclude_resource_like_accounts: self.exclude_resource_like_accounts,
-            upn_attribute: Some(self.destination.scim.user_principal_name_attribute.clone()).filter(|a| !a.is_empty()),
+            upn_attribute: Some(self.destination.scim.user_principal_name_attribute.clone())
+                .filter(|a| !a.is_empty()),
         }
     }
 }
@@ -478,16 +539,23 @@ fn is_domain_name(s: &str) -> bool {
 }
 
 fn check_url(field: &str, value: &str, schemes: &[&str]) -> Result<(), SpecError> {
-    let err = |why: &str| SpecError { field: field.to_string(), message: why.to_string() };
+    let err = |why: &str| SpecError {
+        field: field.to_string(),
+        message: why.to_string(),
+    };
     let url = url::Url::parse(value).map_err(|_| err("must be an absolute URL"))?;
     if !schemes.contains(&url.scheme()) {
         return Err(err(&format!("must use {}", schemes.join(" or "))));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(err("must not carry user-info (credentials belong in Secrets)"));
+        return Err(err(
+            "must not carry user-info (credentials belong in Secrets)",
+        ));
     }
     if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
-        return Err(err("must be a base URL with a host and no query or fragment"));
+        return Err(err(
+            "must be a base URL with a host and no query or fragment",
+        ));
     }
     Ok(())
 }
@@ -513,7 +581,11 @@ mod tests {
             assert_eq!(spec(good).validate(), Ok(()), "{good:?}");
         }
         for bad in ["", "0s", "1d", "h", "1 h", "-1h", "1hx"] {
-            assert_eq!(spec(bad).validate().unwrap_err().field, "spec.interval", "{bad:?}");
+            assert_eq!(
+                spec(bad).validate().unwrap_err().field,
+                "spec.interval",
+                "{bad:?}"
+            );
         }
     }
 }
@@ -576,7 +648,11 @@ pub fn unknown_fields(manifest: &serde_json::Value) -> Vec<String> {
     let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
     // Every object has these; the API server checks them itself, so the CRD leaves them out
     // (metadata stays free-form here: labels, annotations, ...).
-    for (field, kind) in [("apiVersion", "string"), ("kind", "string"), ("metadata", "object")] {
+    for (field, kind) in [
+        ("apiVersion", "string"),
+        ("kind", "string"),
+        ("metadata", "object"),
+    ] {
         schema["properties"][field] = serde_json::json!({ "type": kind });
     }
     let mut found = Vec::new();
@@ -584,18 +660,37 @@ pub fn unknown_fields(manifest: &serde_json::Value) -> Vec<String> {
     found
 }
 
-fn collect_unknown(value: &serde_json::Value, schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+fn collect_unknown(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    path: &str,
+    found: &mut Vec<String>,
+) {
     match value {
         serde_json::Value::Object(map) => {
-            let Some(known) = schema["properties"].as_object() else { return };
+            let Some(known) = schema["properties"].as_object() else {
+                return;
+            };
             for (key, sub) in map {
-                let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 match known.get(key) {
                     Some(sub_schema) => collect_unknown(sub, sub_schema, &at, found),
                     None => {
                         let nearest = known
                             .keys()
-                            .map(|k| (strsim::levenshtein(&k.to_ascii_lowercase(), &key.to_ascii_lowercase()), k))
+                            .map(|k| {
+                                (
+                                    strsim::levenshtein(
+                                        &k.to_ascii_lowercase(),
+                                        &key.to_ascii_lowercase(),
+                                    ),
+                                    k,
+                                )
+                            })
                             .min()
                             .filter(|(d, k)| *d <= 3.max(k.len() / 3));
                         found.push(match nearest {

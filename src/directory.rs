@@ -134,7 +134,11 @@ pub trait Directory: Send + Sync {
     /// is read, so that a caller keeping only part of each user (the source's mapping) never
     /// holds the whole listing in the common model. On an error what `sink` got is incomplete
     /// and must be discarded. The default reads the whole listing first.
-    async fn list_users_into(&self, scope: &ListScope, sink: &mut dyn UserSink) -> Result<(), DirectoryError> {
+    async fn list_users_into(
+        &self,
+        scope: &ListScope,
+        sink: &mut dyn UserSink,
+    ) -> Result<(), DirectoryError> {
         let users = self.list_users(scope).await?;
         sink.expect(users.len());
         for user in users {
@@ -164,7 +168,11 @@ pub trait Directory: Send + Sync {
     ) -> Result<(), DirectoryError>;
 
     /// Deletes user `id`.
-    async fn delete_user(&self, id: &str, expected_immutable_id: Option<&str>) -> Result<(), DirectoryError>;
+    async fn delete_user(
+        &self,
+        id: &str,
+        expected_immutable_id: Option<&str>,
+    ) -> Result<(), DirectoryError>;
 }
 
 /// Ceilings on one listing of a directory, so that a server that never stops paging (or claims
@@ -185,6 +193,9 @@ impl ListingLimits {
 
 impl Default for ListingLimits {
     fn default() -> Self {
-        Self { max_users: Self::DEFAULT_MAX_USERS, max_bytes: Self::DEFAULT_MAX_BYTES }
+        Self {
+            max_users: Self::DEFAULT_MAX_USERS,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
     }
 }

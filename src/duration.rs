@@ -15,20 +15,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = text;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(format!("invalid duration {text:?}: expected a number"));
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| format!("invalid duration {text:?}"))?;
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => return Err(format!("invalid duration {text:?}: a number needs a unit (ms, s, m or h)")),
-            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {text:?}: a number needs a unit (ms, s, m or h)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+                ));
+            }
         };
         rest = &rest[unit_len..];
         total += value * factor;
@@ -55,6 +69,10 @@ mod tests {
         for bad in ["", "h", "5", "5x", "1d", "1 h", "-1h", "1hx", "1e400h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_duration("1d").unwrap_err().contains("use ms, s, m or h"));
+        assert!(
+            parse_duration("1d")
+                .unwrap_err()
+                .contains("use ms, s, m or h")
+        );
     }
 }

@@ -59,7 +59,10 @@ impl RetryPolicy {
     /// throttled together do not come back together.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);
-        let raw = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
+        let raw = self
+            .base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
         let factor: f64 = rand::random_range(0.5..=1.0);
         raw.mul_f64(factor)
     }
@@ -235,9 +238,12 @@ impl HttpClient {
         if let Some(resolver) = &cfg.resolver {
             builder = builder.dns_resolver(resolver.clone());
         }
-        let inner = builder
-            .build()
-            .map_err(|e| DirectoryError::Protocol(cut(&format!("cannot build HTTP client: {}", error_chain(&e)))))?;
+        let inner = builder.build().map_err(|e| {
+            DirectoryError::Protocol(cut(&format!(
+                "cannot build HTTP client: {}",
+                error_chain(&e)
+            )))
+        })?;
         Ok(Self {
             inner,
             retry: cfg.retry.clamped(),
@@ -252,7 +258,10 @@ impl HttpClient {
 
     /// The same client with another run deadline (the operator starts one per run).
     pub fn with_deadline(&self, deadline: Option<Instant>) -> Self {
-        Self { deadline, ..self.clone() }
+        Self {
+            deadline,
+            ..self.clone()
+        }
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -276,7 +285,12 @@ impl HttpClient {
     /// reuses one allocation: page-sized blocks allocated and freed per page would raise
     /// glibc's mmap threshold and then stay in the heap, fragmented by the records parsed
     /// from them.
-    pub async fn send_reusing<F>(&self, what: &str, mut buffer: Vec<u8>, build: F) -> Result<HttpResponse, DirectoryError>
+    pub async fn send_reusing<F>(
+        &self,
+        what: &str,
+        mut buffer: Vec<u8>,
+        build: F,
+    ) -> Result<HttpResponse, DirectoryError>
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
@@ -292,7 +306,11 @@ impl HttpClient {
             let remaining = self.remaining(what)?;
             let timeout = remaining.map_or(self.request_timeout, |r| r.min(self.request_timeout));
             let body = std::mem::take(&mut buffer);
-            let outcome = tokio::time::timeout(timeout, self.attempt(build(&self.inner).timeout(timeout), body)).await;
+            let outcome = tokio::time::timeout(
+                timeout,
+                self.attempt(build(&self.inner).timeout(timeout), body),
+            )
+            .await;
             // `answered`: the server sent a status; silence, a cut connection or a dribble is not.
             let (failure, delay, answered) = match outcome {
                 Err(_) => (format!("timed out after {:.0?}", timeout), None, false),
@@ -322,7 +340,8 @@ impl HttpClient {
             }
             let delay = delay.unwrap_or_else(|| self.retry.backoff(attempt));
             // Another silent attempt would likely end past `give_up_after`: stop now.
-            if !answered && first_attempt.elapsed() + delay + self.read_timeout > self.give_up_after {
+            if !answered && first_attempt.elapsed() + delay + self.read_timeout > self.give_up_after
+            {
                 return Err(DirectoryError::Unavailable(cut(&format!(
                     "{what}: {failure}; no answer for {:.0?} over {attempt} attempts, giving up",
                     first_attempt.elapsed()
@@ -346,16 +365,27 @@ impl HttpClient {
             None => Ok(None),
             Some(d) => match d.checked_duration_since(Instant::now()) {
                 Some(r) if !r.is_zero() => Ok(Some(r)),
-                _ => Err(DirectoryError::Unavailable(format!("{what}: run deadline reached"))),
+                _ => Err(DirectoryError::Unavailable(format!(
+                    "{what}: run deadline reached"
+                ))),
             },
         }
     }
 
-    async fn attempt(&self, req: reqwest::RequestBuilder, mut body: Vec<u8>) -> Result<HttpResponse, AttemptError> {
+    async fn attempt(
+        &self,
+        req: reqwest::RequestBuilder,
+        mut body: Vec<u8>,
+    ) -> Result<HttpResponse, AttemptError> {
         body.clear();
         let mut resp = req.send().await.map_err(|e| {
-            match causes(&e).iter().find_map(|c| c.downcast_ref::<EndpointRefused>()) {
-                Some(refused) => AttemptError::Fatal(DirectoryError::EndpointNotAllowed(cut(&refused.0))),
+            match causes(&e)
+                .iter()
+                .find_map(|c| c.downcast_ref::<EndpointRefused>())
+            {
+                Some(refused) => {
+                    AttemptError::Fatal(DirectoryError::EndpointNotAllowed(cut(&refused.0)))
+                }
                 None => AttemptError::Transient(describe_reqwest_error(&e)),
             }
         })?;
@@ -363,7 +393,11 @@ impl HttpClient {
         let headers = std::mem::take(resp.headers_mut());
         // A retryable or redirect response's body is never looked at: don't spend time on it.
         if is_retryable_status(status) || status.is_redirection() {
-            return Ok(HttpResponse { status, headers, body });
+            return Ok(HttpResponse {
+                status,
+                headers,
+                body,
+            });
         }
         let too_big = || {
             AttemptError::Fatal(DirectoryError::Protocol(format!(
@@ -371,7 +405,10 @@ impl HttpClient {
                 self.max_body / (1024 * 1024)
             )))
         };
-        if resp.content_length().is_some_and(|n| n > self.max_body as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_body as u64)
+        {
             return Err(too_big());
         }
         // Read chunk by chunk so that an endless or huge body stops at the cap, never buffered.
@@ -390,7 +427,11 @@ impl HttpClient {
                 Err(e) => return Err(AttemptError::Transient(describe_reqwest_error(&e))),
             }
         }
-        Ok(HttpResponse { status, headers, body })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -414,13 +455,18 @@ pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
 fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, DirectoryError> {
     let mut out = Vec::new();
     for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|_| DirectoryError::Protocol("extra CA bundle is not valid PEM".to_string()))?;
-        let cert = reqwest::Certificate::from_der(cert.as_ref())
-            .map_err(|_| DirectoryError::Protocol("extra CA bundle holds an invalid certificate".to_string()))?;
+        let cert = cert.map_err(|_| {
+            DirectoryError::Protocol("extra CA bundle is not valid PEM".to_string())
+        })?;
+        let cert = reqwest::Certificate::from_der(cert.as_ref()).map_err(|_| {
+            DirectoryError::Protocol("extra CA bundle holds an invalid certificate".to_string())
+        })?;
         out.push(cert);
     }
     if out.is_empty() {
-        return Err(DirectoryError::Protocol("extra CA bundle holds no certificate".to_string()));
+        return Err(DirectoryError::Protocol(
+            "extra CA bundle holds no certificate".to_string(),
+        ));
     }
     Ok(out)
 }
@@ -446,12 +492,17 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
 /// Every error in a chain, outermost first. `io::Error::source` skips the error it wraps
 /// (rustls' error sits there, sometimes inside a second io::Error), so this descends through
 /// `get_ref` too.
-fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
     let mut out = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         out.push(err);
-        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner),
             None => err.source(),
         };
@@ -466,7 +517,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(tls) = chain.iter().find_map(|c| c.downcast_ref::<rustls::Error>()) {
         return Some(format!("TLS: {tls}"));
     }
-    chain.iter().rev().find_map(|c| c.downcast_ref::<std::io::Error>()).map(|io| io.kind().to_string())
+    chain
+        .iter()
+        .rev()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(|io| io.kind().to_string())
 }
 
 /// What an endpoint policy's resolver (see [`HttpConfig::resolver`]) returns to refuse an
@@ -506,7 +561,9 @@ pub fn cut(s: &str) -> String {
 pub fn error_code(raw: &str) -> Option<&str> {
     let ok = !raw.is_empty()
         && raw.len() <= 64
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
     ok.then_some(raw)
 }
 
@@ -568,7 +625,13 @@ impl Redactor {
     /// The error unchanged, or with its message replaced when it would leak a secret.
     pub fn scrub(&self, err: DirectoryError) -> DirectoryError {
         use DirectoryError as E;
-        let fix = |m: String| if self.leaks(&m) { "details withheld: the message quoted a credential".to_string() } else { m };
+        let fix = |m: String| {
+            if self.leaks(&m) {
+                "details withheld: the message quoted a credential".to_string()
+            } else {
+                m
+            }
+        };
         match err {
             E::InvalidCredentials(m) => E::InvalidCredentials(fix(m)),
             E::Unavailable(m) => E::Unavailable(fix(m)),
@@ -639,13 +702,28 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after(&headers("5"), now), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after(&headers(" 120 "), now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(&headers("999999"), now), Some(Duration::from_secs(999_999)));
+        assert_eq!(
+            parse_retry_after(&headers("5"), now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after(&headers(" 120 "), now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after(&headers("999999"), now),
+            Some(Duration::from_secs(999_999))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(42));
-        assert_eq!(parse_retry_after(&headers(&later), now), Some(Duration::from_secs(42)));
+        assert_eq!(
+            parse_retry_after(&headers(&later), now),
+            Some(Duration::from_secs(42))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(42));
-        assert_eq!(parse_retry_after(&headers(&past), now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&headers(&past), now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after(&headers("-3"), now), None);
         assert_eq!(parse_retry_after(&headers("soon"), now), None);
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
@@ -663,7 +741,10 @@ mod tests {
         assert_eq!(c.max_attempts, 6);
         assert_eq!(c.retry_after_cap, Duration::from_secs(300));
         let d = RetryPolicy::default();
-        assert_eq!((d.max_attempts, d.retry_after_cap), (6, Duration::from_secs(300)));
+        assert_eq!(
+            (d.max_attempts, d.retry_after_cap),
+            (6, Duration::from_secs(300))
+        );
     }
 
     #[test]
@@ -675,11 +756,20 @@ mod tests {
         };
         for _ in 0..50 {
             let b1 = p.backoff(1);
-            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100), "{b1:?}");
+            assert!(
+                b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100),
+                "{b1:?}"
+            );
             let b3 = p.backoff(3);
-            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400),
+                "{b3:?}"
+            );
             let b9 = p.backoff(9);
-            assert!(b9 >= Duration::from_millis(500) && b9 <= Duration::from_millis(1000), "{b9:?}");
+            assert!(
+                b9 >= Duration::from_millis(500) && b9 <= Duration::from_millis(1000),
+                "{b9:?}"
+            );
         }
     }
 
@@ -689,7 +779,10 @@ mod tests {
             assert!(is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
         for s in [200, 301, 400, 401, 404, 409, 412, 501, 505] {
-            assert!(!is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(
+                !is_retryable_status(StatusCode::from_u16(s).unwrap()),
+                "{s}"
+            );
         }
     }
 
@@ -725,7 +818,10 @@ mod tests {
         let msg = |code| status_error("create user", 409, Some(code)).to_string();
         assert!(msg("uniqueness").contains("HTTP 409 uniqueness"));
         let echoed = msg("the body said: password=hunter2");
-        assert!(echoed.contains("HTTP 409") && !echoed.contains("hunter2"), "{echoed}");
+        assert!(
+            echoed.contains("HTTP 409") && !echoed.contains("hunter2"),
+            "{echoed}"
+        );
     }
 
     #[test]
@@ -740,7 +836,10 @@ mod tests {
     #[test]
     fn error_codes_must_look_like_codes() {
         assert_eq!(error_code("uniqueness"), Some("uniqueness"));
-        assert_eq!(error_code("Request_ResourceNotFound"), Some("Request_ResourceNotFound"));
+        assert_eq!(
+            error_code("Request_ResourceNotFound"),
+            Some("Request_ResourceNotFound")
+        );
         assert_eq!(error_code("has spaces in it"), None);
         assert_eq!(error_code(""), None);
         assert_eq!(error_code(&"x".repeat(65)), None);
@@ -755,7 +854,9 @@ mod tests {
         assert!(r.leaks("HTTP 401 ...cr3t-val..."));
         assert!(r.leaks("a short one"));
         assert!(!r.leaks("HTTP 401 invalid_client"));
-        let e = r.scrub(DirectoryError::InvalidCredentials("echo CANARY-s3cr3t".into()));
+        let e = r.scrub(DirectoryError::InvalidCredentials(
+            "echo CANARY-s3cr3t".into(),
+        ));
         assert!(!format!("{e}").contains("CANARY"));
         assert!(matches!(e, DirectoryError::InvalidCredentials(_)));
     }
@@ -773,8 +874,16 @@ mod tests {
     #[test]
     fn base_urls_are_checked() {
         let ok = url::Url::parse("http://127.0.0.1:8080/v2/").unwrap();
-        assert_eq!(check_base_url("SCIM", &ok).unwrap(), "http://127.0.0.1:8080/v2");
-        for bad in ["ftp://x/v2", "https://user:pw@x/v2", "https://x/v2?a=b", "https://x/v2#f"] {
+        assert_eq!(
+            check_base_url("SCIM", &ok).unwrap(),
+            "http://127.0.0.1:8080/v2"
+        );
+        for bad in [
+            "ftp://x/v2",
+            "https://user:pw@x/v2",
+            "https://x/v2?a=b",
+            "https://x/v2#f",
+        ] {
             let u = url::Url::parse(bad).unwrap();
             assert!(check_base_url("SCIM", &u).is_err(), "{bad}");
         }
@@ -784,6 +893,9 @@ mod tests {
     fn ca_bundle_must_hold_a_certificate() {
         assert!(parse_ca_bundle(b"not pem").is_err());
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        assert_eq!(parse_ca_bundle(cert.cert.pem().as_bytes()).unwrap().len(), 1);
+        assert_eq!(
+            parse_ca_bundle(cert.cert.pem().as_bytes()).unwrap().len(),
+            1
+        );
     }
 }

@@ -76,11 +76,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -173,9 +177,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 fn parse_all(list: &[&str]) -> Vec<Cidr> {
-    list.iter()
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    list.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// The policy, built once from the operator's flags.
@@ -357,7 +359,8 @@ impl reqwest::dns::Resolve for PolicyResolver {
                     let host = crate::http::cut(&host);
                     return Err(Box::new(EndpointRefused(format!(
                         "the SCIM endpoint's host {host} resolves to {why}"
-                    ))) as Box<dyn std::error::Error + Send + Sync>);
+                    )))
+                        as Box<dyn std::error::Error + Send + Sync>);
                 }
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
@@ -396,7 +399,10 @@ mod tests {
         let c: Cidr = "10.0.0.0/8".parse().unwrap();
         assert!(c.contains(ip("10.255.1.2")));
         assert!(!c.contains(ip("11.0.0.1")));
-        assert!(!c.contains(ip("::ffff:10.0.0.1")), "callers canonicalise first");
+        assert!(
+            !c.contains(ip("::ffff:10.0.0.1")),
+            "callers canonicalise first"
+        );
         let c: Cidr = "172.16.0.0/12".parse().unwrap();
         assert!(c.contains(ip("172.31.255.255")));
         assert!(!c.contains(ip("172.32.0.0")));
@@ -412,7 +418,14 @@ mod tests {
         assert!(c.contains(ip("192.0.2.7")) && !c.contains(ip("192.0.2.8")));
         let c: Cidr = "::/0".parse().unwrap();
         assert!(c.contains(ip("2001:db8::1")));
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "example.com", "10.0.0.0/x", ""] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "example.com",
+            "10.0.0.0/x",
+            "",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
@@ -420,28 +433,65 @@ mod tests {
     #[test]
     fn microsoft_clouds_are_allowed_by_default_and_nothing_else() {
         let p = EndpointPolicy::default();
-        for a in ["https://login.microsoftonline.com", "https://login.microsoftonline.us/", "https://login.chinacloudapi.cn", "https://LOGIN.microsoftonline.com:443"] {
+        for a in [
+            "https://login.microsoftonline.com",
+            "https://login.microsoftonline.us/",
+            "https://login.chinacloudapi.cn",
+            "https://LOGIN.microsoftonline.com:443",
+        ] {
             assert!(p.check_authority(&url(a)).is_ok(), "{a}");
         }
-        for g in ["https://graph.microsoft.com", "https://graph.microsoft.us", "https://dod-graph.microsoft.us", "https://microsoftgraph.chinacloudapi.cn/"] {
+        for g in [
+            "https://graph.microsoft.com",
+            "https://graph.microsoft.us",
+            "https://dod-graph.microsoft.us",
+            "https://microsoftgraph.chinacloudapi.cn/",
+        ] {
             assert!(p.check_graph(&url(g)).is_ok(), "{g}");
         }
         // Lists are not interchangeable.
-        assert!(p.check_authority(&url("https://graph.microsoft.com")).is_err());
-        assert!(p.check_graph(&url("https://login.microsoftonline.com")).is_err());
+        assert!(
+            p.check_authority(&url("https://graph.microsoft.com"))
+                .is_err()
+        );
+        assert!(
+            p.check_graph(&url("https://login.microsoftonline.com"))
+                .is_err()
+        );
         // https only; another port is another endpoint; look-alikes fail.
-        let e = p.check_authority(&url("http://login.microsoftonline.com")).unwrap_err();
+        let e = p
+            .check_authority(&url("http://login.microsoftonline.com"))
+            .unwrap_err();
         assert!(e.contains("https"), "{e}");
-        assert!(p.check_authority(&url("https://login.microsoftonline.com:444")).is_err());
-        assert!(p.check_authority(&url("https://login.microsoftonline.com.evil.example")).is_err());
-        assert!(p.check_graph(&url("https://evilgraph.microsoft.com")).is_err());
-        let e = p.check_authority(&url("https://127.0.0.1:8443")).unwrap_err();
-        assert!(e.contains("127.0.0.1:8443") && e.contains("--allowed-authority-hosts"), "{e}");
+        assert!(
+            p.check_authority(&url("https://login.microsoftonline.com:444"))
+                .is_err()
+        );
+        assert!(
+            p.check_authority(&url("https://login.microsoftonline.com.evil.example"))
+                .is_err()
+        );
+        assert!(
+            p.check_graph(&url("https://evilgraph.microsoft.com"))
+                .is_err()
+        );
+        let e = p
+            .check_authority(&url("https://127.0.0.1:8443"))
+            .unwrap_err();
+        assert!(
+            e.contains("127.0.0.1:8443") && e.contains("--allowed-authority-hosts"),
+            "{e}"
+        );
     }
 
     #[test]
     fn extra_hosts_match_host_or_host_and_port() {
-        let p = policy(&["127.0.0.1", "emu.local:9443", "[::1]:8443"], &["graph.corp.example:443"], &[], &[]);
+        let p = policy(
+            &["127.0.0.1", "emu.local:9443", "[::1]:8443"],
+            &["graph.corp.example:443"],
+            &[],
+            &[],
+        );
         assert!(p.check_authority(&url("https://127.0.0.1:8443")).is_ok());
         assert!(p.check_authority(&url("https://127.0.0.1")).is_ok());
         assert!(p.check_authority(&url("https://EMU.local:9443/")).is_ok());
@@ -452,8 +502,14 @@ mod tests {
         // The authority list does not open the Graph side.
         assert!(p.check_graph(&url("https://127.0.0.1:8443")).is_err());
         assert!(p.check_graph(&url("https://graph.corp.example")).is_ok());
-        assert!(p.check_graph(&url("https://graph.corp.example:8443")).is_err());
-        assert!(p.check_graph(&url("http://graph.corp.example:443")).is_err());
+        assert!(
+            p.check_graph(&url("https://graph.corp.example:8443"))
+                .is_err()
+        );
+        assert!(
+            p.check_graph(&url("http://graph.corp.example:443"))
+                .is_err()
+        );
         for bad in ["https://x", "a b", "user@host", "host:99999", ""] {
             let r = EndpointPolicy::from_flags(&[bad.to_string()], &[], &[], &[]);
             assert!(bad.is_empty() || r.is_err(), "{bad}");
@@ -463,7 +519,15 @@ mod tests {
     #[test]
     fn metadata_and_link_local_are_never_allowed() {
         let p = policy(&[], &[], &[], &["0.0.0.0/0", "::/0"]);
-        for a in METADATA_ADDRESSES.iter().copied().chain([ip("169.254.1.1"), ip("fe80::1"), ip("::ffff:169.254.169.254"), ip("0.0.0.0"), ip("::"), ip("224.0.0.1"), ip("255.255.255.255")]) {
+        for a in METADATA_ADDRESSES.iter().copied().chain([
+            ip("169.254.1.1"),
+            ip("fe80::1"),
+            ip("::ffff:169.254.169.254"),
+            ip("0.0.0.0"),
+            ip("::"),
+            ip("224.0.0.1"),
+            ip("255.255.255.255"),
+        ]) {
             let e = p.check_ip(a).unwrap_err();
             assert!(e.contains("link-local, metadata or reserved"), "{a}: {e}");
         }
@@ -474,7 +538,19 @@ mod tests {
     #[test]
     fn private_ranges_need_an_explicit_allowance() {
         let p = EndpointPolicy::default();
-        for a in ["127.0.0.1", "127.8.9.10", "10.1.2.3", "172.20.0.1", "192.168.1.1", "100.64.0.1", "::1", "fd12::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"] {
+        for a in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "10.1.2.3",
+            "172.20.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd12::1",
+            "fc00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
             let e = p.check_ip(ip(a)).unwrap_err();
             assert!(e.contains("--allowed-private-cidrs"), "{a}: {e}");
         }
@@ -486,12 +562,20 @@ mod tests {
         assert!(p.check_ip(ip("::ffff:127.0.0.1")).is_ok());
         assert!(p.check_ip(ip("10.20.3.4")).is_ok());
         assert!(p.check_ip(ip("10.21.3.4")).is_err());
-        assert!(p.check_ip(ip("::1")).is_err(), "IPv6 loopback is another range");
+        assert!(
+            p.check_ip(ip("::1")).is_err(),
+            "IPv6 loopback is another range"
+        );
     }
 
     #[test]
     fn denied_ranges_win_over_allowed_ones() {
-        let p = policy(&[], &[], &["203.0.113.0/24", "10.9.0.0/16"], &["10.0.0.0/8"]);
+        let p = policy(
+            &[],
+            &[],
+            &["203.0.113.0/24", "10.9.0.0/16"],
+            &["10.0.0.0/8"],
+        );
         let e = p.check_ip(ip("203.0.113.5")).unwrap_err();
         assert!(e.contains("--denied-cidrs"), "{e}");
         assert!(p.check_ip(ip("10.9.1.1")).is_err());
@@ -503,15 +587,28 @@ mod tests {
     #[test]
     fn ip_literal_scim_endpoints_are_checked_up_front() {
         let p = EndpointPolicy::default();
-        assert!(p.check_scim_url(&url("https://169.254.169.254/latest/meta-data")).is_err());
-        assert!(p.check_scim_url(&url("http://127.0.0.1:8080/scim/v2")).is_err());
+        assert!(
+            p.check_scim_url(&url("https://169.254.169.254/latest/meta-data"))
+                .is_err()
+        );
+        assert!(
+            p.check_scim_url(&url("http://127.0.0.1:8080/scim/v2"))
+                .is_err()
+        );
         assert!(p.check_scim_url(&url("https://[fd00:ec2::254]/")).is_err());
-        assert!(p.check_scim_url(&url("https://[::ffff:a9fe:a9fe]/")).is_err(), "mapped 169.254.169.254");
+        assert!(
+            p.check_scim_url(&url("https://[::ffff:a9fe:a9fe]/"))
+                .is_err(),
+            "mapped 169.254.169.254"
+        );
         assert!(p.check_scim_url(&url("https://203.0.113.9/scim")).is_ok());
         // Names are the resolver's job.
         assert!(p.check_scim_url(&url("https://localhost/scim")).is_ok());
         let p = policy(&[], &[], &[], &["127.0.0.0/8"]);
-        assert!(p.check_scim_url(&url("http://127.0.0.1:8080/scim/v2")).is_ok());
+        assert!(
+            p.check_scim_url(&url("http://127.0.0.1:8080/scim/v2"))
+                .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -523,8 +620,14 @@ mod tests {
             Ok(_) => panic!("localhost must be refused"),
             Err(e) => e,
         };
-        let refused = err.downcast_ref::<EndpointRefused>().expect("an EndpointRefused");
-        assert!(refused.0.contains("localhost") && refused.0.contains("--allowed-private-cidrs"), "{}", refused.0);
+        let refused = err
+            .downcast_ref::<EndpointRefused>()
+            .expect("an EndpointRefused");
+        assert!(
+            refused.0.contains("localhost") && refused.0.contains("--allowed-private-cidrs"),
+            "{}",
+            refused.0
+        );
         let p = Arc::new(policy(&[], &[], &[], &["127.0.0.0/8", "::1/128"]));
         let name = reqwest::dns::Name::from_str("localhost").expect("name");
         let addrs: Vec<_> = match p.resolver().resolve(name).await {

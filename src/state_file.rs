@@ -104,10 +104,19 @@ impl StateFile {
     /// then cannot record.
     pub fn check_writable(&self) -> Result<(), StoreError> {
         let dir = self.inner.dir();
-        let probe = dir.join(format!(".{}.{}.probe", self.inner.file_name(), uuid::Uuid::new_v4().simple()));
+        let probe = dir.join(format!(
+            ".{}.{}.probe",
+            self.inner.file_name(),
+            uuid::Uuid::new_v4().simple()
+        ));
         create_private(&probe)
             .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| StoreError::Io(format!("cannot write the state file {}: {e}", self.inner.path.display())))
+            .map_err(|e| {
+                StoreError::Io(format!(
+                    "cannot write the state file {}: {e}",
+                    self.inner.path.display()
+                ))
+            })
     }
 }
 

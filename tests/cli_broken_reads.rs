@@ -26,31 +26,61 @@ fn a_graph_listing_that_ends_a_page_early_makes_apply_fail_with_zero_writes() {
     let writes_before = env.scim_writes().total();
 
     // Page 1 comes back without its nextLink: 101 users (9 %, under the 65 % guard) look gone.
-    env.emu.add_fault(&json!({"kind": "dropNextLink", "endpoint": "users", "count": 1}));
+    env.emu
+        .add_fault(&json!({"kind": "dropNextLink", "endpoint": "users", "count": 1}));
     let run = env.apply().expect(1);
     let last = run.stderr.lines().last().unwrap();
-    assert!(last.starts_with("error: SourceUnavailable"), "{}", run.stderr);
     assert!(
-        last.contains("listing was incomplete") && last.contains("ended after 999 users") && last.contains("said 1100"),
+        last.starts_with("error: SourceUnavailable"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        last.contains("listing was incomplete")
+            && last.contains("ended after 999 users")
+            && last.contains("said 1100"),
         "{last}"
     );
     assert!(last.contains("nothing was written"), "{last}");
-    assert_eq!(env.scim_writes().total(), writes_before, "a destination write after a partial read");
-    assert_eq!(std::fs::read(env.state_path()).unwrap(), state_before, "the state file changed");
+    assert_eq!(
+        env.scim_writes().total(),
+        writes_before,
+        "a destination write after a partial read"
+    );
+    assert_eq!(
+        std::fs::read(env.state_path()).unwrap(),
+        state_before,
+        "the state file changed"
+    );
     assert_eq!(env.scim_users().len(), 1100);
-    assert!(env.emu.faults().as_array().unwrap().is_empty(), "the fault did not fire");
+    assert!(
+        env.emu.faults().as_array().unwrap().is_empty(),
+        "the fault did not fire"
+    );
 
     // A count that claims 500 more users than are listed: the same read error.
-    env.emu.add_fault(&json!({"kind": "wrongCount", "endpoint": "users", "count": 1, "countOffset": 500}));
+    env.emu.add_fault(
+        &json!({"kind": "wrongCount", "endpoint": "users", "count": 1, "countOffset": 500}),
+    );
     let run = env.plan().expect(1);
-    assert!(run.stderr.contains("listing was incomplete"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("listing was incomplete"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stdout.is_empty(), "a partial plan was printed");
 
     // A count lower than the users listed (users created during the read) is no loss: the
     // run goes ahead and, nothing having changed, writes nothing.
-    env.emu.add_fault(&json!({"kind": "wrongCount", "endpoint": "users", "count": 1, "countOffset": -200}));
+    env.emu.add_fault(
+        &json!({"kind": "wrongCount", "endpoint": "users", "count": 1, "countOffset": -200}),
+    );
     let run = env.apply().expect(0);
-    assert!(run.stderr.contains("0 created, 0 updated, 0 deleted"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0 created, 0 updated, 0 deleted"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(env.scim_writes().total(), writes_before);
 }
 
@@ -85,22 +115,34 @@ impl Drop for ScimHost {
 
 impl ScimHost {
     fn start(handler: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> ScimHost {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let seen2 = seen.clone();
         rt.spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (handler, seen) = (handler.clone(), seen2.clone());
                 tokio::spawn(async move {
                     let _ = serve(tcp, &*handler, &seen).await;
                 });
             }
         });
-        ScimHost { rt: Some(rt), port, seen }
+        ScimHost {
+            rt: Some(rt),
+            port,
+            seen,
+        }
     }
 
     fn endpoint(&self) -> String {
@@ -112,7 +154,11 @@ impl ScimHost {
     }
 }
 
-async fn serve(mut tcp: tokio::net::TcpStream, handler: &Handler, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+async fn serve(
+    mut tcp: tokio::net::TcpStream,
+    handler: &Handler,
+    seen: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     loop {
         let mut buf = Vec::new();
@@ -130,7 +176,11 @@ async fn serve(mut tcp: tokio::net::TcpStream, handler: &Handler, seen: &Mutex<V
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         let length: usize = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
             .unwrap_or(0);
         while buf.len() < head_end + length {
             let n = tcp.read(&mut chunk).await?;
@@ -140,7 +190,10 @@ async fn serve(mut tcp: tokio::net::TcpStream, handler: &Handler, seen: &Mutex<V
             buf.extend_from_slice(&chunk[..n]);
         }
         let mut parts = head.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (method, target) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
         seen.lock().unwrap().push(format!("{method} {target}"));
         match handler(&method, &target) {
             Reply::Json(status, body) => {
@@ -200,7 +253,10 @@ fn scim_page(total: u64, start: u64, first: u64) -> Reply {
 
 /// An Env whose destination is `host` (the scim2-server it also starts stays unused).
 fn env_against(host: &ScimHost, users: Vec<Value>) -> Env {
-    let spec = Spec { scim_endpoint: Some(host.endpoint()), ..Spec::default() };
+    let spec = Spec {
+        scim_endpoint: Some(host.endpoint()),
+        ..Spec::default()
+    };
     Env::with(tenant(users, &[]), &[], spec)
 }
 
@@ -218,13 +274,30 @@ fn an_endless_scim_listing_aborts_within_a_minute_and_under_200_mib() {
         scim_page(1_000_000_000_000, s, s)
     });
     let env = env_against(&host, members(1, 20, "example.com"));
-    let (run, peak) = run_measuring_peak_rss(&env.args("plan", &[]), env.dir.path(), Duration::from_secs(90));
-    println!("endless listing (10^12 claimed): exit {} in {:?}, peak RSS {} MiB", run.code, run.elapsed, peak / 1024);
+    let (run, peak) = run_measuring_peak_rss(
+        &env.args("plan", &[]),
+        env.dir.path(),
+        Duration::from_secs(90),
+    );
+    println!(
+        "endless listing (10^12 claimed): exit {} in {:?}, peak RSS {} MiB",
+        run.code,
+        run.elapsed,
+        peak / 1024
+    );
     assert_eq!(run.code, 1, "{run:?}");
     let last = run.stderr.lines().last().unwrap();
-    assert!(last.contains("reports 1000000000000 users, more than the ceiling of 1000000"), "{last}");
+    assert!(
+        last.contains("reports 1000000000000 users, more than the ceiling of 1000000"),
+        "{last}"
+    );
     assert!(last.contains("--max-listing-users"), "{last}");
-    assert!(run.elapsed < Duration::from_secs(60) && peak < PEAK_LIMIT_KIB, "{:?}, {} KiB", run.elapsed, peak);
+    assert!(
+        run.elapsed < Duration::from_secs(60) && peak < PEAK_LIMIT_KIB,
+        "{:?}, {} KiB",
+        run.elapsed,
+        peak
+    );
 
     // A believable total, fresh ids on every page, and a byte ceiling set low by the operator.
     let host = ScimHost::start(|_, target| {
@@ -237,10 +310,25 @@ fn an_endless_scim_listing_aborts_within_a_minute_and_under_200_mib() {
     let env = env_against(&host, members(1, 20, "example.com"));
     let args = env.args("plan", &["--max-listing-bytes", "20000000"]);
     let (run, peak) = run_measuring_peak_rss(&args, env.dir.path(), Duration::from_secs(90));
-    println!("fresh ids to a 20 MB ceiling: exit {} in {:?}, peak RSS {} MiB", run.code, run.elapsed, peak / 1024);
+    println!(
+        "fresh ids to a 20 MB ceiling: exit {} in {:?}, peak RSS {} MiB",
+        run.code,
+        run.elapsed,
+        peak / 1024
+    );
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("the listing passed 19 MiB before it ended"), "{}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(60) && peak < PEAK_LIMIT_KIB, "{:?}, {} KiB", run.elapsed, peak);
+    assert!(
+        run.stderr
+            .contains("the listing passed 19 MiB before it ended"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(60) && peak < PEAK_LIMIT_KIB,
+        "{:?}, {} KiB",
+        run.elapsed,
+        peak
+    );
 }
 
 #[test]
@@ -253,10 +341,22 @@ fn a_scim_listing_that_repeats_a_page_aborts_at_the_repeat() {
         scim_page(50_000, start_index(target), 1)
     });
     let env = env_against(&host, members(1, 20, "example.com"));
-    let (run, peak) = run_measuring_peak_rss(&env.args("plan", &[]), env.dir.path(), Duration::from_secs(90));
+    let (run, peak) = run_measuring_peak_rss(
+        &env.args("plan", &[]),
+        env.dir.path(),
+        Duration::from_secs(90),
+    );
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("repeats an id already listed"), "{}", run.stderr);
-    let pages = host.seen().iter().filter(|r| r.starts_with("GET /v2/Users")).count();
+    assert!(
+        run.stderr.contains("repeats an id already listed"),
+        "{}",
+        run.stderr
+    );
+    let pages = host
+        .seen()
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/Users"))
+        .count();
     assert_eq!(pages, 2, "{:?}", host.seen());
     assert!(peak < PEAK_LIMIT_KIB, "{peak} KiB");
 }
@@ -265,15 +365,30 @@ fn a_scim_listing_that_repeats_a_page_aborts_at_the_repeat() {
 /// with one DestinationUnavailable line within about a minute (README "Safety rules").
 fn given_up_within_about_a_minute(what: &str, reply: fn() -> Reply) {
     let host = ScimHost::start(move |_, target| {
-        if target.contains("/ServiceProviderConfig") { reply() } else { service_provider_config() }
+        if target.contains("/ServiceProviderConfig") {
+            reply()
+        } else {
+            service_provider_config()
+        }
     });
     let env = env_against(&host, members(1, 5, "example.com"));
-    let run = run_dirsync_timeout(&env.args("plan", &[]), env.dir.path(), Duration::from_secs(150));
+    let run = run_dirsync_timeout(
+        &env.args("plan", &[]),
+        env.dir.path(),
+        Duration::from_secs(150),
+    );
     println!("{what} SCIM server: given up after {:?}", run.elapsed);
     assert_eq!(run.code, 1, "{what}: {run:?}");
     let last = run.stderr.lines().last().unwrap();
-    assert!(last.contains("DestinationUnavailable") && last.contains("giving up"), "{what}: {last}");
-    assert!(run.elapsed < Duration::from_secs(70), "{what}: took {:?}", run.elapsed);
+    assert!(
+        last.contains("DestinationUnavailable") && last.contains("giving up"),
+        "{what}: {last}"
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(70),
+        "{what}: took {:?}",
+        run.elapsed
+    );
 }
 
 #[test]
@@ -292,11 +407,26 @@ fn a_dribbling_scim_server_is_given_up_within_about_a_minute() {
 #[test]
 fn apply_with_a_state_file_it_cannot_write_fails_before_any_write() {
     let env = Env::new(members(1, 12, "example.com"));
-    let state = env.dir.path().join("no-such-dir").join("s.json").display().to_string();
-    let run = env.dirsync(&env.args("apply", &["--state", &state])).expect(1);
+    let state = env
+        .dir
+        .path()
+        .join("no-such-dir")
+        .join("s.json")
+        .display()
+        .to_string();
+    let run = env
+        .dirsync(&env.args("apply", &["--state", &state]))
+        .expect(1);
     let last = run.stderr.lines().last().unwrap();
-    assert!(last.contains("cannot write the state file") && last.contains("no-such-dir"), "{last}");
-    assert_eq!(env.scim_writes().total(), 0, "users were written that no state file records");
+    assert!(
+        last.contains("cannot write the state file") && last.contains("no-such-dir"),
+        "{last}"
+    );
+    assert_eq!(
+        env.scim_writes().total(),
+        0,
+        "users were written that no state file records"
+    );
     assert!(env.scim_users().is_empty());
 }
 
@@ -307,14 +437,29 @@ fn user_data_reaches_the_terminal_as_text_not_as_control_sequences() {
         if target.contains("/ServiceProviderConfig") {
             service_provider_config()
         } else if method == "GET" {
-            Reply::Json(200, json!({"totalResults": 0, "startIndex": 1, "Resources": []}).to_string())
+            Reply::Json(
+                200,
+                json!({"totalResults": 0, "startIndex": 1, "Resources": []}).to_string(),
+            )
         } else {
-            Reply::Json(400, json!({"status": "400", "scimType": "invalidValue"}).to_string())
+            Reply::Json(
+                400,
+                json!({"status": "400", "scimType": "invalidValue"}).to_string(),
+            )
         }
     });
     let evil = "evil\u{1b}[2J\u{7}@example.com";
     let env = env_against(&host, vec![member(1, evil, "Evil", "User")]);
     let run = env.apply().expect(4);
-    assert!(!run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{7}'), "{:?}", run.stderr);
-    assert!(run.stderr.contains("FAILED Add evil\\u{1b}[2J\\u{7}@example.com"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{7}'),
+        "{:?}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("FAILED Add evil\\u{1b}[2J\\u{7}@example.com"),
+        "{}",
+        run.stderr
+    );
 }

@@ -26,15 +26,36 @@ fn s(v: &[&str]) -> Vec<String> {
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_dirsync(&s(&["apply", "-f", "r.yaml", "--secrets", "s.yaml"]), dir.path());
+    let run = run_dirsync(
+        &s(&["apply", "-f", "r.yaml", "--secrets", "s.yaml"]),
+        dir.path(),
+    );
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("--state"), "{}", run.stderr);
     for args in [
         vec!["plan", "-f", "r.yaml", "--secrets", "s.yaml", "--bogus"],
         vec!["plan", "--secrets", "s.yaml"],
         vec!["plan", "-f", "r.yaml"],
-        vec!["apply", "-f", "r.yaml", "--secrets", "s.yaml", "--state", "x", "--concurrency", "0"],
-        vec!["plan", "-f", "r.yaml", "--secrets", "s.yaml", "--concurrency", "many"],
+        vec![
+            "apply",
+            "-f",
+            "r.yaml",
+            "--secrets",
+            "s.yaml",
+            "--state",
+            "x",
+            "--concurrency",
+            "0",
+        ],
+        vec![
+            "plan",
+            "-f",
+            "r.yaml",
+            "--secrets",
+            "s.yaml",
+            "--concurrency",
+            "many",
+        ],
         vec!["frobnicate"],
         vec![],
     ] {
@@ -44,8 +65,15 @@ fn usage_errors_exit_2() {
     }
     let help = run_dirsync(&s(&["plan", "--help"]), dir.path());
     assert_eq!(help.code, 0);
-    assert!(help.stdout.contains("--state") && help.stdout.contains("--ca-file"), "{}", help.stdout);
-    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "a usage error wrote a file");
+    assert!(
+        help.stdout.contains("--state") && help.stdout.contains("--ca-file"),
+        "{}",
+        help.stdout
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "a usage error wrote a file"
+    );
 }
 
 const GOOD_RESOURCE: &str = "apiVersion: dirsync.io/v1alpha1
@@ -83,9 +111,24 @@ stringData: {token: canary-scim-token-Zk4Hw8Nd3Fs}
 fn bad_resource_and_secrets_files_give_one_readable_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, String, String, &str)> = vec![
-        ("missing resource file", "<none>".into(), GOOD_SECRETS.into(), "cannot read"),
-        ("not YAML", "spec: [unclosed\n  domain: {".into(), GOOD_SECRETS.into(), "not valid YAML"),
-        ("another kind", GOOD_RESOURCE.replace("kind: DirectorySync", "kind: ConfigMap"), GOOD_SECRETS.into(), "expected a DirectorySync"),
+        (
+            "missing resource file",
+            "<none>".into(),
+            GOOD_SECRETS.into(),
+            "cannot read",
+        ),
+        (
+            "not YAML",
+            "spec: [unclosed\n  domain: {".into(),
+            GOOD_SECRETS.into(),
+            "not valid YAML",
+        ),
+        (
+            "another kind",
+            GOOD_RESOURCE.replace("kind: DirectorySync", "kind: ConfigMap"),
+            GOOD_SECRETS.into(),
+            "expected a DirectorySync",
+        ),
         (
             "missing required field",
             GOOD_RESOURCE.replace("  maxAllowedDeletions: 65\n", ""),
@@ -98,7 +141,12 @@ fn bad_resource_and_secrets_files_give_one_readable_line_and_exit_1() {
             GOOD_SECRETS.into(),
             "maxAllowedDeletions",
         ),
-        ("bad enum", GOOD_RESOURCE.replace("upnMode: Enabled", "upnMode: Sometimes"), GOOD_SECRETS.into(), "Sometimes"),
+        (
+            "bad enum",
+            GOOD_RESOURCE.replace("upnMode: Enabled", "upnMode: Sometimes"),
+            GOOD_SECRETS.into(),
+            "Sometimes",
+        ),
         (
             "plain-http Graph",
             GOOD_RESOURCE.replace("graphEndpoint: https://", "graphEndpoint: http://"),
@@ -107,46 +155,74 @@ fn bad_resource_and_secrets_files_give_one_readable_line_and_exit_1() {
         ),
         (
             "URL with user-info",
-            GOOD_RESOURCE.replace("endpoint: http://127", "endpoint: http://user:canary-scim-token-Zk4Hw8Nd3Fs@127"),
+            GOOD_RESOURCE.replace(
+                "endpoint: http://127",
+                "endpoint: http://user:canary-scim-token-Zk4Hw8Nd3Fs@127",
+            ),
             GOOD_SECRETS.into(),
             "user-info",
         ),
         (
             "misspelt field",
-            GOOD_RESOURCE.replace("  maxAllowedDeletions: 65\n", "  maxAllowedDeletions: 65\n  deletionPolcy: Deactivate\n"),
+            GOOD_RESOURCE.replace(
+                "  maxAllowedDeletions: 65\n",
+                "  maxAllowedDeletions: 65\n  deletionPolcy: Deactivate\n",
+            ),
             GOOD_SECRETS.into(),
             "spec.deletionPolcy: unknown field (did you mean deletionPolicy?)",
         ),
         (
             "misspelt nested field",
-            GOOD_RESOURCE.replace("graphEndpoint:", "authorityHots: https://login.example\n      graphEndpoint:"),
+            GOOD_RESOURCE.replace(
+                "graphEndpoint:",
+                "authorityHots: https://login.example\n      graphEndpoint:",
+            ),
             GOOD_SECRETS.into(),
             "spec.source.entraID.authorityHots: unknown field (did you mean authorityHost?)",
         ),
         (
             "plain-http SCIM off this machine",
-            GOOD_RESOURCE.replace("endpoint: http://127.0.0.1:9/v2", "endpoint: http://192.0.2.10/v2"),
+            GOOD_RESOURCE.replace(
+                "endpoint: http://127.0.0.1:9/v2",
+                "endpoint: http://192.0.2.10/v2",
+            ),
             GOOD_SECRETS.into(),
             "would send the bearer token unencrypted; use https://, or pass --allow-insecure-http",
         ),
-        ("missing secrets file", GOOD_RESOURCE.into(), "<none>".into(), "cannot read"),
+        (
+            "missing secrets file",
+            GOOD_RESOURCE.into(),
+            "<none>".into(),
+            "cannot read",
+        ),
         (
             "secret key missing",
             GOOD_RESOURCE.into(),
             GOOD_SECRETS.replace("token: canary", "other: canary"),
             "access-control-scim",
         ),
-        ("secrets not YAML", GOOD_RESOURCE.into(), format!("{GOOD_SECRETS}\n  - [: canary-client-secret-Q7vX2pLm9Rt\n"), "not valid YAML"),
+        (
+            "secrets not YAML",
+            GOOD_RESOURCE.into(),
+            format!("{GOOD_SECRETS}\n  - [: canary-client-secret-Q7vX2pLm9Rt\n"),
+            "not valid YAML",
+        ),
         (
             "not a Secret",
             GOOD_RESOURCE.into(),
-            GOOD_SECRETS.replace("kind: Secret\nmetadata: {name: entra-app}", "kind: ConfigMap\nmetadata: {name: entra-app}"),
+            GOOD_SECRETS.replace(
+                "kind: Secret\nmetadata: {name: entra-app}",
+                "kind: ConfigMap\nmetadata: {name: entra-app}",
+            ),
             "not a Secret",
         ),
         (
             "bad base64",
             GOOD_RESOURCE.into(),
-            GOOD_SECRETS.replace("stringData: {token: canary-scim-token-Zk4Hw8Nd3Fs}", "data: {token: '***not base64***'}"),
+            GOOD_SECRETS.replace(
+                "stringData: {token: canary-scim-token-Zk4Hw8Nd3Fs}",
+                "data: {token: '***not base64***'}",
+            ),
             "base64",
         ),
     ];
@@ -163,19 +239,51 @@ fn bad_resource_and_secrets_files_give_one_readable_line_and_exit_1() {
         }
         for cmd in ["plan", "apply"] {
             let run = run_dirsync(
-                &s(&[cmd, "-f", "r.yaml", "--secrets", "s.yaml", "--state", "state.json"]),
+                &s(&[
+                    cmd,
+                    "-f",
+                    "r.yaml",
+                    "--secrets",
+                    "s.yaml",
+                    "--state",
+                    "state.json",
+                ]),
                 dir.path(),
             );
             assert_eq!(run.code, 1, "{what} ({cmd}): {run:?}");
             let lines: Vec<&str> = run.stderr.lines().collect();
-            assert_eq!(lines.len(), 1, "{what} ({cmd}): not one line:\n{}", run.stderr);
-            assert!(lines[0].starts_with("error: "), "{what} ({cmd}): {}", lines[0]);
-            assert!(lines[0].contains(needle), "{what} ({cmd}): {:?} lacks {needle:?}", lines[0]);
-            assert!(lines[0].len() < 400, "{what} ({cmd}): too long: {}", lines[0]);
+            assert_eq!(
+                lines.len(),
+                1,
+                "{what} ({cmd}): not one line:\n{}",
+                run.stderr
+            );
+            assert!(
+                lines[0].starts_with("error: "),
+                "{what} ({cmd}): {}",
+                lines[0]
+            );
+            assert!(
+                lines[0].contains(needle),
+                "{what} ({cmd}): {:?} lacks {needle:?}",
+                lines[0]
+            );
+            assert!(
+                lines[0].len() < 400,
+                "{what} ({cmd}): too long: {}",
+                lines[0]
+            );
             assert_no_secrets(&run.stderr, what);
             assert!(run.stdout.is_empty(), "{what} ({cmd}): {}", run.stdout);
-            assert!(run.elapsed < Duration::from_secs(10), "{what} ({cmd}) took {:?}", run.elapsed);
-            assert!(!dir.path().join("state.json").exists(), "{what} ({cmd}) wrote a state file");
+            assert!(
+                run.elapsed < Duration::from_secs(10),
+                "{what} ({cmd}) took {:?}",
+                run.elapsed
+            );
+            assert!(
+                !dir.path().join("state.json").exists(),
+                "{what} ({cmd}) wrote a state file"
+            );
         }
     }
 }
@@ -196,9 +304,20 @@ fn a_graph_read_failing_on_its_second_page_aborts_the_run_and_writes_nothing() {
     for run in [env.plan(), env.apply()] {
         let run = run.expect(1);
         let last = run.stderr.lines().last().unwrap();
-        assert!(last.starts_with("error: SourceUnavailable"), "{}", run.stderr);
-        assert!(last.contains("503") && last.contains("nothing was written"), "{last}");
-        assert!(run.stdout.is_empty(), "a partial plan was printed: {}", run.stdout);
+        assert!(
+            last.starts_with("error: SourceUnavailable"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            last.contains("503") && last.contains("nothing was written"),
+            "{last}"
+        );
+        assert!(
+            run.stdout.is_empty(),
+            "a partial plan was printed: {}",
+            run.stdout
+        );
     }
     assert_eq!(env.scim_writes().total(), 0);
     assert!(!env.state_path().exists());
@@ -213,9 +332,17 @@ fn a_connection_dropped_mid_page_aborts_the_run_and_writes_nothing() {
     env.emu.add_fault(&json!({"kind": "dropConnection", "endpoint": "users", "always": true, "after": 1, "bytes": 4096}));
     let run = env.apply().expect(1);
     let last = run.stderr.lines().last().unwrap();
-    assert!(last.starts_with("error: SourceUnavailable"), "{}", run.stderr);
+    assert!(
+        last.starts_with("error: SourceUnavailable"),
+        "{}",
+        run.stderr
+    );
     // Six attempts with backoff (1+2+4+8+16 s, 50–100 % jitter), never more.
-    assert!(run.elapsed < Duration::from_secs(60), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(60),
+        "took {:?}",
+        run.elapsed
+    );
     assert_eq!(env.scim_writes().total(), 0);
     assert!(!env.state_path().exists());
 }
@@ -223,34 +350,69 @@ fn a_connection_dropped_mid_page_aborts_the_run_and_writes_nothing() {
 #[test]
 fn throttling_storms_5xx_and_expired_tokens_are_survived_with_the_right_final_state() {
     // Tokens live 2 s; the storm below outlasts one.
-    let env = Env::with(tenant(members(1, 30, "example.com"), &[]), &["--token-lifetime", "2"], Spec::default());
-    env.emu.add_fault(&json!({"kind": "throttle", "endpoint": "token", "count": 1, "retryAfter": 1}));
-    env.emu.add_fault(&json!({"kind": "throttle", "endpoint": "users", "count": 2, "retryAfter": 2}));
+    let env = Env::with(
+        tenant(members(1, 30, "example.com"), &[]),
+        &["--token-lifetime", "2"],
+        Spec::default(),
+    );
+    env.emu
+        .add_fault(&json!({"kind": "throttle", "endpoint": "token", "count": 1, "retryAfter": 1}));
+    env.emu
+        .add_fault(&json!({"kind": "throttle", "endpoint": "users", "count": 2, "retryAfter": 2}));
     let run = env.apply().expect(0);
     assert!(run.stderr.contains("30 created"), "{}", run.stderr);
     assert_eq!(env.scim_users().len(), 30);
     let stats = env.emu.requests(2000);
-    assert!(stats["byStatus"]["429"].as_u64().unwrap_or(0) >= 3, "{stats}");
+    assert!(
+        stats["byStatus"]["429"].as_u64().unwrap_or(0) >= 3,
+        "{stats}"
+    );
     // The token in hand expired during the storm: Graph refused it once, dirsync got a new one.
-    assert!(stats["byStatus"]["401"].as_u64().unwrap_or(0) >= 1, "{stats}");
-    assert!(stats["byEndpoint"]["token"].as_u64().unwrap_or(0) >= 3, "{stats}");
-    assert!(env.emu.faults().as_array().unwrap().is_empty(), "not every fault fired");
+    assert!(
+        stats["byStatus"]["401"].as_u64().unwrap_or(0) >= 1,
+        "{stats}"
+    );
+    assert!(
+        stats["byEndpoint"]["token"].as_u64().unwrap_or(0) >= 3,
+        "{stats}"
+    );
+    assert!(
+        env.emu.faults().as_array().unwrap().is_empty(),
+        "not every fault fired"
+    );
 
     // Changes under 503s, a 504 and a storm with the other throttling code.
-    env.emu.update_user("user001@example.com", &json!({"displayName": "Renamed"}));
+    env.emu
+        .update_user("user001@example.com", &json!({"displayName": "Renamed"}));
     env.emu.delete_user("user002@example.com");
-    env.emu.add_user(&member(99, "new@example.com", "New", "User"));
-    env.emu.add_fault(&json!({"kind": "unavailable", "endpoint": "users", "count": 2, "retryAfter": 1}));
-    env.emu.add_fault(&json!({"kind": "gatewayTimeout", "endpoint": "users", "count": 1}));
-    env.emu.add_fault(&json!({"kind": "throttle", "endpoint": "users", "count": 2, "retryAfter": 1,
-                              "code": "Request_ThrottledTemporarily"}));
+    env.emu
+        .add_user(&member(99, "new@example.com", "New", "User"));
+    env.emu.add_fault(
+        &json!({"kind": "unavailable", "endpoint": "users", "count": 2, "retryAfter": 1}),
+    );
+    env.emu
+        .add_fault(&json!({"kind": "gatewayTimeout", "endpoint": "users", "count": 1}));
+    env.emu.add_fault(
+        &json!({"kind": "throttle", "endpoint": "users", "count": 2, "retryAfter": 1,
+                              "code": "Request_ThrottledTemporarily"}),
+    );
     let run = env.apply().expect(0);
-    assert!(run.stderr.contains("1 created, 1 updated, 1 deleted"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("1 created, 1 updated, 1 deleted"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(env.scim_users().len(), 30);
-    assert_eq!(env.scim_user_required("user001@example.com")["displayName"], "Renamed");
+    assert_eq!(
+        env.scim_user_required("user001@example.com")["displayName"],
+        "Renamed"
+    );
     assert!(env.scim_user("user002@example.com").is_none());
     assert!(env.scim_user("new@example.com").is_some());
-    assert!(env.emu.faults().as_array().unwrap().is_empty(), "not every fault fired");
+    assert!(
+        env.emu.faults().as_array().unwrap().is_empty(),
+        "not every fault fired"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,21 +456,32 @@ impl Hostile {
         let pki = dirsync_testenv::certs::generate(&dir.path().join("pki")).unwrap();
         let certs: Vec<rustls::pki_types::CertificateDer<'static>> = {
             use rustls::pki_types::pem::PemObject as _;
-            rustls::pki_types::CertificateDer::pem_file_iter(&pki.serving_crt).unwrap().map(Result::unwrap).collect()
+            rustls::pki_types::CertificateDer::pem_file_iter(&pki.serving_crt)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
         };
         let key = {
             use rustls::pki_types::pem::PemObject as _;
             rustls::pki_types::PrivateKeyDer::from_pem_file(&pki.serving_key).unwrap()
         };
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let huge_sent = Arc::new(AtomicU64::new(0));
@@ -316,15 +489,30 @@ impl Hostile {
         let (seen2, sent2) = (seen.clone(), huge_sent.clone());
         rt.spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (acceptor, graph, seen, sent) = (acceptor.clone(), graph.clone(), seen2.clone(), sent2.clone());
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, graph, seen, sent) = (
+                    acceptor.clone(),
+                    graph.clone(),
+                    seen2.clone(),
+                    sent2.clone(),
+                );
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let _ = serve_one(&mut tls, port, &*graph, &seen, &sent).await;
                 });
             }
         });
-        Hostile { rt: Some(rt), port, dir, seen, huge_sent }
+        Hostile {
+            rt: Some(rt),
+            port,
+            dir,
+            seen,
+            huge_sent,
+        }
     }
 
     fn base(&self) -> String {
@@ -352,22 +540,51 @@ impl Hostile {
         let mut last = None;
         for cmd in ["plan", "apply"] {
             let run = run_dirsync_timeout(
-                &s(&[cmd, "-f", "r.yaml", "--secrets", "s.yaml", "--state", "state.json", "--ca-file", &ca]),
+                &s(&[
+                    cmd,
+                    "-f",
+                    "r.yaml",
+                    "--secrets",
+                    "s.yaml",
+                    "--state",
+                    "state.json",
+                    "--ca-file",
+                    &ca,
+                ]),
                 dir.path(),
                 budget + Duration::from_secs(30),
             );
             assert_eq!(run.code, 1, "{cmd}: {run:?}");
-            let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+            let errors: Vec<&str> = run
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("error:"))
+                .collect();
             assert_eq!(errors.len(), 1, "{cmd}: {}", run.stderr);
-            assert!(errors[0].contains(needle), "{cmd}: {:?} lacks {needle:?}", errors[0]);
-            assert!(errors[0].len() <= 512, "{cmd}: error line too long: {}", errors[0]);
+            assert!(
+                errors[0].contains(needle),
+                "{cmd}: {:?} lacks {needle:?}",
+                errors[0]
+            );
+            assert!(
+                errors[0].len() <= 512,
+                "{cmd}: error line too long: {}",
+                errors[0]
+            );
             assert!(run.elapsed < budget, "{cmd} took {:?}", run.elapsed);
             assert!(run.stdout.is_empty(), "{cmd}: {}", run.stdout);
             assert_no_secrets(&run.stderr, cmd);
-            assert!(!dir.path().join("state.json").exists(), "{cmd} wrote a state file");
+            assert!(
+                !dir.path().join("state.json").exists(),
+                "{cmd} wrote a state file"
+            );
             last = Some(run);
         }
-        let writes: Vec<String> = self.seen().into_iter().filter(|r| r.contains("/scim/") && !r.starts_with("GET")).collect();
+        let writes: Vec<String> = self
+            .seen()
+            .into_iter()
+            .filter(|r| r.contains("/scim/") && !r.starts_with("GET"))
+            .collect();
         assert!(writes.is_empty(), "written to the destination: {writes:?}");
         last.unwrap()
     }
@@ -396,7 +613,11 @@ async fn serve_one(
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0);
     while buf.len() < head_end + length {
         let n = tls.read(&mut chunk).await?;
@@ -406,7 +627,10 @@ async fn serve_one(
         buf.extend_from_slice(&chunk[..n]);
     }
     let mut parts = head.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let (method, target) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
     seen.lock().unwrap().push(format!("{method} {target}"));
     let reply = if target.contains("/oauth2/v2.0/token") {
         Reply::Json(200, vec![], json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "hostile-access-token"}).to_string())
@@ -433,7 +657,10 @@ async fn serve_one(
                 body.len()
             );
             for (k, v) in headers {
-                out.push_str(&format!("{k}: {}\r\n", v.replace("{PORT}", &port.to_string())));
+                out.push_str(&format!(
+                    "{k}: {}\r\n",
+                    v.replace("{PORT}", &port.to_string())
+                ));
             }
             out.push_str("\r\n");
             out.push_str(&body);
@@ -441,7 +668,11 @@ async fn serve_one(
         }
         Reply::Huge(announced) => {
             let total: u64 = 1 << 30;
-            let length = if announced { format!("Content-Length: {total}\r\n") } else { String::new() };
+            let length = if announced {
+                format!("Content-Length: {total}\r\n")
+            } else {
+                String::new()
+            };
             tls.write_all(
                 format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}Connection: close\r\n\r\n").as_bytes(),
             )
@@ -476,7 +707,11 @@ fn a_next_link_to_another_host_aborts_the_run() {
     // the rule, not a failing connection, can stop dirsync from following it.
     let server = Hostile::start(|target| {
         if target.contains("skiptoken=foreign") {
-            Reply::Json(200, vec![], page(vec![graph_user(2, "b@example.com")], None))
+            Reply::Json(
+                200,
+                vec![],
+                page(vec![graph_user(2, "b@example.com")], None),
+            )
         } else {
             Reply::Json(
                 200,
@@ -489,21 +724,47 @@ fn a_next_link_to_another_host_aborts_the_run() {
         }
     });
     let run = server.expect_failure("nextLink", Duration::from_secs(10));
-    assert!(run.stderr.contains("SourceUnavailable") || run.stderr.contains("Entra ID"), "{}", run.stderr);
-    assert!(!server.seen().iter().any(|r| r.contains("foreign")), "the foreign nextLink was followed: {:?}", server.seen());
+    assert!(
+        run.stderr.contains("SourceUnavailable") || run.stderr.contains("Entra ID"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !server.seen().iter().any(|r| r.contains("foreign")),
+        "the foreign nextLink was followed: {:?}",
+        server.seen()
+    );
 }
 
 #[test]
 fn a_looping_next_link_aborts_the_run() {
     // The same page again, and the same skiptoken under another URL: both are loops.
-    for second in ["https://127.0.0.1:{PORT}/v1.0/users?$skiptoken=A", "https://127.0.0.1:{PORT}/v1.0/users?$top=5&$skiptoken=A"] {
+    for second in [
+        "https://127.0.0.1:{PORT}/v1.0/users?$skiptoken=A",
+        "https://127.0.0.1:{PORT}/v1.0/users?$top=5&$skiptoken=A",
+    ] {
         let server = Hostile::start(move |target| {
-            let next = if target.contains("skiptoken=A") { second } else { "https://127.0.0.1:{PORT}/v1.0/users?$skiptoken=A" };
-            Reply::Json(200, vec![], page(vec![graph_user(1, "a@example.com")], Some(next)))
+            let next = if target.contains("skiptoken=A") {
+                second
+            } else {
+                "https://127.0.0.1:{PORT}/v1.0/users?$skiptoken=A"
+            };
+            Reply::Json(
+                200,
+                vec![],
+                page(vec![graph_user(1, "a@example.com")], Some(next)),
+            )
         });
         server.expect_failure("nextLink repeats an earlier", Duration::from_secs(10));
-        let users_requests = server.seen().iter().filter(|r| r.contains("/v1.0/users")).count();
-        assert!(users_requests <= 2 * 2, "the loop went on: {users_requests} requests");
+        let users_requests = server
+            .seen()
+            .iter()
+            .filter(|r| r.contains("/v1.0/users"))
+            .count();
+        assert!(
+            users_requests <= 2 * 2,
+            "the loop went on: {users_requests} requests"
+        );
     }
 }
 
@@ -513,11 +774,19 @@ fn a_redirect_is_not_followed() {
         if target.starts_with("/v1.0/elsewhere") {
             Reply::Json(200, vec![], page(vec![], None))
         } else {
-            Reply::Json(302, vec![("Location", "https://127.0.0.1:{PORT}/v1.0/elsewhere".into())], "{}".into())
+            Reply::Json(
+                302,
+                vec![("Location", "https://127.0.0.1:{PORT}/v1.0/elsewhere".into())],
+                "{}".into(),
+            )
         }
     });
     server.expect_failure("redirect", Duration::from_secs(10));
-    assert!(!server.seen().iter().any(|r| r.contains("elsewhere")), "{:?}", server.seen());
+    assert!(
+        !server.seen().iter().any(|r| r.contains("elsewhere")),
+        "{:?}",
+        server.seen()
+    );
 }
 
 #[test]
@@ -525,7 +794,11 @@ fn a_user_record_missing_account_enabled_is_a_read_error() {
     let server = Hostile::start(|_| {
         let mut u = graph_user(1, "a@example.com");
         u.as_object_mut().unwrap().remove("accountEnabled");
-        Reply::Json(200, vec![], page(vec![graph_user(2, "b@example.com"), u], None))
+        Reply::Json(
+            200,
+            vec![],
+            page(vec![graph_user(2, "b@example.com"), u], None),
+        )
     });
     server.expect_failure("accountEnabled", Duration::from_secs(10));
 }
@@ -537,28 +810,55 @@ fn a_1_gib_body_ends_the_run_in_bounded_time_and_memory() {
         let dir = tempfile::tempdir().unwrap();
         let resource = GOOD_RESOURCE
             .replace("https://127.0.0.1:9", &server.base())
-            .replace("http://127.0.0.1:9/v2", &format!("{}/scim/v2", server.base()));
+            .replace(
+                "http://127.0.0.1:9/v2",
+                &format!("{}/scim/v2", server.base()),
+            );
         std::fs::write(dir.path().join("r.yaml"), resource).unwrap();
         std::fs::write(dir.path().join("s.yaml"), GOOD_SECRETS).unwrap();
         let ca = server.ca_file().display().to_string();
         let (run, peak_kib) = run_measuring_peak_rss(
-            &s(&["plan", "-f", "r.yaml", "--secrets", "s.yaml", "--ca-file", &ca]),
+            &s(&[
+                "plan",
+                "-f",
+                "r.yaml",
+                "--secrets",
+                "s.yaml",
+                "--ca-file",
+                &ca,
+            ]),
             dir.path(),
             Duration::from_secs(90),
         );
         assert_eq!(run.code, 1, "{run:?}");
         let last = run.stderr.lines().last().unwrap_or("");
-        assert!(last.starts_with("error:") && last.contains("64 MiB"), "{}", run.stderr);
+        assert!(
+            last.starts_with("error:") && last.contains("64 MiB"),
+            "{}",
+            run.stderr
+        );
         let sent = server.huge_sent.load(Ordering::Relaxed);
         if announced {
             // Refused on the header alone.
-            assert!(sent < 16 << 20, "dirsync read {} MiB of an announced 1 GiB body", sent >> 20);
+            assert!(
+                sent < 16 << 20,
+                "dirsync read {} MiB of an announced 1 GiB body",
+                sent >> 20
+            );
         } else {
             // Read up to the cap, then dropped (the server sees the connection close).
-            assert!((60 << 20..200 << 20).contains(&sent), "server sent {} MiB", sent >> 20);
+            assert!(
+                (60 << 20..200 << 20).contains(&sent),
+                "server sent {} MiB",
+                sent >> 20
+            );
         }
         // The cap is 64 MiB of body; the process stays far below the 1 GiB it was offered.
         assert!(peak_kib < 256 * 1024, "peak RSS {} MiB", peak_kib / 1024);
-        assert!(run.elapsed < Duration::from_secs(60), "took {:?}", run.elapsed);
+        assert!(
+            run.elapsed < Duration::from_secs(60),
+            "took {:?}",
+            run.elapsed
+        );
     }
 }

@@ -3,8 +3,12 @@
 #[test]
 fn committed_crd_matches_the_rust_types() {
     let generated = dirsync::cli::crd_yaml().expect("CRD serialises");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/directorysyncs.dirsync.io.yaml");
-    let committed = std::fs::read_to_string(path).expect("crds/directorysyncs.dirsync.io.yaml exists");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/directorysyncs.dirsync.io.yaml"
+    );
+    let committed =
+        std::fs::read_to_string(path).expect("crds/directorysyncs.dirsync.io.yaml exists");
     assert!(
         committed == generated,
         "crds/directorysyncs.dirsync.io.yaml is out of date; regenerate it with\n  \
@@ -19,19 +23,42 @@ fn crd_carries_the_validation_spec_1_asks_for() {
     let version = &crd["spec"]["versions"][0];
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "dsync");
     assert_eq!(version["name"], "v1alpha1");
-    assert!(version["subresources"]["status"].is_object(), "status subresource");
+    assert!(
+        version["subresources"]["status"].is_object(),
+        "status subresource"
+    );
     let root = &version["schema"]["openAPIV3Schema"];
     let spec = &root["properties"]["spec"];
-    let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    for field in ["domain", "upnMode", "maxAllowedDeletions", "source", "destination"] {
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for field in [
+        "domain",
+        "upnMode",
+        "maxAllowedDeletions",
+        "source",
+        "destination",
+    ] {
         assert!(required.contains(&field), "{field} is required");
     }
     let mad = &spec["properties"]["maxAllowedDeletions"];
     assert_eq!(mad["minimum"].as_f64(), Some(0.0));
     assert_eq!(mad["maximum"].as_f64(), Some(100.0));
-    assert_eq!(spec["properties"]["upnMode"]["enum"], serde_json::json!(["Enabled", "Disabled"]));
-    assert_eq!(spec["properties"]["mode"]["enum"], serde_json::json!(["DryRun", "Once", "Periodic"]));
-    assert_eq!(spec["properties"]["deletionPolicy"]["enum"], serde_json::json!(["Delete", "Deactivate"]));
+    assert_eq!(
+        spec["properties"]["upnMode"]["enum"],
+        serde_json::json!(["Enabled", "Disabled"])
+    );
+    assert_eq!(
+        spec["properties"]["mode"]["enum"],
+        serde_json::json!(["DryRun", "Once", "Periodic"])
+    );
+    assert_eq!(
+        spec["properties"]["deletionPolicy"]["enum"],
+        serde_json::json!(["Delete", "Deactivate"])
+    );
     let messages: Vec<String> = root["x-kubernetes-validations"]
         .as_array()
         .unwrap()
@@ -40,14 +67,24 @@ fn crd_carries_the_validation_spec_1_asks_for() {
         .collect();
     assert!(messages.contains(&dirsync::crd::IMMUTABLE_MESSAGE.to_string()));
     let entra = &spec["properties"]["source"]["properties"]["entraID"];
-    assert!(entra["x-kubernetes-validations"][0]["rule"].as_str().unwrap().contains("size() == 1"));
-    assert!(entra["properties"]["tenantID"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf");
+    assert!(
+        entra["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("size() == 1")
+    );
+    assert!(
+        entra["properties"]["tenantID"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+    );
     // every spec field explains itself (kubectl explain)
     fn all_described(schema: &serde_json::Value, path: &str) {
         if let Some(props) = schema["properties"].as_object() {
             for (name, sub) in props {
                 let p = format!("{path}.{name}");
-                assert!(sub["description"].as_str().is_some_and(|d| !d.is_empty()), "{p} has no description");
+                assert!(
+                    sub["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{p} has no description"
+                );
                 all_described(sub, &p);
                 all_described(&sub["items"], &p);
             }
@@ -60,7 +97,20 @@ fn crd_carries_the_validation_spec_1_asks_for() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Domain", "Mode", "Ready", "Last Result", "Adds", "Updates", "Deletes", "Next Run", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Domain",
+            "Mode",
+            "Ready",
+            "Last Result",
+            "Adds",
+            "Updates",
+            "Deletes",
+            "Next Run",
+            "Age"
+        ]
+    );
 }
 
 /// `kubectl explain` prints descriptions as they are: each must be paragraphs, not the doc
@@ -106,6 +156,9 @@ fn crd_descriptions_are_paragraphs_not_source_lines() {
 fn reflow_keeps_paragraphs_and_list_items() {
     use dirsync::crd::reflow_paragraphs;
     assert_eq!(reflow_paragraphs("a b\nc d\n\ne\nf"), "a b c d\n\ne f");
-    assert_eq!(reflow_paragraphs("Modes:\n- one\n- two\n  more"), "Modes:\n- one\n- two more");
+    assert_eq!(
+        reflow_paragraphs("Modes:\n- one\n- two\n  more"),
+        "Modes:\n- one\n- two more"
+    );
     assert_eq!(reflow_paragraphs("single"), "single");
 }

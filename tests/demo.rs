@@ -52,7 +52,10 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
     );
 
     for b in ["dirsync", "entra-emulator", "dirsync-testenv"] {
-        assert!(bins.join(b).exists(), "the demo's build step did not rebuild {b}");
+        assert!(
+            bins.join(b).exists(),
+            "the demo's build step did not rebuild {b}"
+        );
     }
 
     // What README "Quick start" says the demo shows, in that order: progress first.
@@ -90,7 +93,9 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
         "{table:?}"
     );
     assert!(
-        table[1].contains("example.com") && table[1].contains("Once") && table[1].contains("Synced"),
+        table[1].contains("example.com")
+            && table[1].contains("Once")
+            && table[1].contains("Synced"),
         "{table:?}\n{stdout}"
     );
     // `kubectl describe` tells the story: conditions and the events of both runs.
@@ -111,11 +116,15 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
 
     // The applied plan: every in-scope user added, the hand-made admin shown and untouched.
     let csv = std::fs::read_to_string(dir.path().join("preview.csv")).expect("preview.csv");
-    assert!(csv.starts_with("\u{feff}action,userName,"), "BOM and header");
+    assert!(
+        csv.starts_with("\u{feff}action,userName,"),
+        "BOM and header"
+    );
     let adds = csv.lines().filter(|l| l.starts_with("Add,")).count();
     assert!(adds > 20, "{adds} Add rows\n{csv}");
     assert!(
-        csv.lines().any(|l| l.starts_with("Unmanaged,admin@example.com,")),
+        csv.lines()
+            .any(|l| l.starts_with("Unmanaged,admin@example.com,")),
         "{csv}"
     );
     let synced = format!("The SCIM server now holds {} users", adds + 1);
@@ -123,9 +132,14 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
     // The operator's log file is plain text: no terminal colour codes.
     let log = std::fs::read_to_string(dir.path().join("operator.log")).expect("operator.log");
     assert!(log.contains("INFO"), "{log}");
-    assert!(!log.contains('\u{1b}'), "ANSI escape codes in operator.log\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in operator.log\n{log}"
+    );
     // No secret value reaches the output.
-    assert!(!stdout.contains("emulator-client-secret") && !stderr.contains("emulator-client-secret"));
+    assert!(
+        !stdout.contains("emulator-client-secret") && !stderr.contains("emulator-client-secret")
+    );
 
     // Everything it started is stopped: the control plane's state is gone and no process of
     // the demo still runs.

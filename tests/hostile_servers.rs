@@ -12,11 +12,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt as _;
 use dirsync::directory::{DesiredUser, Directory, DirectoryError, ListScope};
 use dirsync::graph::{GraphClient, GraphConfig, GraphCredential};
 use dirsync::http::{EndpointRefused, HttpConfig, RetryPolicy};
 use dirsync::scim::{ScimClient, ScimConfig};
+use futures::StreamExt as _;
 use secrecy::SecretString;
 use serde_json::json;
 use url::Url;
@@ -47,7 +47,10 @@ async fn serve(router: Router) -> String {
 }
 
 fn scim(base: &str, cfg: HttpConfig) -> ScimClient {
-    let mut c = ScimConfig::new(Url::parse(&format!("{base}/v2")).unwrap(), SecretString::from("tok"));
+    let mut c = ScimConfig::new(
+        Url::parse(&format!("{base}/v2")).unwrap(),
+        SecretString::from("tok"),
+    );
     c.http = cfg;
     ScimClient::new(c).unwrap()
 }
@@ -58,7 +61,11 @@ fn graph(base: &str, cfg: HttpConfig) -> GraphClient {
         authority_host: base.clone(),
         graph_endpoint: base,
         http: cfg,
-        ..GraphConfig::new("tenant", "client", GraphCredential::ClientSecret(SecretString::from("secret")))
+        ..GraphConfig::new(
+            "tenant",
+            "client",
+            GraphCredential::ClientSecret(SecretString::from("secret")),
+        )
     })
     .unwrap()
 }
@@ -71,11 +78,20 @@ async fn spc() -> axum::Json<serde_json::Value> {
 }
 
 fn desired() -> DesiredUser {
-    DesiredUser { user_name: "a@example.com".into(), immutable_id: "imm".into(), active: true, ..Default::default() }
+    DesiredUser {
+        user_name: "a@example.com".into(),
+        immutable_id: "imm".into(),
+        active: true,
+        ..Default::default()
+    }
 }
 
 fn created() -> Response {
-    (StatusCode::CREATED, axum::Json(json!({"id": "1", "userName": "a@example.com", "externalId": "imm"}))).into_response()
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"id": "1", "userName": "a@example.com", "externalId": "imm"})),
+    )
+        .into_response()
 }
 
 #[derive(Default)]
@@ -112,14 +128,23 @@ async fn silent_server() -> (String, Arc<Hits>) {
 async fn a_server_that_never_answers_ends_after_bounded_attempts() {
     let (base, hits) = silent_server().await;
     let started = Instant::now();
-    let err = scim(&base, http(Duration::from_millis(300))).list_users(&ListScope::All).await.unwrap_err();
+    let err = scim(&base, http(Duration::from_millis(300)))
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
     let elapsed = started.elapsed();
     match &err {
-        DirectoryError::Unavailable(m) => assert!(m.contains("timed out") && m.contains("after 6 attempts"), "{m}"),
+        DirectoryError::Unavailable(m) => assert!(
+            m.contains("timed out") && m.contains("after 6 attempts"),
+            "{m}"
+        ),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert_eq!(hits.get(), 6, "six connections, one per attempt");
-    assert!(elapsed >= Duration::from_millis(1800) && elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1800) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -128,9 +153,19 @@ async fn the_run_deadline_cuts_a_hanging_request_short() {
     let mut cfg = http(Duration::from_secs(120));
     cfg.run_timeout = Some(Duration::from_millis(800));
     let started = Instant::now();
-    let err = graph(&base, cfg).list_users(&ListScope::Domain("example.com".into())).await.unwrap_err();
-    assert!(matches!(&err, DirectoryError::Unavailable(m) if m.contains("deadline") || m.contains("timed out")), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let err = graph(&base, cfg)
+        .list_users(&ListScope::Domain("example.com".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DirectoryError::Unavailable(m) if m.contains("deadline") || m.contains("timed out")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// The first connection gets headers and half a body, then a hang-up; later ones a full answer.
@@ -147,9 +182,17 @@ async fn a_body_cut_off_mid_way_is_retried() {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
-                let body = json!({"patch": {"supported": true}, "filter": {"supported": true}}).to_string();
-                let sent = if n == 1 { &body[..body.len() / 2] } else { &body[..] };
-                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let body = json!({"patch": {"supported": true}, "filter": {"supported": true}})
+                    .to_string();
+                let sent = if n == 1 {
+                    &body[..body.len() / 2]
+                } else {
+                    &body[..]
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
                 let _ = sock.write_all(head.as_bytes()).await;
                 let _ = sock.write_all(sent.as_bytes()).await;
                 let _ = sock.shutdown().await;
@@ -182,7 +225,12 @@ async fn a_one_gib_body_is_cut_at_64_mib_without_buffering_it() {
         "/v2/ServiceProviderConfig",
         get(move || {
             let p = p.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], endless_body(1024 * MIB, p)) }
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    endless_body(1024 * MIB, p),
+                )
+            }
         }),
     );
     let base = serve(router).await;
@@ -190,24 +238,47 @@ async fn a_one_gib_body_is_cut_at_64_mib_without_buffering_it() {
     // Production settings: the 64 MiB cap.
     let mut cfg = http(Duration::from_secs(120));
     cfg.max_body_bytes = HttpConfig::MAX_BODY_BYTES;
-    let err = scim(&base, cfg).list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("response body exceeds the 64 MiB cap".into()));
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let err = scim(&base, cfg)
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Protocol("response body exceeds the 64 MiB cap".into())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     // The client stopped reading: the server produced far less than the gigabyte (what it
     // made beyond 64 MiB is what socket buffers and the stream's lookahead held).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let made = produced.get();
-    assert!((64 * MIB..160 * MIB).contains(&made), "server produced {} MiB", made / MIB);
+    assert!(
+        (64 * MIB..160 * MIB).contains(&made),
+        "server produced {} MiB",
+        made / MIB
+    );
 }
 
 #[tokio::test]
 async fn a_body_over_a_declared_content_length_cap_is_refused_before_reading() {
-    let router = Router::new().route("/v2/ServiceProviderConfig", get(|| async { vec![b' '; 2 * MIB] }));
+    let router = Router::new().route(
+        "/v2/ServiceProviderConfig",
+        get(|| async { vec![b' '; 2 * MIB] }),
+    );
     let base = serve(router).await;
     let mut cfg = http(Duration::from_secs(10));
     cfg.max_body_bytes = MIB;
-    let err = scim(&base, cfg).list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("response body exceeds the 1 MiB cap".into()));
+    let err = scim(&base, cfg)
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Protocol("response body exceeds the 1 MiB cap".into())
+    );
 }
 
 #[tokio::test]
@@ -224,21 +295,42 @@ async fn a_gzip_bomb_is_cut_after_decompression() {
         "/v2/ServiceProviderConfig",
         get(move || {
             let bomb = bomb.clone();
-            async move { ([(header::CONTENT_ENCODING, "gzip"), (header::CONTENT_TYPE, "application/json")], bomb) }
+            async move {
+                (
+                    [
+                        (header::CONTENT_ENCODING, "gzip"),
+                        (header::CONTENT_TYPE, "application/json"),
+                    ],
+                    bomb,
+                )
+            }
         }),
     );
     let base = serve(router).await;
     let mut cfg = http(Duration::from_secs(60));
     cfg.max_body_bytes = HttpConfig::MAX_BODY_BYTES;
-    let err = scim(&base, cfg).list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("response body exceeds the 64 MiB cap".into()));
+    let err = scim(&base, cfg)
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Protocol("response body exceeds the 64 MiB cap".into())
+    );
 }
 
 // --- Retry-After ------------------------------------------------------------------------------
 
-async fn throttle_then_ok(State((hits, n, retry_after)): State<(Arc<Hits>, usize, String)>) -> Response {
+async fn throttle_then_ok(
+    State((hits, n, retry_after)): State<(Arc<Hits>, usize, String)>,
+) -> Response {
     if hits.bump() <= n {
-        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry_after)], "slow down").into_response();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after)],
+            "slow down",
+        )
+            .into_response();
     }
     created()
 }
@@ -263,7 +355,10 @@ async fn a_huge_retry_after_is_capped() {
     scim(&base, cfg).create_user(&desired()).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(hits.get(), 2);
-    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -279,7 +374,11 @@ async fn a_retry_after_beyond_the_run_deadline_gives_up_at_once() {
         "{err}"
     );
     assert_eq!(hits.get(), 1);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -288,7 +387,10 @@ async fn a_storm_of_five_429s_then_success_gives_the_right_result() {
     let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(5));
     let (router, hits) = throttling_scim(5, &past);
     let base = serve(router).await;
-    let user = scim(&base, http(Duration::from_secs(10))).create_user(&desired()).await.unwrap();
+    let user = scim(&base, http(Duration::from_secs(10)))
+        .create_user(&desired())
+        .await
+        .unwrap();
     assert_eq!(user.id, "1");
     assert_eq!(hits.get(), 6);
 }
@@ -297,8 +399,14 @@ async fn a_storm_of_five_429s_then_success_gives_the_right_result() {
 async fn six_429s_exhaust_the_attempts_and_no_seventh_is_sent() {
     let (router, hits) = throttling_scim(100, "0");
     let base = serve(router).await;
-    let err = scim(&base, http(Duration::from_secs(10))).create_user(&desired()).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Unavailable("SCIM create user: HTTP 429 after 6 attempts".into()));
+    let err = scim(&base, http(Duration::from_secs(10)))
+        .create_user(&desired())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Unavailable("SCIM create user: HTTP 429 after 6 attempts".into())
+    );
     assert_eq!(hits.get(), 6);
 }
 
@@ -311,19 +419,31 @@ async fn status_then_ok(State((hits, status)): State<(Arc<Hits>, u16)>) -> Respo
 
 #[tokio::test]
 async fn server_errors_are_retried_or_not_as_documented() {
-    for (status, retried) in [(503, true), (504, true), (502, true), (500, true), (501, false), (400, false)] {
+    for (status, retried) in [
+        (503, true),
+        (504, true),
+        (502, true),
+        (500, true),
+        (501, false),
+        (400, false),
+    ] {
         let hits = Arc::new(Hits::default());
         let router = Router::new()
             .route("/v2/ServiceProviderConfig", get(spc))
             .route("/v2/Users", post(status_then_ok))
             .with_state((hits.clone(), status));
         let base = serve(router).await;
-        let result = scim(&base, http(Duration::from_secs(10))).create_user(&desired()).await;
+        let result = scim(&base, http(Duration::from_secs(10)))
+            .create_user(&desired())
+            .await;
         if retried {
             assert_eq!(result.unwrap().id, "1", "{status}");
             assert_eq!(hits.get(), 3, "{status}");
         } else {
-            assert!(matches!(result, Err(DirectoryError::Rejected(_))), "{status}: {result:?}");
+            assert!(
+                matches!(result, Err(DirectoryError::Rejected(_))),
+                "{status}: {result:?}"
+            );
             assert_eq!(hits.get(), 1, "{status}");
         }
     }
@@ -350,14 +470,34 @@ async fn redirects_are_never_followed() {
     let t = target.clone();
     let router = Router::new().fallback(move || {
         let t = t.clone();
-        async move { (StatusCode::FOUND, [(header::LOCATION, format!("{t}/v2/Users"))]).into_response() }
+        async move {
+            (
+                StatusCode::FOUND,
+                [(header::LOCATION, format!("{t}/v2/Users"))],
+            )
+                .into_response()
+        }
     });
     let base = serve(router).await;
-    let err = scim(&base, http(Duration::from_secs(10))).list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("SCIM ServiceProviderConfig: HTTP 302 redirect not followed".into()));
+    let err = scim(&base, http(Duration::from_secs(10)))
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Protocol(
+            "SCIM ServiceProviderConfig: HTTP 302 redirect not followed".into()
+        )
+    );
     // The token endpoint too (a 307 would re-post the secret elsewhere).
-    let err = graph(&base, http(Duration::from_secs(10))).authenticate().await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("token request: HTTP 302 redirect not followed".into()));
+    let err = graph(&base, http(Duration::from_secs(10)))
+        .authenticate()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Protocol("token request: HTTP 302 redirect not followed".into())
+    );
     assert_eq!(target_hits.get(), 0);
 }
 
@@ -386,7 +526,10 @@ async fn graph_with_links(next: fn(usize, &str) -> Option<String>) -> (String, A
                 let p = p.clone();
                 async move {
                     let n = p.bump();
-                    let own = format!("http://{}", headers.get(header::HOST).unwrap().to_str().unwrap());
+                    let own = format!(
+                        "http://{}",
+                        headers.get(header::HOST).unwrap().to_str().unwrap()
+                    );
                     // `@odata.count` as Graph sends it (checked against the listing).
                     let mut body = json!({"@odata.count": 1, "value": [graph_user(n)]});
                     if let Some(link) = next(n, &own) {
@@ -408,15 +551,28 @@ async fn a_next_link_that_repeats_a_skiptoken_aborts() {
     })
     .await;
     let started = Instant::now();
-    let err = graph(&base, http(Duration::from_secs(10))).list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("Graph nextLink repeats an earlier page".into()));
+    let err = graph(&base, http(Duration::from_secs(10)))
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Protocol("Graph nextLink repeats an earlier page".into())
+    );
     assert_eq!(pages.get(), 3);
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Same token, different spelling of the rest of the link.
-    let (base, _) = graph_with_links(|n, own| Some(format!("{own}/v1.0/users?$skiptoken=X&n={n}"))).await;
-    let err = graph(&base, http(Duration::from_secs(10))).list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("Graph nextLink repeats an earlier skiptoken".into()));
+    let (base, _) =
+        graph_with_links(|n, own| Some(format!("{own}/v1.0/users?$skiptoken=X&n={n}"))).await;
+    let err = graph(&base, http(Duration::from_secs(10)))
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::Protocol("Graph nextLink repeats an earlier skiptoken".into())
+    );
 }
 
 static OTHER_HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -425,17 +581,44 @@ static OTHER_HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 async fn a_next_link_to_another_host_aborts_and_sends_nothing_there() {
     let (target, target_hits) = counting_target().await;
     OTHER_HOST.set(target.clone()).unwrap();
-    let (base, pages) =
-        graph_with_links(|_, _| Some(format!("{}/v1.0/users?$skiptoken=Z", OTHER_HOST.get().unwrap()))).await;
-    let err = graph(&base, http(Duration::from_secs(10))).list_users(&ListScope::All).await.unwrap_err();
-    assert!(matches!(&err, DirectoryError::Protocol(m) if m.contains("leaves the Graph endpoint")), "{err}");
+    let (base, pages) = graph_with_links(|_, _| {
+        Some(format!(
+            "{}/v1.0/users?$skiptoken=Z",
+            OTHER_HOST.get().unwrap()
+        ))
+    })
+    .await;
+    let err = graph(&base, http(Duration::from_secs(10)))
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DirectoryError::Protocol(m) if m.contains("leaves the Graph endpoint")),
+        "{err}"
+    );
     assert_eq!(pages.get(), 1);
-    assert_eq!(target_hits.get(), 0, "the bearer token never went to the other host");
+    assert_eq!(
+        target_hits.get(),
+        0,
+        "the bearer token never went to the other host"
+    );
 
     // "localhost" is another host name than "127.0.0.1", whatever it resolves to.
-    let (base, _) = graph_with_links(|_, own| Some(format!("{}/v1.0/users?$skiptoken=Z", own.replace("127.0.0.1", "localhost")))).await;
-    let err = graph(&base, http(Duration::from_secs(10))).list_users(&ListScope::All).await.unwrap_err();
-    assert!(matches!(&err, DirectoryError::Protocol(m) if m.contains("leaves the Graph endpoint")), "{err}");
+    let (base, _) = graph_with_links(|_, own| {
+        Some(format!(
+            "{}/v1.0/users?$skiptoken=Z",
+            own.replace("127.0.0.1", "localhost")
+        ))
+    })
+    .await;
+    let err = graph(&base, http(Duration::from_secs(10)))
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DirectoryError::Protocol(m) if m.contains("leaves the Graph endpoint")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -471,10 +654,16 @@ async fn a_failing_page_fails_the_whole_listing() {
     let base = serve(router).await;
     let g = graph(&base, http(Duration::from_secs(10)));
     let err = g.list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Protocol("Graph user record 0 on page 2 is missing accountEnabled".into()));
+    assert_eq!(
+        err,
+        DirectoryError::Protocol("Graph user record 0 on page 2 is missing accountEnabled".into())
+    );
     // Next time page 1 fails with 500s throughout: Unavailable, still no list.
     let err = g.list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Unavailable("Graph users page: HTTP 500 after 6 attempts".into()));
+    assert_eq!(
+        err,
+        DirectoryError::Unavailable("Graph users page: HTTP 500 after 6 attempts".into())
+    );
 }
 
 // --- SCIM totals --------------------------------------------------------------------------------
@@ -485,17 +674,19 @@ fn scim_user(i: usize) -> serde_json::Value {
 
 /// A SCIM server whose listing misbehaves per `page(start_index)`.
 async fn scim_listing(page: fn(usize) -> serde_json::Value) -> String {
-    let router = Router::new().route("/v2/ServiceProviderConfig", get(spc)).route(
-        "/v2/Users",
-        get(move |uri: Uri| async move {
-            let start: usize = uri
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("startIndex=")))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            axum::Json(page(start))
-        }),
-    );
+    let router = Router::new()
+        .route("/v2/ServiceProviderConfig", get(spc))
+        .route(
+            "/v2/Users",
+            get(move |uri: Uri| async move {
+                let start: usize = uri
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("startIndex=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                axum::Json(page(start))
+            }),
+        );
     serve(router).await
 }
 
@@ -526,7 +717,10 @@ async fn scim_totals_that_do_not_add_up_abort_the_listing() {
     ];
     for (page, want) in cases {
         let base = scim_listing(page).await;
-        let err = scim(&base, http(Duration::from_secs(10))).list_users(&ListScope::All).await.unwrap_err();
+        let err = scim(&base, http(Duration::from_secs(10)))
+            .list_users(&ListScope::All)
+            .await
+            .unwrap_err();
         assert_eq!(err, DirectoryError::Protocol(want.into()));
     }
 }
@@ -535,20 +729,39 @@ async fn scim_totals_that_do_not_add_up_abort_the_listing() {
 
 #[tokio::test]
 async fn a_server_echoing_the_bearer_token_does_not_get_it_into_errors() {
-    let router = Router::new().route("/v2/ServiceProviderConfig", get(spc)).route(
-        "/v2/Users",
-        post(|headers: HeaderMap| async move {
-            let token = headers[header::AUTHORIZATION].to_str().unwrap().trim_start_matches("Bearer ").to_string();
-            (StatusCode::BAD_REQUEST, axum::Json(json!({"scimType": token, "detail": format!("bad token {token}")})))
-        }),
-    );
+    let router = Router::new()
+        .route("/v2/ServiceProviderConfig", get(spc))
+        .route(
+            "/v2/Users",
+            post(|headers: HeaderMap| async move {
+                let token = headers[header::AUTHORIZATION]
+                    .to_str()
+                    .unwrap()
+                    .trim_start_matches("Bearer ")
+                    .to_string();
+                (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"scimType": token, "detail": format!("bad token {token}")})),
+                )
+            }),
+        );
     let base = serve(router).await;
-    let mut cfg = ScimConfig::new(Url::parse(&format!("{base}/v2")).unwrap(), SecretString::from("CANARYtok3n0123456"));
+    let mut cfg = ScimConfig::new(
+        Url::parse(&format!("{base}/v2")).unwrap(),
+        SecretString::from("CANARYtok3n0123456"),
+    );
     cfg.http = http(Duration::from_secs(10));
-    let err = ScimClient::new(cfg).unwrap().create_user(&desired()).await.unwrap_err();
+    let err = ScimClient::new(cfg)
+        .unwrap()
+        .create_user(&desired())
+        .await
+        .unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(matches!(err, DirectoryError::Rejected(_)), "{text}");
-    assert!(!text.contains("CANARY") && !text.contains("0123456"), "{text}");
+    assert!(
+        !text.contains("CANARY") && !text.contains("0123456"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -556,19 +769,21 @@ async fn requests_in_flight_are_bounded_while_callers_fire_many() {
     let now = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let (n, p) = (now.clone(), peak.clone());
-    let router = Router::new().route("/v2/ServiceProviderConfig", get(spc)).route(
-        "/v2/Users",
-        post(move || {
-            let (n, p) = (n.clone(), p.clone());
-            async move {
-                let cur = n.fetch_add(1, Ordering::SeqCst) + 1;
-                p.fetch_max(cur, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                n.fetch_sub(1, Ordering::SeqCst);
-                created()
-            }
-        }),
-    );
+    let router = Router::new()
+        .route("/v2/ServiceProviderConfig", get(spc))
+        .route(
+            "/v2/Users",
+            post(move || {
+                let (n, p) = (n.clone(), p.clone());
+                async move {
+                    let cur = n.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(cur, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    n.fetch_sub(1, Ordering::SeqCst);
+                    created()
+                }
+            }),
+        );
     let base = serve(router).await;
     let mut cfg = http(Duration::from_secs(10));
     cfg.max_in_flight = 4;
@@ -587,8 +802,9 @@ impl reqwest::dns::Resolve for Policy {
         self.0.bump();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            Err(Box::new(EndpointRefused(format!("{host} resolves to a denied address")))
-                as Box<dyn std::error::Error + Send + Sync>)
+            Err(Box::new(EndpointRefused(format!(
+                "{host} resolves to a denied address"
+            ))) as Box<dyn std::error::Error + Send + Sync>)
         })
     }
 }
@@ -598,7 +814,15 @@ async fn an_endpoint_policy_resolver_refuses_at_connect_without_retries() {
     let calls = Arc::new(Hits::default());
     let mut cfg = http(Duration::from_secs(10));
     cfg.resolver = Some(Arc::new(Policy(calls.clone())));
-    let err = scim("http://metadata.internal.test:8080", cfg).list_users(&ListScope::All).await.unwrap_err();
-    assert_eq!(err, DirectoryError::EndpointNotAllowed("metadata.internal.test resolves to a denied address".into()));
+    let err = scim("http://metadata.internal.test:8080", cfg)
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DirectoryError::EndpointNotAllowed(
+            "metadata.internal.test resolves to a denied address".into()
+        )
+    );
     assert_eq!(calls.get(), 1);
 }

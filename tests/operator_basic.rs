@@ -266,10 +266,7 @@ async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
     let managed = configmap(&ns, "example-com-managed")
         .await
         .expect("managed set ConfigMap");
-    assert_eq!(
-        annotation(&managed.metadata, "dirsync.io/count"),
-        Some("2")
-    );
+    assert_eq!(annotation(&managed.metadata, "dirsync.io/count"), Some("2"));
     let reports: Vec<_> = ns
         .api::<k8s_openapi::api::core::v1::ConfigMap>()
         .list(&kube::api::ListParams::default().labels("dirsync.io/role=report"))
@@ -382,7 +379,14 @@ async fn the_guard_cancels_the_run_before_any_write_and_the_plan_stays_readable(
             .expect("deleted in Entra");
     }
     annotate(&ns, "example-com", "dirsync.io/sync-now", "guard").await;
-    let d = wait_for_reason(&ns, "example-com", "DeletionThresholdExceeded", T, Some(&op)).await;
+    let d = wait_for_reason(
+        &ns,
+        "example-com",
+        "DeletionThresholdExceeded",
+        T,
+        Some(&op),
+    )
+    .await;
     let (ready, _, msg) = condition(&d, "Ready").expect("Ready");
     assert_eq!(ready, "False");
     assert_eq!(

@@ -161,10 +161,7 @@ async fn with_secrets_the_operator_writes_no_configmap() {
     let managed = secret(&ns, "example-com-managed")
         .await
         .expect("managed set Secret");
-    assert_eq!(
-        annotation(&managed.metadata, "dirsync.io/count"),
-        Some("2")
-    );
+    assert_eq!(annotation(&managed.metadata, "dirsync.io/count"), Some("2"));
     let reports = ns
         .api::<Secret>()
         .list(&ListParams::default().labels("dirsync.io/role=report"))
@@ -563,10 +560,7 @@ async fn switching_to_secrets_and_back_keeps_the_managed_set() {
     let managed = secret(&ns, "example-com-managed")
         .await
         .expect("managed Secret");
-    assert_eq!(
-        annotation(&managed.metadata, "dirsync.io/count"),
-        Some("2")
-    );
+    assert_eq!(annotation(&managed.metadata, "dirsync.io/count"), Some("2"));
     // The ConfigMap report expires as reports do; then no ConfigMap of the resource is left.
     let deadline = Instant::now() + T;
     loop {

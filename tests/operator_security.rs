@@ -48,9 +48,10 @@ async fn service_account(ns: &TestNamespace, name: &str, client_id: Option<&str>
     if let Some(id) = client_id {
         meta["annotations"] = json!({WI_ANNOTATION: id});
     }
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}))
-            .expect("ServiceAccount");
+    let sa: ServiceAccount = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
+    )
+    .expect("ServiceAccount");
     api.create(&PostParams::default(), &sa)
         .await
         .expect("ServiceAccount created");
@@ -104,20 +105,72 @@ async fn workload_identity_presents_the_api_servers_token_and_is_never_borrowed(
     }
     service_account(&ns, "dirsync-wi", Some(CLIENT_ID)).await;
     service_account(&ns, "unannotated", None).await;
-    service_account(&ns, "other-app", Some("00000000-1111-2222-3333-444444444444")).await;
+    service_account(
+        &ns,
+        "other-app",
+        Some("00000000-1111-2222-3333-444444444444"),
+    )
+    .await;
     let op = Operator::start(cp, ns.name(), "op-wi", &["--namespaces", other.name()]);
     op.wait_ready(T).await;
 
     // Refusals first: none of them may cause a TokenRequest.
-    create(&ns, "unannotated", wi_spec(&emu, &scim.base_url(), "unannotated")).await;
-    create(&ns, "other-app", wi_spec(&emu, &scim.base_url(), "other-app")).await;
+    create(
+        &ns,
+        "unannotated",
+        wi_spec(&emu, &scim.base_url(), "unannotated"),
+    )
+    .await;
+    create(
+        &ns,
+        "other-app",
+        wi_spec(&emu, &scim.base_url(), "other-app"),
+    )
+    .await;
     // Another namespace names the good account: looked up in its own namespace only.
-    create(&other, "borrower", wi_spec(&emu, &scim.base_url(), "dirsync-wi")).await;
-    let d = wait_for(&ns, "unannotated", "no annotation", T, Some(&op), reason_is("InvalidCredentials")).await;
-    assert!(message(&d).contains("has no annotation azure.workload.identity/client-id"), "{}", message(&d));
-    let d = wait_for(&ns, "other-app", "other client id", T, Some(&op), reason_is("InvalidCredentials")).await;
-    assert!(message(&d).contains("does not equal spec.source.entraID.clientID"), "{}", message(&d));
-    let d = wait_for(&other, "borrower", "foreign account", T, Some(&op), reason_is("InvalidCredentials")).await;
+    create(
+        &other,
+        "borrower",
+        wi_spec(&emu, &scim.base_url(), "dirsync-wi"),
+    )
+    .await;
+    let d = wait_for(
+        &ns,
+        "unannotated",
+        "no annotation",
+        T,
+        Some(&op),
+        reason_is("InvalidCredentials"),
+    )
+    .await;
+    assert!(
+        message(&d).contains("has no annotation azure.workload.identity/client-id"),
+        "{}",
+        message(&d)
+    );
+    let d = wait_for(
+        &ns,
+        "other-app",
+        "other client id",
+        T,
+        Some(&op),
+        reason_is("InvalidCredentials"),
+    )
+    .await;
+    assert!(
+        message(&d).contains("does not equal spec.source.entraID.clientID"),
+        "{}",
+        message(&d)
+    );
+    let d = wait_for(
+        &other,
+        "borrower",
+        "foreign account",
+        T,
+        Some(&op),
+        reason_is("InvalidCredentials"),
+    )
+    .await;
     assert!(
         message(&d).contains(&format!("not found in namespace {:?}", other.name())),
         "{}",
@@ -137,10 +190,21 @@ async fn workload_identity_presents_the_api_servers_token_and_is_never_borrowed(
     // accepted by the emulator as a federated credential (verified against the API server's
     // published keys), and the dry run succeeds.
     create(&ns, "good", wi_spec(&emu, &scim.base_url(), "dirsync-wi")).await;
-    let d = wait_for(&ns, "good", "PreviewReady with workload identity", T, Some(&op), reason_is("PreviewReady")).await;
+    let d = wait_for(
+        &ns,
+        "good",
+        "PreviewReady with workload identity",
+        T,
+        Some(&op),
+        reason_is("PreviewReady"),
+    )
+    .await;
     assert_eq!(status(&d).last_run.map(|r| r.adds), Some(1));
     let requests = op.counter("dirsync_token_requests_total").await;
-    assert!(requests >= 1.0, "one TokenRequest per Graph token: {requests}");
+    assert!(
+        requests >= 1.0,
+        "one TokenRequest per Graph token: {requests}"
+    );
 
     // Removing the annotation stops it at the next run, without a TokenRequest.
     let api: Api<ServiceAccount> = ns.api();
@@ -152,7 +216,15 @@ async fn workload_identity_presents_the_api_servers_token_and_is_never_borrowed(
     .await
     .expect("annotation removed");
     annotate(&ns, "good", "dirsync.io/sync-now", "1").await;
-    wait_for(&ns, "good", "refused after the annotation went", T, Some(&op), reason_is("InvalidCredentials")).await;
+    wait_for(
+        &ns,
+        "good",
+        "refused after the annotation went",
+        T,
+        Some(&op),
+        reason_is("InvalidCredentials"),
+    )
+    .await;
     assert_eq!(op.counter("dirsync_token_requests_total").await, requests);
 
     // Neither the service-account token nor any access token reaches the log or status.
@@ -176,10 +248,36 @@ async fn tokens_and_trust_stores_are_per_resource() {
 
     // A succeeds; B, the same app with a wrong secret, is refused right after: A's token is
     // not B's.
-    create(&a, "example-com", spec("example.com", "DryRun", &emu, &scim.base_url())).await;
-    wait_for(&a, "example-com", "A PreviewReady", T, Some(&op), reason_is("PreviewReady")).await;
-    create(&b, "example-com", spec("example.com", "DryRun", &emu, &scim.base_url())).await;
-    let d = wait_for(&b, "example-com", "B InvalidCredentials", T, Some(&op), reason_is("InvalidCredentials")).await;
+    create(
+        &a,
+        "example-com",
+        spec("example.com", "DryRun", &emu, &scim.base_url()),
+    )
+    .await;
+    wait_for(
+        &a,
+        "example-com",
+        "A PreviewReady",
+        T,
+        Some(&op),
+        reason_is("PreviewReady"),
+    )
+    .await;
+    create(
+        &b,
+        "example-com",
+        spec("example.com", "DryRun", &emu, &scim.base_url()),
+    )
+    .await;
+    let d = wait_for(
+        &b,
+        "example-com",
+        "B InvalidCredentials",
+        T,
+        Some(&op),
+        reason_is("InvalidCredentials"),
+    )
+    .await;
     assert!(message(&d).contains("AADSTS7000215"), "{}", message(&d));
 
     // A second Graph server whose CA only B trusts: B succeeds, A fails TLS (B's extra CA
@@ -197,9 +295,30 @@ async fn tokens_and_trust_stores_are_per_resource() {
     sb["source"]["entraID"]["clientSecretRef"]["name"] = json!("entra-app-2");
     sb["source"]["entraID"]["caBundleRef"]["name"] = json!("entra-app-2");
     create(&b, "second", sb).await;
-    wait_for(&b, "second", "B trusts its CA", T, Some(&op), reason_is("PreviewReady")).await;
-    create(&a, "second", spec("example.com", "DryRun", &emu2, &scim.base_url())).await;
-    let d = wait_for(&a, "second", "A fails TLS", T, Some(&op), reason_is("SourceUnavailable")).await;
+    wait_for(
+        &b,
+        "second",
+        "B trusts its CA",
+        T,
+        Some(&op),
+        reason_is("PreviewReady"),
+    )
+    .await;
+    create(
+        &a,
+        "second",
+        spec("example.com", "DryRun", &emu2, &scim.base_url()),
+    )
+    .await;
+    let d = wait_for(
+        &a,
+        "second",
+        "A fails TLS",
+        T,
+        Some(&op),
+        reason_is("SourceUnavailable"),
+    )
+    .await;
     let m = message(&d);
     assert!(
         m.to_ascii_lowercase().contains("certificate") || m.contains("UnknownIssuer"),
@@ -256,31 +375,89 @@ async fn scim_endpoints_on_denied_addresses_are_refused_without_a_connection() {
         cp,
         ns.name(),
         "op-policy",
-        &["--allowed-private-cidrs", "10.0.0.0/8", "--denied-cidrs", "192.0.2.0/24"],
+        &[
+            "--allowed-private-cidrs",
+            "10.0.0.0/8",
+            "--denied-cidrs",
+            "192.0.2.0/24",
+        ],
     );
     for (name, url, why) in [
-        ("literal", format!("http://127.0.0.1:{port}/scim/v2"), "127.0.0.1 is a loopback or private address"),
-        ("by-name", format!("http://localhost:{port}/scim/v2"), "resolves to"),
-        ("metadata", "http://169.254.169.254/scim/v2".to_string(), "link-local, metadata"),
-        ("denied", "https://192.0.2.10/scim/v2".to_string(), "--denied-cidrs"),
+        (
+            "literal",
+            format!("http://127.0.0.1:{port}/scim/v2"),
+            "127.0.0.1 is a loopback or private address",
+        ),
+        (
+            "by-name",
+            format!("http://localhost:{port}/scim/v2"),
+            "resolves to",
+        ),
+        (
+            "metadata",
+            "http://169.254.169.254/scim/v2".to_string(),
+            "link-local, metadata",
+        ),
+        (
+            "denied",
+            "https://192.0.2.10/scim/v2".to_string(),
+            "--denied-cidrs",
+        ),
     ] {
         create(&ns, name, spec("example.com", "DryRun", &emu, &url)).await;
-        let d = wait_for(&ns, name, "EndpointNotAllowed", T, Some(&op), reason_is("EndpointNotAllowed")).await;
+        let d = wait_for(
+            &ns,
+            name,
+            "EndpointNotAllowed",
+            T,
+            Some(&op),
+            reason_is("EndpointNotAllowed"),
+        )
+        .await;
         let m = message(&d);
         assert!(m.contains(why), "{name}: {m}");
-        assert_eq!(condition(&d, "Stalled").map(|c| c.0).as_deref(), Some("True"), "{name}");
+        assert_eq!(
+            condition(&d, "Stalled").map(|c| c.0).as_deref(),
+            Some("True"),
+            "{name}"
+        );
         let evs = events(&ns, name).await;
-        assert!(evs.iter().any(|e| e.0 == "Warning" && e.1 == "EndpointNotAllowed"), "{name}: {evs:?}");
+        assert!(
+            evs.iter()
+                .any(|e| e.0 == "Warning" && e.1 == "EndpointNotAllowed"),
+            "{name}: {evs:?}"
+        );
     }
     // Give any stray connect a moment, then: nothing ever reached the listener.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the denied listener saw a connection");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the denied listener saw a connection"
+    );
     // Graph/authority hosts outside the allowlist are refused too.
-    let mut s = spec("example.com", "DryRun", &emu, "https://scim.example.net/scim/v2");
+    let mut s = spec(
+        "example.com",
+        "DryRun",
+        &emu,
+        "https://scim.example.net/scim/v2",
+    );
     s["source"]["entraID"]["graphEndpoint"] = json!("https://graph.example.net");
     create(&ns, "graph-host", s).await;
-    let d = wait_for(&ns, "graph-host", "Graph host refused", T, Some(&op), reason_is("EndpointNotAllowed")).await;
-    assert!(message(&d).contains("--allowed-graph-hosts"), "{}", message(&d));
+    let d = wait_for(
+        &ns,
+        "graph-host",
+        "Graph host refused",
+        T,
+        Some(&op),
+        reason_is("EndpointNotAllowed"),
+    )
+    .await;
+    assert!(
+        message(&d).contains("--allowed-graph-hosts"),
+        "{}",
+        message(&d)
+    );
     listener.abort();
     emu.stop().await;
 }
@@ -295,26 +472,60 @@ async fn a_scim_redirect_is_not_followed() {
     let location = format!("http://127.0.0.1:{target_port}/scim/v2");
     let router = Router::new().fallback(move || {
         let location = location.clone();
-        async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]) }
+        async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+        }
     });
     let (redirector, server) = serve(router).await;
     // A well-behaved Graph side, so that the run gets as far as the destination.
     let users: Vec<Value> = (0..3)
-        .map(|i| user(&format!("u{i:04}@example.com"), "U", &format!("{i}"), &format!("aW{i:04}")))
+        .map(|i| {
+            user(
+                &format!("u{i:04}@example.com"),
+                "U",
+                &format!("{i}"),
+                &format!("aW{i:04}"),
+            )
+        })
         .collect();
-    let emu = Emulator::start(Config::from_fixture(&tenant(&["example.com"], users)).expect("fixture").https())
-        .await
-        .expect("emulator starts");
+    let emu = Emulator::start(
+        Config::from_fixture(&tenant(&["example.com"], users))
+            .expect("fixture")
+            .https(),
+    )
+    .await
+    .expect("emulator starts");
     secrets(&ns, &emu, CLIENT_SECRET).await;
     let op = Operator::start(cp, ns.name(), "op-redirect", &[]);
 
-    create(&ns, "redirected", spec("example.com", "DryRun", &emu, &format!("{redirector}/scim/v2"))).await;
+    create(
+        &ns,
+        "redirected",
+        spec(
+            "example.com",
+            "DryRun",
+            &emu,
+            &format!("{redirector}/scim/v2"),
+        ),
+    )
+    .await;
     let d = wait_for(&ns, "redirected", "redirect refused", T, Some(&op), |d| {
         ready_reason(d).is_some_and(|r| r == "DestinationUnavailable")
     })
     .await;
-    assert!(message(&d).contains("redirect not followed"), "{}", message(&d));
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect target saw a connection");
+    assert!(
+        message(&d).contains("redirect not followed"),
+        "{}",
+        message(&d)
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the redirect target saw a connection"
+    );
     server.abort();
     listener.abort();
     emu.stop().await;
@@ -329,7 +540,14 @@ async fn a_next_link_to_another_host_aborts_the_run() {
     // 127.0.0.1: the second page's nextLink leaves the Graph host.
     let port = free_port();
     let users: Vec<Value> = (0..1005)
-        .map(|i| user(&format!("u{i:04}@example.com"), "U", &format!("{i}"), &format!("aW{i:04}")))
+        .map(|i| {
+            user(
+                &format!("u{i:04}@example.com"),
+                "U",
+                &format!("{i}"),
+                &format!("aW{i:04}"),
+            )
+        })
         .collect();
     let mut cfg = Config::from_fixture(&tenant(&["example.com"], users))
         .expect("fixture")
@@ -351,8 +569,15 @@ async fn a_next_link_to_another_host_aborts_the_run() {
         ready_reason(d).is_some_and(|r| r == "SourceUnavailable")
     })
     .await;
-    assert!(message(&d).contains("nextLink leaves the Graph endpoint"), "{}", message(&d));
-    assert!(configmap(&ns, "next-link-preview").await.is_none(), "no preview of a partial read");
+    assert!(
+        message(&d).contains("nextLink leaves the Graph endpoint"),
+        "{}",
+        message(&d)
+    );
+    assert!(
+        configmap(&ns, "next-link-preview").await.is_none(),
+        "no preview of a partial read"
+    );
     emu.stop().await;
 }
 
@@ -383,13 +608,17 @@ async fn echoed_secrets_and_hostile_display_names_never_escape_and_logs_stay_jso
     dirsync::http::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-hostile").await;
-    let hostile = "Mallory\n{\"level\":\"ERROR\",\"msg\":\"forged\"}\u{1b}[2J\u{1b}[31mred\u{7}\r\"\\";
+    let hostile =
+        "Mallory\n{\"level\":\"ERROR\",\"msg\":\"forged\"}\u{1b}[2J\u{1b}[31mred\u{7}\r\"\\";
     let mut evil = user("mallory@example.com", "Mallory", "Evil", "bWFsbG9yeQ==");
     evil["displayName"] = json!(hostile);
     evil["givenName"] = json!(hostile);
     let fx = tenant(
         &["example.com"],
-        vec![user("alice@example.com", "Alice", "Liddell", "YWxpY2U="), evil],
+        vec![
+            user("alice@example.com", "Alice", "Liddell", "YWxpY2U="),
+            evil,
+        ],
     );
     let emu = emulator(&fx).await;
     let scim = scim();
@@ -410,7 +639,12 @@ async fn echoed_secrets_and_hostile_display_names_never_escape_and_logs_stay_jso
     assert!(m.chars().count() <= 1024, "{m}");
 
     // The hostile names go through a whole applied run (preview, writes, report).
-    create(&ns, "hostile", spec("example.com", "Once", &emu, &scim.base_url())).await;
+    create(
+        &ns,
+        "hostile",
+        spec("example.com", "Once", &emu, &scim.base_url()),
+    )
+    .await;
     wait_for(&ns, "hostile", "an applied run", T, Some(&op), |d| {
         ready_reason(d).is_some_and(|r| r == "Synced" || r == "PartiallyFailed")
     })
@@ -421,10 +655,18 @@ async fn echoed_secrets_and_hostile_display_names_never_escape_and_logs_stay_jso
         everything(&ns, "echo", &op).await,
         everything(&ns, "hostile", &op).await
     );
-    assert!(!all.contains(CANARY), "the echoed secret escaped:\n{}", op.log_tail(30));
+    assert!(
+        !all.contains(CANARY),
+        "the echoed secret escaped:\n{}",
+        op.log_tail(30)
+    );
     assert!(!all.contains("Bearer "), "no Authorization echo");
     let evs = events(&ns, "hostile").await;
-    assert!(evs.iter().all(|e| !e.2.contains("Mallory") && !e.2.contains("alice")), "{evs:?}");
+    assert!(
+        evs.iter()
+            .all(|e| !e.2.contains("Mallory") && !e.2.contains("alice")),
+        "{evs:?}"
+    );
 
     let log = op.log_text();
     let mut lines = 0;

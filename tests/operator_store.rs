@@ -51,7 +51,10 @@ async fn parts(ns: &dirsync_testenv::TestNamespace) -> Vec<String> {
 
 /// A DryRun resource (its SCIM endpoint is never reached here) and its owner facts, for
 /// driving the store directly.
-async fn owner_in(ns: &dirsync_testenv::TestNamespace, emu: &entra_emulator::RunningEmulator) -> Owner {
+async fn owner_in(
+    ns: &dirsync_testenv::TestNamespace,
+    emu: &entra_emulator::RunningEmulator,
+) -> Owner {
     let obj = create(
         ns,
         "example-com",

@@ -25,7 +25,10 @@ fn config(server: &Scim2Server) -> ScimConfig {
             run_timeout: Some(Duration::from_secs(120)),
             ..HttpConfig::default()
         },
-        ..ScimConfig::new(Url::parse(&server.base_url()).unwrap(), SecretString::from(TOKEN))
+        ..ScimConfig::new(
+            Url::parse(&server.base_url()).unwrap(),
+            SecretString::from(TOKEN),
+        )
     }
 }
 
@@ -101,8 +104,14 @@ async fn create_list_find_update_delete_round_trip() {
     );
     let listed = scim.list_users(&ListScope::All).await.unwrap();
     assert_eq!(listed, vec![created.clone()]);
-    assert_eq!(scim.get_user(&created.id).await.unwrap(), Some(created.clone()));
-    assert_eq!(scim.find_by_user_name("USER1@example.com").await.unwrap(), vec![created.clone()]);
+    assert_eq!(
+        scim.get_user(&created.id).await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        scim.find_by_user_name("USER1@example.com").await.unwrap(),
+        vec![created.clone()]
+    );
 
     // Update every sync item: PATCH with If-Match.
     let want = DesiredUser {
@@ -115,7 +124,9 @@ async fn create_list_find_update_delete_round_trip() {
         immutable_id: "imm-1+/==".into(),
         upn: None,
     };
-    scim.update_user(&created.id, &created, &want, Some("imm-1+/==")).await.unwrap();
+    scim.update_user(&created.id, &created, &want, Some("imm-1+/=="))
+        .await
+        .unwrap();
     let after = scim.get_user(&created.id).await.unwrap().unwrap();
     assert_eq!(after.user_name, "renamed@example.com");
     assert_eq!(after.display_name, None);
@@ -125,20 +136,37 @@ async fn create_list_find_update_delete_round_trip() {
     assert!(!after.active);
     // Nothing to change: no write (the version stays).
     let version = raw(&server, &created.id).await["meta"]["version"].clone();
-    scim.update_user(&created.id, &after, &want, Some("imm-1+/==")).await.unwrap();
+    scim.update_user(&created.id, &after, &want, Some("imm-1+/=="))
+        .await
+        .unwrap();
     assert_eq!(raw(&server, &created.id).await["meta"]["version"], version);
     // Removing the email removes them all.
-    let no_mail = DesiredUser { email: None, ..want.clone() };
-    scim.update_user(&created.id, &after, &no_mail, Some("imm-1+/==")).await.unwrap();
-    assert_eq!(scim.get_user(&created.id).await.unwrap().unwrap().email, None);
+    let no_mail = DesiredUser {
+        email: None,
+        ..want.clone()
+    };
+    scim.update_user(&created.id, &after, &no_mail, Some("imm-1+/=="))
+        .await
+        .unwrap();
+    assert_eq!(
+        scim.get_user(&created.id).await.unwrap().unwrap().email,
+        None
+    );
 
-    scim.delete_user(&created.id, Some("imm-1+/==")).await.unwrap();
+    scim.delete_user(&created.id, Some("imm-1+/=="))
+        .await
+        .unwrap();
     assert_eq!(scim.get_user(&created.id).await.unwrap(), None);
     assert!(scim.list_users(&ListScope::All).await.unwrap().is_empty());
     // Deleting again is done, not an error.
-    scim.delete_user(&created.id, Some("imm-1+/==")).await.unwrap();
+    scim.delete_user(&created.id, Some("imm-1+/=="))
+        .await
+        .unwrap();
     // Updating a user that is gone is NotFound.
-    let err = scim.update_user(&created.id, &after, &want, Some("imm-1+/==")).await.unwrap_err();
+    let err = scim
+        .update_user(&created.id, &after, &want, Some("imm-1+/=="))
+        .await
+        .unwrap_err();
     assert!(matches!(err, DirectoryError::NotFound(_)), "{err}");
 }
 
@@ -163,8 +191,17 @@ async fn listing_pages_through_every_user_and_scopes_by_domain() {
     let all = scim.list_users(&ListScope::All).await.unwrap();
     assert_eq!(all.len(), 40);
     let ids: HashSet<&str> = all.iter().map(|u| u.id.as_str()).collect();
-    assert_eq!(ids, created.iter().map(|u| u.id.as_str()).collect::<HashSet<_>>());
-    let scoped = scim.list_users(&ListScope::Domain("EXAMPLE.com".into())).await.unwrap();
+    assert_eq!(
+        ids,
+        created
+            .iter()
+            .map(|u| u.id.as_str())
+            .collect::<HashSet<_>>()
+    );
+    let scoped = scim
+        .list_users(&ListScope::Domain("EXAMPLE.com".into()))
+        .await
+        .unwrap();
     assert_eq!(scoped.len(), 30);
     assert!(scoped.iter().all(|u| u.user_name.ends_with("@example.com")));
 }
@@ -174,9 +211,16 @@ async fn a_duplicate_create_is_a_conflict() {
     let server = start();
     let scim = ScimClient::new(config(&server)).unwrap();
     scim.create_user(&desired(1)).await.unwrap();
-    let dup = DesiredUser { user_name: "USER1@EXAMPLE.COM".into(), immutable_id: "other".into(), ..desired(1) };
+    let dup = DesiredUser {
+        user_name: "USER1@EXAMPLE.COM".into(),
+        immutable_id: "other".into(),
+        ..desired(1)
+    };
     let err = scim.create_user(&dup).await.unwrap_err();
-    assert_eq!(err, DirectoryError::Conflict("SCIM create user: HTTP 409 uniqueness".into()));
+    assert_eq!(
+        err,
+        DirectoryError::Conflict("SCIM create user: HTTP 409 uniqueness".into())
+    );
 }
 
 #[tokio::test]
@@ -185,17 +229,37 @@ async fn writes_check_the_owner_first_and_change_nothing_on_a_mismatch() {
     let scim = ScimClient::new(config(&server)).unwrap();
     let mine = scim.create_user(&desired(1)).await.unwrap();
     // A hand-made user with no externalId (the service's administrator).
-    let admin = post_raw(&server, json!({"userName": "admin@example.com", "displayName": "Admin"})).await;
+    let admin = post_raw(
+        &server,
+        json!({"userName": "admin@example.com", "displayName": "Admin"}),
+    )
+    .await;
     let admin_id = admin["id"].as_str().unwrap().to_string();
     let before_mine = raw(&server, &mine.id).await;
     let before_admin = raw(&server, &admin_id).await;
 
-    let want = DesiredUser { display_name: Some("Hijacked".into()), ..desired(1) };
-    for (id, expected) in [(&mine.id, Some("someone-else")), (&mine.id, None), (&admin_id, Some("imm-1+/=="))] {
-        let err = scim.update_user(id, &mine, &want, expected).await.unwrap_err();
-        assert!(matches!(err, DirectoryError::PreconditionFailed(_)), "{err}");
+    let want = DesiredUser {
+        display_name: Some("Hijacked".into()),
+        ..desired(1)
+    };
+    for (id, expected) in [
+        (&mine.id, Some("someone-else")),
+        (&mine.id, None),
+        (&admin_id, Some("imm-1+/==")),
+    ] {
+        let err = scim
+            .update_user(id, &mine, &want, expected)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DirectoryError::PreconditionFailed(_)),
+            "{err}"
+        );
         let err = scim.delete_user(id, expected).await.unwrap_err();
-        assert!(matches!(err, DirectoryError::PreconditionFailed(_)), "{err}");
+        assert!(
+            matches!(err, DirectoryError::PreconditionFailed(_)),
+            "{err}"
+        );
     }
     assert_eq!(raw(&server, &mine.id).await, before_mine);
     assert_eq!(raw(&server, &admin_id).await, before_admin);
@@ -208,7 +272,9 @@ async fn writes_check_the_owner_first_and_change_nothing_on_a_mismatch() {
         active: true,
         ..Default::default()
     };
-    scim.update_user(&admin_id, &mine, &adopt, None).await.unwrap();
+    scim.update_user(&admin_id, &mine, &adopt, None)
+        .await
+        .unwrap();
     let adopted = scim.get_user(&admin_id).await.unwrap().unwrap();
     assert_eq!(adopted.immutable_id.as_deref(), Some("adopted-imm"));
 }
@@ -217,9 +283,18 @@ async fn writes_check_the_owner_first_and_change_nothing_on_a_mismatch() {
 async fn find_by_user_name_encodes_plus_and_quotes() {
     let server = start();
     let scim = ScimClient::new(config(&server)).unwrap();
-    let names = ["a+b@example.com", "a b@example.com", "q\"uote@example.com", "back\\slash@example.com", "o'neil@example.com"];
+    let names = [
+        "a+b@example.com",
+        "a b@example.com",
+        "q\"uote@example.com",
+        "back\\slash@example.com",
+        "o'neil@example.com",
+    ];
     for (i, n) in names.iter().enumerate() {
-        let d = DesiredUser { user_name: n.to_string(), ..desired(i) };
+        let d = DesiredUser {
+            user_name: n.to_string(),
+            ..desired(i)
+        };
         scim.create_user(&d).await.unwrap();
     }
     for n in names {
@@ -227,7 +302,12 @@ async fn find_by_user_name_encodes_plus_and_quotes() {
         assert_eq!(found.len(), 1, "{n}");
         assert_eq!(found[0].user_name, n);
     }
-    assert!(scim.find_by_user_name("ab@example.com").await.unwrap().is_empty());
+    assert!(
+        scim.find_by_user_name("ab@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -247,13 +327,21 @@ async fn put_fallback_when_patch_is_unsupported_keeps_unmanaged_attributes() {
         .to_string(),
     )
     .unwrap();
-    let server = Scim2Server::start_with_args(TOKEN, &["--service-provider-config", spc.to_str().unwrap()]).unwrap();
+    let server =
+        Scim2Server::start_with_args(TOKEN, &["--service-provider-config", spc.to_str().unwrap()])
+            .unwrap();
     let mut cfg = config(&server);
     cfg.upn_attribute = Some(format!("{ENTERPRISE_USER}:employeeNumber"));
     let scim = ScimClient::new(cfg).unwrap();
     assert_eq!(
         scim.capabilities().await.unwrap(),
-        ScimCapabilities { patch: false, etag: false, filter: true, max_results: Some(50), max_page_size: Some(50) }
+        ScimCapabilities {
+            patch: false,
+            etag: false,
+            filter: true,
+            max_results: Some(50),
+            max_page_size: Some(50)
+        }
     );
     // More users than one page of 50 (the server bounds count).
     for i in 0..60 {
@@ -261,7 +349,11 @@ async fn put_fallback_when_patch_is_unsupported_keeps_unmanaged_attributes() {
     }
     assert_eq!(scim.list_users(&ListScope::All).await.unwrap().len(), 60);
 
-    let u = scim.find_by_user_name("user7@example.com").await.unwrap().remove(0);
+    let u = scim
+        .find_by_user_name("user7@example.com")
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(u.upn.as_deref(), Some("user7@example.com"));
     // Unmanaged attributes set by someone else must survive the PUT.
     let mut resource = raw(&server, &u.id).await;
@@ -284,19 +376,30 @@ async fn put_fallback_when_patch_is_unsupported_keeps_unmanaged_attributes() {
         upn: Some("seven@upn.example".into()),
         ..desired(7)
     };
-    scim.update_user(&u.id, &u, &want, Some("imm-7+/==")).await.unwrap();
+    scim.update_user(&u.id, &u, &want, Some("imm-7+/=="))
+        .await
+        .unwrap();
     let after = raw(&server, &u.id).await;
     assert_eq!(after["displayName"], "Seven");
     assert_eq!(after["title"], "Engineer");
     assert_eq!(after["phoneNumbers"][0]["value"], "+1 555 0100");
-    assert_eq!(after[ENTERPRISE_USER]["employeeNumber"], "seven@upn.example");
+    assert_eq!(
+        after[ENTERPRISE_USER]["employeeNumber"],
+        "seven@upn.example"
+    );
     assert_eq!(after["emails"][0]["value"], "seven@example.com");
     let mapped = scim.get_user(&u.id).await.unwrap().unwrap();
     assert_eq!(mapped.upn.as_deref(), Some("seven@upn.example"));
     assert_eq!(mapped.email.as_deref(), Some("seven@example.com"));
     // Domain scope also matches on the UPN attribute.
-    let scoped = scim.list_users(&ListScope::Domain("upn.example".into())).await.unwrap();
-    assert_eq!(scoped.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), vec![u.id.as_str()]);
+    let scoped = scim
+        .list_users(&ListScope::Domain("upn.example".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        scoped.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        vec![u.id.as_str()]
+    );
 }
 
 #[tokio::test]
@@ -305,14 +408,24 @@ async fn patch_carries_the_upn_attribute_in_the_enterprise_extension() {
     let mut cfg = config(&server);
     cfg.upn_attribute = Some(format!("{ENTERPRISE_USER}:employeeNumber"));
     let scim = ScimClient::new(cfg).unwrap();
-    let d = DesiredUser { upn: None, ..desired(3) };
+    let d = DesiredUser {
+        upn: None,
+        ..desired(3)
+    };
     let u = scim.create_user(&d).await.unwrap();
     assert_eq!(u.upn, None);
-    let want = DesiredUser { upn: Some("three@upn.example".into()), ..d.clone() };
-    scim.update_user(&u.id, &u, &want, Some("imm-3+/==")).await.unwrap();
+    let want = DesiredUser {
+        upn: Some("three@upn.example".into()),
+        ..d.clone()
+    };
+    scim.update_user(&u.id, &u, &want, Some("imm-3+/=="))
+        .await
+        .unwrap();
     let got = scim.get_user(&u.id).await.unwrap().unwrap();
     assert_eq!(got.upn.as_deref(), Some("three@upn.example"));
-    scim.update_user(&u.id, &got, &d, Some("imm-3+/==")).await.unwrap();
+    scim.update_user(&u.id, &got, &d, Some("imm-3+/=="))
+        .await
+        .unwrap();
     assert_eq!(scim.get_user(&u.id).await.unwrap().unwrap().upn, None);
 }
 
@@ -324,9 +437,15 @@ async fn a_wrong_token_is_invalid_credentials_without_the_token() {
     let scim = ScimClient::new(cfg).unwrap();
     let err = scim.list_users(&ListScope::All).await.unwrap_err();
     let text = format!("{err} {err:?}");
-    assert!(matches!(err, DirectoryError::InvalidCredentials(_)), "{text}");
+    assert!(
+        matches!(err, DirectoryError::InvalidCredentials(_)),
+        "{text}"
+    );
     assert!(text.contains("HTTP 401"), "{text}");
     assert!(!text.contains("CANARY"), "{text}");
     let err = scim.create_user(&desired(1)).await.unwrap_err();
-    assert!(matches!(err, DirectoryError::InvalidCredentials(_)), "{err}");
+    assert!(
+        matches!(err, DirectoryError::InvalidCredentials(_)),
+        "{err}"
+    );
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dirsync_testenv::emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator};
+use dirsync_testenv::emulator::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator,
+};
 
 pub const SCIM_TOKEN: &str = "bench-scim-token";
 
@@ -17,7 +19,11 @@ pub fn arg(name: &str, default: usize) -> usize {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.replace('_', "").parse().unwrap_or_else(|_| panic!("{name} {v}: not a number")))
+        .map(|v| {
+            v.replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} {v}: not a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -27,10 +33,14 @@ pub fn check_load() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0);
-    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
     println!("machine: {cpus} CPUs, load average {load:.2} at start");
     if load > 1.5 {
-        println!("WARNING: load average {load:.2} > 1.5 — other work competes for the CPUs; figures will be pessimistic");
+        println!(
+            "WARNING: load average {load:.2} > 1.5 — other work competes for the CPUs; figures will be pessimistic"
+        );
     }
     load
 }
@@ -69,10 +79,17 @@ spec:
 
 /// `COMMAND -f resource.yaml --secrets secrets.yaml --ca-file CA` plus `extra`.
 pub fn dirsync_args(command: &str, emu: &Emulator, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [command, "-f", "resource.yaml", "--secrets", "secrets.yaml", "--ca-file"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut a: Vec<String> = [
+        command,
+        "-f",
+        "resource.yaml",
+        "--secrets",
+        "secrets.yaml",
+        "--ca-file",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     a.push(emu.ca_file().display().to_string());
     a.extend(extra.iter().map(|s| s.to_string()));
     a
@@ -144,13 +161,20 @@ pub fn run_measured(args: &[String], cwd: &Path) -> Measured {
     };
     let wall = started.elapsed();
     let stderr = std::fs::read_to_string(err.path()).unwrap();
-    Measured { code: status.code().unwrap_or(-1), wall, peak_rss_kib: peak, stderr }
+    Measured {
+        code: status.code().unwrap_or(-1),
+        wall,
+        peak_rss_kib: peak,
+        stderr,
+    }
 }
 
 /// User + system CPU seconds a process has used so far (/proc/PID/stat, 100 ticks/s).
 pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
@@ -169,5 +193,9 @@ pub fn secs(d: Duration) -> f64 {
 /// A reqwest client for plain-http loopback servers (keep-alive, no proxy).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(16).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(16)
+        .build()
+        .unwrap()
 }

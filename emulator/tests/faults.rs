@@ -224,7 +224,10 @@ async fn drop_next_link_ends_a_listing_early_and_wrong_count_lies() {
     assert_eq!(lied["@odata.nextLink"], full["@odata.nextLink"]);
     e.fault(json!({"kind": "wrongCount", "endpoint": "users", "countOffset": -1000}))
         .await;
-    assert_eq!(e.get_json(first, &t, &eventual, 200).await["@odata.count"], 0);
+    assert_eq!(
+        e.get_json(first, &t, &eventual, 200).await["@odata.count"],
+        0
+    );
 
     // wrongCount without countOffset is refused.
     let (s, v) = e

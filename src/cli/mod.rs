@@ -20,7 +20,11 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "dirsync", version, about = "Keeps a SCIM 2.0 user directory in step with Microsoft Entra ID")]
+#[command(
+    name = "dirsync",
+    version,
+    about = "Keeps a SCIM 2.0 user directory in step with Microsoft Entra ID"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,11 @@ pub async fn main() -> ExitCode {
         Err(err) => {
             // clap prints help/version to stdout with success, usage errors to stderr with 2.
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { exit::DONE });
+            return ExitCode::from(if err.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::DONE
+            });
         }
     };
     match cli.command {

@@ -16,9 +16,9 @@ use crate::controller::leader::{self, LeaseConfig};
 use crate::controller::metrics::Metrics;
 use crate::controller::objects::ObjectKind;
 use crate::controller::schedule::Backoff;
-use crate::duration::parse_duration;
 use crate::controller::{Context, Scope, Settings, admin, run_controller};
 use crate::directory::ListingLimits;
+use crate::duration::parse_duration;
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
@@ -238,7 +238,10 @@ pub async fn run(args: OperatorArgs) -> ExitCode {
             http_retry_base: args.http_retry_base,
             connect_timeout: args.connect_timeout,
             apply_concurrency: args.apply_concurrency.max(1),
-            listing_limits: ListingLimits { max_users: args.max_listing_users, max_bytes: args.max_listing_bytes },
+            listing_limits: ListingLimits {
+                max_users: args.max_listing_users,
+                max_bytes: args.max_listing_bytes,
+            },
         },
         concurrency: args.concurrency.max(1),
         store_in: args.store_in.kind(),

@@ -15,13 +15,17 @@ use super::exit;
 use super::inputs::{InputError, Secrets, load_resource};
 use crate::crd::DirectorySync;
 use crate::directory::{DirectoryError, ListingLimits};
-use crate::graph::{ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential};
+use crate::graph::{
+    ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential,
+};
 use crate::http::HttpConfig;
 use crate::scim::{ScimClient, ScimConfig};
 use crate::state_file::{ResourceIdentity, StateFile};
 use crate::sync::csv::write_preview_csv;
 use crate::sync::display::terminal_safe;
-use crate::sync::engine::{self, ApplyObserver, ApplyOptions, OtherResources, PlannedRun, RunError, RunResult};
+use crate::sync::engine::{
+    self, ApplyObserver, ApplyOptions, OtherResources, PlannedRun, RunError, RunResult,
+};
 use crate::sync::managed::{ManagedSet, ManagedStore as _};
 
 /// The flags `plan` and `apply` share.
@@ -75,7 +79,9 @@ pub async fn plan(args: RunArgs, out: Option<PathBuf>) -> u8 {
 /// `dirsync apply`: applies now, whatever `spec.mode` says.
 pub async fn apply(args: RunArgs) -> u8 {
     if args.state.is_none() {
-        eprintln!("error: apply needs --state FILE: it records which destination users this resource manages");
+        eprintln!(
+            "error: apply needs --state FILE: it records which destination users this resource manages"
+        );
         return exit::USAGE;
     }
     match apply_inner(&args).await {
@@ -121,10 +127,17 @@ struct Setup {
 fn setup(args: &RunArgs) -> Result<Setup, Failure> {
     crate::http::init_crypto();
     let resource = load_resource(&args.resource)?;
-    let namespace = resource.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+    let namespace = resource
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
     let secrets = Secrets::load(&args.secrets, &namespace)?;
     let extra_ca = match &args.ca_file {
-        Some(p) => Some(std::fs::read(p).map_err(|e| Failure::Run(format!("{}: cannot read: {e}", p.display())))?),
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| Failure::Run(format!("{}: cannot read: {e}", p.display())))?,
+        ),
         None => None,
     };
     let ca_with = |bundle: Option<&crate::crd::SecretKeyRef>| -> Result<Option<Vec<u8>>, Failure> {
@@ -156,25 +169,39 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
         })?;
         GraphCredential::FederatedToken(std::sync::Arc::new(FederatedTokenFile::new(path)))
     };
-    let url = |field: &str, s: &str| Url::parse(s).map_err(|e| Failure::Run(format!("{field}: {e}")));
-    let mut graph_cfg = GraphConfig::new(entra.tenant_id.clone(), entra.client_id.clone(), credential);
+    let url =
+        |field: &str, s: &str| Url::parse(s).map_err(|e| Failure::Run(format!("{field}: {e}")));
+    let mut graph_cfg =
+        GraphConfig::new(entra.tenant_id.clone(), entra.client_id.clone(), credential);
     graph_cfg.authority_host = url("spec.source.entraID.authorityHost", &entra.authority_host)?;
     graph_cfg.graph_endpoint = url("spec.source.entraID.graphEndpoint", &entra.graph_endpoint)?;
-    graph_cfg.http = HttpConfig { extra_ca_pem: ca_with(entra.ca_bundle_ref.as_ref())?, ..HttpConfig::default() };
+    graph_cfg.http = HttpConfig {
+        extra_ca_pem: ca_with(entra.ca_bundle_ref.as_ref())?,
+        ..HttpConfig::default()
+    };
     let graph = GraphClient::new(graph_cfg).map_err(|e| Failure::Run(format!("Entra ID: {e}")))?;
 
     let dest = &resource.spec.destination.scim;
     let scim_url = url("spec.destination.scim.endpoint", &dest.endpoint)?;
-    check_plain_http("spec.destination.scim.endpoint", &scim_url, args.allow_insecure_http)?;
+    check_plain_http(
+        "spec.destination.scim.endpoint",
+        &scim_url,
+        args.allow_insecure_http,
+    )?;
     let mut scim_cfg = ScimConfig::new(scim_url, secrets.get(&dest.bearer_token_ref)?);
-    scim_cfg.limits = ListingLimits { max_users: args.max_listing_users, max_bytes: args.max_listing_bytes };
-    scim_cfg.upn_attribute = Some(dest.user_principal_name_attribute.clone()).filter(|a| !a.is_empty());
+    scim_cfg.limits = ListingLimits {
+        max_users: args.max_listing_users,
+        max_bytes: args.max_listing_bytes,
+    };
+    scim_cfg.upn_attribute =
+        Some(dest.user_principal_name_attribute.clone()).filter(|a| !a.is_empty());
     scim_cfg.http = HttpConfig {
         extra_ca_pem: ca_with(dest.ca_bundle_ref.as_ref())?,
         max_in_flight: usize::from(args.concurrency),
         ..HttpConfig::default()
     };
-    let scim = ScimClient::new(scim_cfg).map_err(|e| Failure::Run(format!("SCIM destination: {e}")))?;
+    let scim =
+        ScimClient::new(scim_cfg).map_err(|e| Failure::Run(format!("SCIM destination: {e}")))?;
 
     let state = args.state.as_ref().map(|p| {
         StateFile::new(
@@ -186,12 +213,20 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
             },
         )
     });
-    Ok(Setup { resource, graph, scim, state })
+    Ok(Setup {
+        resource,
+        graph,
+        scim,
+        state,
+    })
 }
 
 async fn load_managed(state: Option<&StateFile>) -> Result<ManagedSet, Failure> {
     match state {
-        Some(s) => s.load().await.map_err(|e| Failure::Run(format!("{}: {e}", s.path().display()))),
+        Some(s) => s
+            .load()
+            .await
+            .map_err(|e| Failure::Run(format!("{}: {e}", s.path().display()))),
         None => Ok(ManagedSet::new()),
     }
 }
@@ -203,9 +238,15 @@ async fn plan_once(s: &Setup, managed: &ManagedSet) -> Result<PlannedRun, Failur
         s.resource.metadata.name.as_deref().unwrap_or("?"),
         s.resource.spec.domain
     );
-    let planned = engine::plan_run(&s.graph, &s.scim, &s.resource.spec.sync_config(), managed, &OtherResources::default())
-        .await
-        .map_err(|e| Failure::Run(describe_run_error(&e)))?;
+    let planned = engine::plan_run(
+        &s.graph,
+        &s.scim,
+        &s.resource.spec.sync_config(),
+        managed,
+        &OtherResources::default(),
+    )
+    .await
+    .map_err(|e| Failure::Run(describe_run_error(&e)))?;
     eprintln!(
         "dirsync: read {} source and {} destination users in {:.1}s",
         planned.source_users_read,
@@ -215,7 +256,9 @@ async fn plan_once(s: &Setup, managed: &ManagedSet) -> Result<PlannedRun, Failur
     if planned.no_source_users {
         // docs/behaviour.md §2.1: DomainNotFound when the tenant's domain list lacks the domain.
         if let Ok(domains) = s.graph.list_domains().await
-            && !domains.iter().any(|d| d.eq_ignore_ascii_case(&s.resource.spec.domain))
+            && !domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&s.resource.spec.domain))
         {
             return Err(Failure::Run(format!(
                 "DomainNotFound: {} is not a domain of tenant {}",
@@ -234,9 +277,13 @@ fn describe_run_error(e: &RunError) -> String {
         RunError::Destination(DirectoryError::InvalidCredentials(m)) => {
             format!("InvalidCredentials: the SCIM destination refused the bearer token ({m})")
         }
-        RunError::Source(other) => format!("SourceUnavailable: reading Entra ID failed, nothing was written ({other})"),
+        RunError::Source(other) => {
+            format!("SourceUnavailable: reading Entra ID failed, nothing was written ({other})")
+        }
         RunError::Destination(other) => {
-            format!("DestinationUnavailable: reading the SCIM destination failed, nothing was written ({other})")
+            format!(
+                "DestinationUnavailable: reading the SCIM destination failed, nothing was written ({other})"
+            )
         }
         RunError::Config(c) => format!("invalid resource: {c}"),
     }
@@ -252,12 +299,23 @@ fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool) {
         c.conflict,
         c.unmanaged,
         c.unchanged,
-        if c.handed_over > 0 { format!(", {} handed over", c.handed_over) } else { String::new() }
+        if c.handed_over > 0 {
+            format!(", {} handed over", c.handed_over)
+        } else {
+            String::new()
+        }
     );
     let g = &planned.guard;
     if g.tripped {
-        let msg = if dry_run { g.dry_run_message() } else { g.message() };
-        eprintln!("dirsync: deletion guard: TRIPPED. {}", msg.unwrap_or_default());
+        let msg = if dry_run {
+            g.dry_run_message()
+        } else {
+            g.message()
+        };
+        eprintln!(
+            "dirsync: deletion guard: TRIPPED. {}",
+            msg.unwrap_or_default()
+        );
     } else {
         eprintln!(
             "dirsync: deletion guard: ok ({} of {} managed users would be deleted or deactivated; maxAllowedDeletions {} %)",
@@ -265,7 +323,10 @@ fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool) {
         );
     }
     if planned.no_source_users {
-        eprintln!("dirsync: NoSourceUsers: Entra ID has no users in {} and none are managed", planned.config.domain);
+        eprintln!(
+            "dirsync: NoSourceUsers: Entra ID has no users in {} and none are managed",
+            planned.config.domain
+        );
     }
     eprintln!("dirsync: preview CSV: {csv_to}");
 }
@@ -283,13 +344,22 @@ async fn plan_inner(args: &RunArgs, out: Option<&Path>) -> Result<u8, Failure> {
 fn write_csv(planned: &PlannedRun, out: Option<&Path>) -> Result<String, Failure> {
     match out {
         Some(path) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)
                 .map_err(|e| Failure::Run(format!("{}: cannot write: {e}", path.display())))?;
             let stats = write_preview_csv(&planned.plan, &mut tmp)
                 .map_err(|e| Failure::Run(format!("{}: cannot write: {e}", path.display())))?;
-            tmp.persist(path).map_err(|e| Failure::Run(format!("{}: cannot write: {e}", path.display())))?;
-            Ok(format!("{} ({} rows, sha256 {})", path.display(), stats.rows, stats.sha256))
+            tmp.persist(path)
+                .map_err(|e| Failure::Run(format!("{}: cannot write: {e}", path.display())))?;
+            Ok(format!(
+                "{} ({} rows, sha256 {})",
+                path.display(),
+                stats.rows,
+                stats.sha256
+            ))
         }
         None => {
             let stdout = std::io::stdout();
@@ -297,7 +367,10 @@ fn write_csv(planned: &PlannedRun, out: Option<&Path>) -> Result<String, Failure
             let stats = write_preview_csv(&planned.plan, &mut lock)
                 .and_then(|s| lock.flush().map(|()| s))
                 .map_err(|e| Failure::Run(format!("standard output: {e}")))?;
-            Ok(format!("standard output ({} rows, sha256 {})", stats.rows, stats.sha256))
+            Ok(format!(
+                "standard output ({} rows, sha256 {})",
+                stats.rows, stats.sha256
+            ))
         }
     }
 }
@@ -328,13 +401,21 @@ impl ApplyObserver for CliObserver<'_> {
 
 async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
     let s = setup(args)?;
-    let Some(state) = s.state.as_ref() else { return Ok(exit::USAGE) };
+    let Some(state) = s.state.as_ref() else {
+        return Ok(exit::USAGE);
+    };
     // Before anything is written: a state file that cannot be saved would leave users created
     // that no run knows it manages.
-    state.check_writable().map_err(|e| Failure::Run(e.to_string()))?;
+    state
+        .check_writable()
+        .map_err(|e| Failure::Run(e.to_string()))?;
     let managed = load_managed(Some(state)).await?;
     let planned = plan_once(&s, &managed).await?;
-    print_summary(&planned, "not written (use dirsync plan --out to keep one)", false);
+    print_summary(
+        &planned,
+        "not written (use dirsync plan --out to keep one)",
+        false,
+    );
     if planned.guard.tripped {
         eprintln!("error: {}", planned.guard.message().unwrap_or_default());
         return Ok(exit::GUARD_TRIPPED);
@@ -344,14 +425,27 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
         eprintln!("dirsync: applying {total} changes ...");
     }
     let started = Instant::now();
-    let opts = ApplyOptions { concurrency: usize::from(args.concurrency), ..ApplyOptions::default() };
-    let mut observer = CliObserver { state, last: Instant::now(), save_error: None };
+    let opts = ApplyOptions {
+        concurrency: usize::from(args.concurrency),
+        ..ApplyOptions::default()
+    };
+    let mut observer = CliObserver {
+        state,
+        last: Instant::now(),
+        save_error: None,
+    };
     let outcome = engine::apply_run(&planned, &s.scim, &opts, &mut observer).await;
     if let Some(set) = &outcome.managed {
-        state.save(set).await.map_err(|e| Failure::Run(format!("{}: {e}", state.path().display())))?;
+        state
+            .save(set)
+            .await
+            .map_err(|e| Failure::Run(format!("{}: {e}", state.path().display())))?;
     }
     if let Some(e) = observer.save_error {
-        eprintln!("warning: a checkpoint of {} failed: {e}", state.path().display());
+        eprintln!(
+            "warning: a checkpoint of {} failed: {e}",
+            state.path().display()
+        );
     }
     eprintln!(
         "dirsync: {} created, {} updated, {} deleted or deactivated in {:.1}s; {} managed users recorded in {}",
@@ -359,11 +453,16 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
         outcome.updated,
         outcome.deleted,
         started.elapsed().as_secs_f64(),
-        outcome.managed.as_ref().map_or(managed.len(), ManagedSet::len),
+        outcome
+            .managed
+            .as_ref()
+            .map_or(managed.len(), ManagedSet::len),
         state.path().display()
     );
     if outcome.created > 0 {
-        eprintln!("dirsync: note: users created by a sync have no password; an administrator must set an initial password");
+        eprintln!(
+            "dirsync: note: users created by a sync have no password; an administrator must set an initial password"
+        );
     }
     for r in &outcome.replanned {
         eprintln!(
@@ -383,7 +482,9 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
     }
     if let Some(e) = &outcome.aborted {
         let reason = match e {
-            DirectoryError::InvalidCredentials(_) => "InvalidCredentials: the SCIM destination refused the bearer token",
+            DirectoryError::InvalidCredentials(_) => {
+                "InvalidCredentials: the SCIM destination refused the bearer token"
+            }
             DirectoryError::EndpointNotAllowed(_) => "EndpointNotAllowed",
             _ => "the destination stopped accepting writes",
         };
@@ -397,7 +498,10 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
     Ok(match outcome.result {
         RunResult::Success | RunResult::NoSourceUsers => exit::DONE,
         RunResult::PartiallyFailed => {
-            eprintln!("error: PartiallyFailed: {} of {total} changes failed (listed above)", outcome.failures.len());
+            eprintln!(
+                "error: PartiallyFailed: {} of {total} changes failed (listed above)",
+                outcome.failures.len()
+            );
             exit::PARTIALLY_FAILED
         }
         RunResult::GuardTripped => exit::GUARD_TRIPPED,

@@ -548,7 +548,11 @@ mod tests {
     /// Parsing is `src/duration.rs`'s (tested there); formatting must read back the same.
     #[test]
     fn durations_format_and_read_back() {
-        for d in [Duration::from_secs(5400), Duration::from_millis(250), Duration::from_secs(720 * 3600)] {
+        for d in [
+            Duration::from_secs(5400),
+            Duration::from_millis(250),
+            Duration::from_secs(720 * 3600),
+        ] {
             assert_eq!(crate::duration::parse_duration(&format_duration(d)), Ok(d));
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");

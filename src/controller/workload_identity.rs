@@ -150,8 +150,10 @@ mod tests {
         let mut sa = ServiceAccount::default();
         sa.metadata.name = Some("dirsync".into());
         if let Some(v) = annotation {
-            sa.metadata.annotations =
-                Some(BTreeMap::from([(CLIENT_ID_ANNOTATION.to_owned(), v.to_owned())]));
+            sa.metadata.annotations = Some(BTreeMap::from([(
+                CLIENT_ID_ANNOTATION.to_owned(),
+                v.to_owned(),
+            )]));
         }
         sa
     }

@@ -26,14 +26,17 @@ use url::Url;
 
 use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User, UserSink};
 use crate::http::{
-    HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, json_error,
-    status_error,
+    HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id,
+    json_error, status_error,
 };
 
-pub use odata::{NextLinkGuard, USER_SELECT, check_same_origin, domain_filter, string_literal, upn_filter, users_query};
+pub use odata::{
+    NextLinkGuard, USER_SELECT, check_same_origin, domain_filter, string_literal, upn_filter,
+    users_query,
+};
 pub use token::{
-    AssertionAlgorithm, AssertionFn, AssertionProvider, ClientCertificate, FederatedTokenFile, GraphCredential,
-    aadsts_head, refresh_margin,
+    AssertionAlgorithm, AssertionFn, AssertionProvider, ClientCertificate, FederatedTokenFile,
+    GraphCredential, aadsts_head, refresh_margin,
 };
 
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
@@ -58,7 +61,11 @@ pub struct GraphConfig {
 
 impl GraphConfig {
     /// A config for Microsoft's global cloud with default HTTP settings.
-    pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>, credential: GraphCredential) -> Self {
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        credential: GraphCredential,
+    ) -> Self {
         Self {
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
@@ -77,15 +84,23 @@ fn constant_url(s: &'static str) -> Url {
 }
 
 /// Microsoft's Graph hosts, whose own URL is the token resource (global and national clouds).
-const GRAPH_RESOURCE_HOSTS: &[&str] =
-    &["graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn"];
+const GRAPH_RESOURCE_HOSTS: &[&str] = &[
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+];
 
 /// The token scope for `endpoint`: `https://<graph host>/.default` for Microsoft's clouds;
 /// for anything else (the emulator, a TLS-inspecting proxy's name) the global Graph resource,
 /// which is what such a stand-in fronts. [`GraphConfig::scope`] overrides it.
 pub fn default_scope(endpoint: &Url) -> String {
     match endpoint.host_str() {
-        Some(h) if GRAPH_RESOURCE_HOSTS.iter().any(|g| g.eq_ignore_ascii_case(h)) => {
+        Some(h)
+            if GRAPH_RESOURCE_HOSTS
+                .iter()
+                .any(|g| g.eq_ignore_ascii_case(h)) =>
+        {
             format!("https://{}/.default", h.to_ascii_lowercase())
         }
         _ => "https://graph.microsoft.com/.default".to_string(),
@@ -109,7 +124,9 @@ struct Inner {
 
 impl fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GraphClient").field("base", &self.inner.base).finish_non_exhaustive()
+        f.debug_struct("GraphClient")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,23 +135,50 @@ impl GraphClient {
         let base = check_base_url("Graph endpoint", &cfg.graph_endpoint)?;
         let authority = check_base_url("authority host", &cfg.authority_host)?;
         if cfg.tenant_id.trim().is_empty() || cfg.client_id.trim().is_empty() {
-            return Err(DirectoryError::InvalidCredentials("tenant id and client id are required".to_string()));
+            return Err(DirectoryError::InvalidCredentials(
+                "tenant id and client id are required".to_string(),
+            ));
         }
-        let token_url = Url::parse(&format!("{authority}/{}/oauth2/v2.0/token", encode_component(&cfg.tenant_id)))
-            .map_err(|_| DirectoryError::Rejected("authority host does not form a token URL".to_string()))?;
-        let scope = cfg.scope.clone().unwrap_or_else(|| default_scope(&cfg.graph_endpoint));
+        let token_url = Url::parse(&format!(
+            "{authority}/{}/oauth2/v2.0/token",
+            encode_component(&cfg.tenant_id)
+        ))
+        .map_err(|_| {
+            DirectoryError::Rejected("authority host does not form a token URL".to_string())
+        })?;
+        let scope = cfg
+            .scope
+            .clone()
+            .unwrap_or_else(|| default_scope(&cfg.graph_endpoint));
         let mut redactor = Redactor::new();
         if let GraphCredential::ClientSecret(s) = &cfg.credential {
             redactor.add(s);
         }
-        let tokens = token::TokenSource::new(token_url, cfg.client_id.clone(), scope, cfg.credential, redactor.clone());
+        let tokens = token::TokenSource::new(
+            token_url,
+            cfg.client_id.clone(),
+            scope,
+            cfg.credential,
+            redactor.clone(),
+        );
         let http = HttpClient::new(&cfg.http)?;
-        Ok(Self { http, inner: Arc::new(Inner { base, origin: cfg.graph_endpoint, tokens, redactor }) })
+        Ok(Self {
+            http,
+            inner: Arc::new(Inner {
+                base,
+                origin: cfg.graph_endpoint,
+                tokens,
+                redactor,
+            }),
+        })
     }
 
     /// The same client with another run deadline (shares tokens and connections).
     pub fn with_deadline(&self, deadline: Option<Instant>) -> Self {
-        Self { http: self.http.with_deadline(deadline), inner: self.inner.clone() }
+        Self {
+            http: self.http.with_deadline(deadline),
+            inner: self.inner.clone(),
+        }
     }
 
     /// Gets a token now, so that refused credentials show before any read.
@@ -144,7 +188,9 @@ impl GraphClient {
 
     /// The tenant's domain names (`GET /v1.0/domains`), for the `DomainNotFound` check.
     pub async fn list_domains(&self) -> Result<Vec<String>, DirectoryError> {
-        self.list_domains_inner().await.map_err(|e| self.inner.redactor.scrub(e))
+        self.list_domains_inner()
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
     }
 
     async fn list_domains_inner(&self) -> Result<Vec<String>, DirectoryError> {
@@ -169,7 +215,9 @@ impl GraphClient {
                 return Err(graph_error(WHAT, &resp));
             }
             let page: Page = resp.json(WHAT)?;
-            let value = page.value.ok_or_else(|| DirectoryError::Protocol(format!("{WHAT} has no value array")))?;
+            let value = page
+                .value
+                .ok_or_else(|| DirectoryError::Protocol(format!("{WHAT} has no value array")))?;
             out.extend(value.into_iter().map(|d| d.id));
             match page.next_link {
                 Some(link) => url = guard.check(&link)?,
@@ -190,7 +238,12 @@ impl GraphClient {
     }
 
     /// [`GraphClient::get`] reading the body into `buffer` (see [`HttpClient::send_reusing`]).
-    async fn get_reusing(&self, url: &Url, what: &str, mut buffer: Vec<u8>) -> Result<HttpResponse, DirectoryError> {
+    async fn get_reusing(
+        &self,
+        url: &Url,
+        what: &str,
+        mut buffer: Vec<u8>,
+    ) -> Result<HttpResponse, DirectoryError> {
         let mut refreshed = false;
         loop {
             let (token, generation) = self.inner.tokens.token(&self.http).await?;
@@ -233,8 +286,15 @@ impl GraphClient {
         let first = self.url(&format!("/v1.0/users?{}", users_query(filter)))?;
         let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
         let mut url = first;
-        let mut listing =
-            Listing { sink, keep, seen: HashSet::new(), listed: 0, first_duplicate: None, count: None, page_size: None };
+        let mut listing = Listing {
+            sink,
+            keep,
+            seen: HashSet::new(),
+            listed: 0,
+            first_duplicate: None,
+            count: None,
+            page_size: None,
+        };
         // One body buffer for every page (see `HttpClient::send_reusing`).
         let mut buffer = Vec::new();
         for page_no in 1.. {
@@ -242,13 +302,20 @@ impl GraphClient {
             if !resp.status.is_success() {
                 return Err(graph_error(WHAT, &resp));
             }
-            let mut seed = UsersPage { listing: &mut listing, page_no, record_error: None };
-            let parsed = (&mut seed).deserialize(&mut serde_json::Deserializer::from_slice(&resp.body));
+            let mut seed = UsersPage {
+                listing: &mut listing,
+                page_no,
+                record_error: None,
+            };
+            let parsed =
+                (&mut seed).deserialize(&mut serde_json::Deserializer::from_slice(&resp.body));
             let next_link = match (parsed, seed.record_error) {
                 (_, Some(e)) => return Err(e),
                 (Err(e), None) => return Err(json_error(WHAT, &e)),
                 (Ok(None), None) => {
-                    return Err(DirectoryError::Protocol(format!("{WHAT} {page_no} has no value array")));
+                    return Err(DirectoryError::Protocol(format!(
+                        "{WHAT} {page_no} has no value array"
+                    )));
                 }
                 (Ok(Some(next_link)), None) => next_link,
             };
@@ -347,7 +414,9 @@ impl Listing<'_> {
 
     fn finish(self) -> Result<(), DirectoryError> {
         if let Some(record) = self.first_duplicate {
-            return Err(DirectoryError::Protocol(format!("Graph listed user record {record} twice")));
+            return Err(DirectoryError::Protocol(format!(
+                "Graph listed user record {record} twice"
+            )));
         }
         let listed = self.listed as u64;
         if let Some(count) = self.count {
@@ -404,7 +473,9 @@ impl<'de> Visitor<'de> for &mut UsersPage<'_, '_> {
                         if self.page_no == 1 {
                             self.listing.count = Some(count);
                         }
-                        let count = usize::try_from(count).unwrap_or(usize::MAX).min(MAX_PRESIZED_USERS);
+                        let count = usize::try_from(count)
+                            .unwrap_or(usize::MAX)
+                            .min(MAX_PRESIZED_USERS);
                         self.listing.expect(count);
                     }
                 }
@@ -511,21 +582,31 @@ impl RawUser {
     /// Messages give positions, never user data.
     fn into_user(self, page: usize, index: usize) -> Result<User, DirectoryError> {
         let at = |what: &str, field: &str| {
-            DirectoryError::Protocol(format!("Graph user record {index} on page {page} {what} {field}"))
+            DirectoryError::Protocol(format!(
+                "Graph user record {index} on page {page} {what} {field}"
+            ))
         };
-        fn need<T>(v: Option<T>, f: &'static str, at: &dyn Fn(&str, &str) -> DirectoryError) -> Result<T, DirectoryError> {
+        fn need<T>(
+            v: Option<T>,
+            f: &'static str,
+            at: &dyn Fn(&str, &str) -> DirectoryError,
+        ) -> Result<T, DirectoryError> {
             v.ok_or_else(|| at("is missing", f))
         }
-        let id = need(self.id, "id", &at)?.filter(|s| !s.is_empty()).ok_or_else(|| at("has an empty", "id"))?;
+        let id = need(self.id, "id", &at)?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| at("has an empty", "id"))?;
         let upn = need(self.user_principal_name, "userPrincipalName", &at)?
             .filter(|s| !s.is_empty())
             .ok_or_else(|| at("has an empty", "userPrincipalName"))?;
-        let active = need(self.account_enabled, "accountEnabled", &at)?.ok_or_else(|| at("has a null", "accountEnabled"))?;
+        let active = need(self.account_enabled, "accountEnabled", &at)?
+            .ok_or_else(|| at("has a null", "accountEnabled"))?;
         let display_name = need(self.display_name, "displayName", &at)?;
         let given_name = need(self.given_name, "givenName", &at)?;
         let surname = need(self.surname, "surname", &at)?;
         let email = need(self.mail, "mail", &at)?;
-        let proxy_addresses = need(self.proxy_addresses, "proxyAddresses", &at)?.unwrap_or_default();
+        let proxy_addresses =
+            need(self.proxy_addresses, "proxyAddresses", &at)?.unwrap_or_default();
         let immutable_id = need(self.on_premises_immutable_id, "onPremisesImmutableId", &at)?;
         let user_type = need(self.user_type, "userType", &at)?;
         Ok(User {
@@ -571,7 +652,11 @@ impl Directory for GraphClient {
         Ok(users)
     }
 
-    async fn list_users_into(&self, scope: &ListScope, sink: &mut dyn UserSink) -> Result<(), DirectoryError> {
+    async fn list_users_into(
+        &self,
+        scope: &ListScope,
+        sink: &mut dyn UserSink,
+    ) -> Result<(), DirectoryError> {
         let result = match scope {
             ListScope::All => self.list_into(None, &|_| true, sink).await,
             ListScope::Domain(domain) => {
@@ -579,9 +664,11 @@ impl Directory for GraphClient {
                 // The server filters; this keeps a lax server from widening the scope.
                 let in_domain = |u: &User| {
                     let name = u.user_name.as_bytes();
-                    name.len() >= suffix.len() && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                    name.len() >= suffix.len()
+                        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
                 };
-                self.list_into(Some(&domain_filter(domain)), &in_domain, sink).await
+                self.list_into(Some(&domain_filter(domain)), &in_domain, sink)
+                    .await
             }
         };
         result.map_err(|e| self.inner.redactor.scrub(e))
@@ -590,7 +677,10 @@ impl Directory for GraphClient {
     async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
         const WHAT: &str = "Graph get user";
         let result = async {
-            let url = self.url(&format!("/v1.0/users/{}?$select={USER_SELECT}", encode_id(id)?))?;
+            let url = self.url(&format!(
+                "/v1.0/users/{}?$select={USER_SELECT}",
+                encode_id(id)?
+            ))?;
             let resp = self.get(&url, WHAT).await?;
             if resp.status == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
@@ -605,7 +695,10 @@ impl Directory for GraphClient {
     }
 
     async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
-        let mut users = self.list(Some(&upn_filter(user_name))).await.map_err(|e| self.inner.redactor.scrub(e))?;
+        let mut users = self
+            .list(Some(&upn_filter(user_name)))
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))?;
         users.retain(|u| u.user_name.eq_ignore_ascii_case(user_name));
         Ok(users)
     }
@@ -624,7 +717,11 @@ impl Directory for GraphClient {
         Err(DirectoryError::Rejected(NOT_YET.to_string()))
     }
 
-    async fn delete_user(&self, _id: &str, _expected_immutable_id: Option<&str>) -> Result<(), DirectoryError> {
+    async fn delete_user(
+        &self,
+        _id: &str,
+        _expected_immutable_id: Option<&str>,
+    ) -> Result<(), DirectoryError> {
         Err(DirectoryError::Rejected(NOT_YET.to_string()))
     }
 }
@@ -650,7 +747,9 @@ mod tests {
     }
 
     fn parse(v: serde_json::Value) -> Result<User, DirectoryError> {
-        serde_json::from_value::<RawUser>(v).unwrap().into_user(3, 7)
+        serde_json::from_value::<RawUser>(v)
+            .unwrap()
+            .into_user(3, 7)
     }
 
     /// What each page yielded (its nextLink, or `None` without a value array).
@@ -673,7 +772,11 @@ mod tests {
         let mut result = Ok(());
         for (i, body) in pages.iter().enumerate() {
             let body = body.to_string();
-            let mut page = UsersPage { listing: &mut listing, page_no: i + 1, record_error: None };
+            let mut page = UsersPage {
+                listing: &mut listing,
+                page_no: i + 1,
+                record_error: None,
+            };
             let parsed = (&mut page).deserialize(&mut serde_json::Deserializer::from_str(&body));
             match (parsed, page.record_error) {
                 (_, Some(e)) => result = Err(e),
@@ -708,8 +811,17 @@ mod tests {
                                "@odata.nextLink": "https://graph.example/next"}),
             serde_json::json!({"value": [with_id(b)], "extra": {"ignored": [1, 2]}}),
         ]);
-        assert_eq!(links.unwrap(), vec![Some(Some("https://graph.example/next".to_string())), Some(None)]);
-        assert_eq!(users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(
+            links.unwrap(),
+            vec![
+                Some(Some("https://graph.example/next".to_string())),
+                Some(None)
+            ]
+        );
+        assert_eq!(
+            users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            [a, b]
+        );
 
         // Room is made once from @odata.count (and the listing, 50 short, is refused).
         let (r, users) = list_pages(&[serde_json::json!({"@odata.count": 50, "value": []})]);
@@ -722,11 +834,19 @@ mod tests {
 
     #[test]
     fn a_page_without_a_value_array_is_told_apart() {
-        for page in [serde_json::json!({"@odata.nextLink": "https://g/n"}), serde_json::json!({"value": null})] {
+        for page in [
+            serde_json::json!({"@odata.nextLink": "https://g/n"}),
+            serde_json::json!({"value": null}),
+        ] {
             assert_eq!(list_pages(&[page]).0.unwrap(), vec![None]);
         }
-        let e = list_pages(&[serde_json::json!({"value": {"not": "an array"}})]).0.unwrap_err();
-        assert!(matches!(&e, DirectoryError::Protocol(m) if m.contains("unexpected JSON content")), "{e}");
+        let e = list_pages(&[serde_json::json!({"value": {"not": "an array"}})])
+            .0
+            .unwrap_err();
+        assert!(
+            matches!(&e, DirectoryError::Protocol(m) if m.contains("unexpected JSON content")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -738,27 +858,41 @@ mod tests {
             serde_json::json!({"@odata.count": 3, "value": [full()]}),
             serde_json::json!({"value": [other, full()]}),
         ]);
-        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 2 twice".into()));
+        assert_eq!(
+            r.unwrap_err(),
+            DirectoryError::Protocol("Graph listed user record 2 twice".into())
+        );
         // A bad record stops the listing at once; a repeated user is reported after the last
         // page, so that an error of the paging itself (a looping nextLink) is named first.
         let (r, _) = list_pages(&[
             serde_json::json!({"@odata.count": 3, "value": [full()]}),
             serde_json::json!({"value": [full(), bad]}),
         ]);
-        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph user record 1 on page 2 is missing mail".into()));
+        assert_eq!(
+            r.unwrap_err(),
+            DirectoryError::Protocol("Graph user record 1 on page 2 is missing mail".into())
+        );
         // Ids that are not canonical GUIDs are compared as they are: these are three users.
         let upper = "0C3F1D8E-2B6A-4A51-9A1E-1F2D3C4B5A69";
-        let (r, users) =
-            list_pages(&[serde_json::json!({"@odata.count": 3, "value": [full(), with_id(upper), with_id("42")]})]);
+        let (r, users) = list_pages(&[
+            serde_json::json!({"@odata.count": 3, "value": [full(), with_id(upper), with_id("42")]}),
+        ]);
         assert!(r.is_ok());
         assert_eq!(users.len(), 3);
-        let (r, _) = list_pages(&[serde_json::json!({"@odata.count": 2, "value": [with_id("42"), with_id("42")]})]);
-        assert_eq!(r.unwrap_err(), DirectoryError::Protocol("Graph listed user record 1 twice".into()));
+        let (r, _) = list_pages(&[
+            serde_json::json!({"@odata.count": 2, "value": [with_id("42"), with_id("42")]}),
+        ]);
+        assert_eq!(
+            r.unwrap_err(),
+            DirectoryError::Protocol("Graph listed user record 1 twice".into())
+        );
     }
 
     /// `n` distinct users with GUID ids, starting at `from`.
     fn users_from(from: u128, n: u128) -> Vec<serde_json::Value> {
-        (from..from + n).map(|i| with_id(&uuid::Uuid::from_u128(i).hyphenated().to_string())).collect()
+        (from..from + n)
+            .map(|i| with_id(&uuid::Uuid::from_u128(i).hyphenated().to_string()))
+            .collect()
     }
 
     #[test]
@@ -783,10 +917,19 @@ mod tests {
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(users.len(), 80);
         // ... and more users than counted (created during the read) too.
-        assert!(list_pages(&[serde_json::json!({"@odata.count": 70, "value": users_from(0, 80)})]).0.is_ok());
+        assert!(
+            list_pages(&[serde_json::json!({"@odata.count": 70, "value": users_from(0, 80)})])
+                .0
+                .is_ok()
+        );
         // Without a count on page 1 nothing can be checked: a read error.
-        let e = list_pages(&[serde_json::json!({"value": users_from(0, 3)})]).0.unwrap_err();
-        assert!(matches!(&e, DirectoryError::Protocol(m) if m.contains("no @odata.count")), "{e}");
+        let e = list_pages(&[serde_json::json!({"value": users_from(0, 3)})])
+            .0
+            .unwrap_err();
+        assert!(
+            matches!(&e, DirectoryError::Protocol(m) if m.contains("no @odata.count")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -829,7 +972,10 @@ mod tests {
         for field in ["id", "userPrincipalName", "accountEnabled"] {
             let mut v = full();
             v[field] = serde_json::Value::Null;
-            assert!(matches!(parse(v), Err(DirectoryError::Protocol(_))), "{field}");
+            assert!(
+                matches!(parse(v), Err(DirectoryError::Protocol(_))),
+                "{field}"
+            );
         }
         // A wrong type fails the page parse (it is a protocol error there).
         let mut v = full();
@@ -846,17 +992,35 @@ mod tests {
         };
         let e = graph_error(
             "Graph users page",
-            &resp(403, r#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges secret=abc"}}"#),
+            &resp(
+                403,
+                r#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges secret=abc"}}"#,
+            ),
         );
-        assert_eq!(e, DirectoryError::InvalidCredentials("Graph users page: HTTP 403 Authorization_RequestDenied".into()));
-        let e = graph_error("x", &resp(400, r#"{"error":{"code":"not a code, a sentence"}}"#));
+        assert_eq!(
+            e,
+            DirectoryError::InvalidCredentials(
+                "Graph users page: HTTP 403 Authorization_RequestDenied".into()
+            )
+        );
+        let e = graph_error(
+            "x",
+            &resp(400, r#"{"error":{"code":"not a code, a sentence"}}"#),
+        );
         assert_eq!(e, DirectoryError::Rejected("x: HTTP 400".into()));
-        assert!(matches!(graph_error("x", &resp(404, "")), DirectoryError::NotFound(_)));
+        assert!(matches!(
+            graph_error("x", &resp(404, "")),
+            DirectoryError::NotFound(_)
+        ));
     }
 
     #[test]
     fn config_debug_never_prints_the_secret() {
-        let cfg = GraphConfig::new("t", "c", GraphCredential::ClientSecret("CANARY-SECRET-42".into()));
+        let cfg = GraphConfig::new(
+            "t",
+            "c",
+            GraphCredential::ClientSecret("CANARY-SECRET-42".into()),
+        );
         assert!(!format!("{cfg:?}").contains("CANARY"));
         let client = GraphClient::new(cfg).unwrap();
         assert!(!format!("{client:?}").contains("CANARY"));
@@ -865,9 +1029,18 @@ mod tests {
     #[test]
     fn scopes_follow_the_cloud() {
         let s = |u: &str| default_scope(&Url::parse(u).unwrap());
-        assert_eq!(s("https://graph.microsoft.com"), "https://graph.microsoft.com/.default");
-        assert_eq!(s("https://graph.microsoft.us/"), "https://graph.microsoft.us/.default");
-        assert_eq!(s("https://127.0.0.1:8443"), "https://graph.microsoft.com/.default");
+        assert_eq!(
+            s("https://graph.microsoft.com"),
+            "https://graph.microsoft.com/.default"
+        );
+        assert_eq!(
+            s("https://graph.microsoft.us/"),
+            "https://graph.microsoft.us/.default"
+        );
+        assert_eq!(
+            s("https://127.0.0.1:8443"),
+            "https://graph.microsoft.com/.default"
+        );
     }
 
     #[test]

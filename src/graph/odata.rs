@@ -8,8 +8,7 @@ use crate::directory::DirectoryError;
 use crate::http::{cut, encode_component};
 
 /// The user properties every read selects: exactly the ones the plan depends on.
-pub const USER_SELECT: &str =
-    "id,userPrincipalName,displayName,givenName,surname,mail,proxyAddresses,accountEnabled,onPremisesImmutableId,userType";
+pub const USER_SELECT: &str = "id,userPrincipalName,displayName,givenName,surname,mail,proxyAddresses,accountEnabled,onPremisesImmutableId,userType";
 
 /// Graph's largest page (`$top` 1–999).
 pub const PAGE_SIZE: u32 = 999;
@@ -59,19 +58,27 @@ impl NextLinkGuard {
     pub fn new(base: Url, first: &Url) -> Self {
         let mut seen_links = HashSet::new();
         seen_links.insert(first.as_str().to_string());
-        Self { base, seen_links, seen_tokens: HashSet::new() }
+        Self {
+            base,
+            seen_links,
+            seen_tokens: HashSet::new(),
+        }
     }
 
     /// The URL of the next page, or a protocol error that aborts the listing.
     pub fn check(&mut self, link: &str) -> Result<Url, DirectoryError> {
         let url = check_same_origin(&self.base, link)?;
         if !self.seen_links.insert(url.as_str().to_string()) {
-            return Err(DirectoryError::Protocol("Graph nextLink repeats an earlier page".to_string()));
+            return Err(DirectoryError::Protocol(
+                "Graph nextLink repeats an earlier page".to_string(),
+            ));
         }
         if let Some(token) = skiptoken(&url)
             && !self.seen_tokens.insert(token)
         {
-            return Err(DirectoryError::Protocol("Graph nextLink repeats an earlier skiptoken".to_string()));
+            return Err(DirectoryError::Protocol(
+                "Graph nextLink repeats an earlier skiptoken".to_string(),
+            ));
         }
         Ok(url)
     }
@@ -79,8 +86,9 @@ impl NextLinkGuard {
 
 /// Parses `link` and checks it stays on `base`'s origin.
 pub fn check_same_origin(base: &Url, link: &str) -> Result<Url, DirectoryError> {
-    let url = Url::parse(link)
-        .map_err(|_| DirectoryError::Protocol("Graph nextLink is not an absolute URL".to_string()))?;
+    let url = Url::parse(link).map_err(|_| {
+        DirectoryError::Protocol("Graph nextLink is not an absolute URL".to_string())
+    })?;
     let same = url.scheme() == base.scheme()
         && url.host() == base.host()
         && url.port_or_known_default() == base.port_or_known_default();
@@ -93,7 +101,9 @@ pub fn check_same_origin(base: &Url, link: &str) -> Result<Url, DirectoryError> 
         ))));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(DirectoryError::Protocol("Graph nextLink carries user-info".to_string()));
+        return Err(DirectoryError::Protocol(
+            "Graph nextLink carries user-info".to_string(),
+        ));
     }
     Ok(url)
 }
@@ -112,17 +122,31 @@ mod tests {
     #[test]
     fn literals_double_quotes_and_queries_encode() {
         assert_eq!(string_literal("o'brien@x.com"), "'o''brien@x.com'");
-        assert_eq!(domain_filter("Example.COM"), "endswith(userPrincipalName,'@example.com')");
+        assert_eq!(
+            domain_filter("Example.COM"),
+            "endswith(userPrincipalName,'@example.com')"
+        );
         let q = users_query(Some(&upn_filter("a+b#c'd@x.com")));
         assert!(q.starts_with("$select=id,userPrincipalName,"));
         assert!(q.contains("&$top=999&"));
         assert!(q.ends_with("&$count=true"));
-        assert!(q.contains("$filter=userPrincipalName%20eq%20%27a%2Bb%23c%27%27d%40x.com%27"), "{q}");
+        assert!(
+            q.contains("$filter=userPrincipalName%20eq%20%27a%2Bb%23c%27%27d%40x.com%27"),
+            "{q}"
+        );
         // Every listing asks for the count it is checked against.
-        assert_eq!(users_query(None), format!("$select={USER_SELECT}&$top=999&$count=true"));
+        assert_eq!(
+            users_query(None),
+            format!("$select={USER_SELECT}&$top=999&$count=true")
+        );
         // The encoded filter decodes back to the literal.
         let url = Url::parse(&format!("https://graph.microsoft.com/v1.0/users?{q}")).unwrap();
-        let f = url.query_pairs().find(|(k, _)| k == "$filter").unwrap().1.into_owned();
+        let f = url
+            .query_pairs()
+            .find(|(k, _)| k == "$filter")
+            .unwrap()
+            .1
+            .into_owned();
         assert_eq!(f, "userPrincipalName eq 'a+b#c''d@x.com'");
     }
 
@@ -135,7 +159,10 @@ mod tests {
     #[test]
     fn next_links_stay_on_the_graph_origin() {
         let mut g = guard();
-        assert!(g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=A").is_ok());
+        assert!(
+            g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=A")
+                .is_ok()
+        );
         for bad in [
             "https://evil.example:8443/v1.0/users?$skiptoken=B",
             "http://graph.example:8443/v1.0/users?$skiptoken=B",
@@ -155,12 +182,27 @@ mod tests {
     #[test]
     fn repeated_links_and_skiptokens_abort() {
         let mut g = guard();
-        assert!(g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=A").is_ok());
-        assert!(g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=A").is_err());
+        assert!(
+            g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=A")
+                .is_ok()
+        );
+        assert!(
+            g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=A")
+                .is_err()
+        );
         // Same token behind a different spelling of the rest of the link.
-        assert!(g.check("https://graph.example:8443/v1.0/users?%24skiptoken=A&$top=5").is_err());
+        assert!(
+            g.check("https://graph.example:8443/v1.0/users?%24skiptoken=A&$top=5")
+                .is_err()
+        );
         // A link back to the first page.
-        assert!(g.check("https://graph.example:8443/v1.0/users?$top=999").is_err());
-        assert!(g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=B").is_ok());
+        assert!(
+            g.check("https://graph.example:8443/v1.0/users?$top=999")
+                .is_err()
+        );
+        assert!(
+            g.check("https://graph.example:8443/v1.0/users?$top=999&$skiptoken=B")
+                .is_ok()
+        );
     }
 }

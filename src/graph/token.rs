@@ -47,11 +47,16 @@ impl FederatedTokenFile {
 impl AssertionProvider for FederatedTokenFile {
     async fn assertion(&self) -> Result<SecretString, DirectoryError> {
         let raw = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
-            DirectoryError::InvalidCredentials(format!("federated token file cannot be read: {}", e.kind()))
+            DirectoryError::InvalidCredentials(format!(
+                "federated token file cannot be read: {}",
+                e.kind()
+            ))
         })?;
         let token = raw.trim();
         if token.is_empty() {
-            return Err(DirectoryError::InvalidCredentials("federated token file is empty".to_string()));
+            return Err(DirectoryError::InvalidCredentials(
+                "federated token file is empty".to_string(),
+            ));
         }
         Ok(SecretString::from(token))
     }
@@ -127,16 +132,22 @@ impl ClientCertificate {
 
     /// From a certificate PEM and a separate private-key PEM.
     pub fn from_pem_parts(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, DirectoryError> {
-        let bad = |why: &str| DirectoryError::InvalidCredentials(format!("client certificate: {why}"));
+        let bad =
+            |why: &str| DirectoryError::InvalidCredentials(format!("client certificate: {why}"));
         let cert = CertificateDer::pem_slice_iter(cert_pem)
             .next()
             .ok_or_else(|| bad("no CERTIFICATE block in the PEM"))?
             .map_err(|_| bad("the CERTIFICATE block is not valid PEM"))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| bad("no private key in the PEM"))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| bad("no private key in the PEM"))?;
         let key = match &key {
             PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
-            _ => return Err(bad("the private key must be RSA (Entra signs assertions with RS256/PS256)")),
+            _ => {
+                return Err(bad(
+                    "the private key must be RSA (Entra signs assertions with RS256/PS256)",
+                ));
+            }
         }
         .map_err(|_| bad("the private key is not a usable RSA key"))?;
         // The certificate's SubjectPublicKeyInfo embeds the RSAPublicKey DER verbatim, so a
@@ -177,7 +188,12 @@ impl ClientCertificate {
 
     /// A signed client assertion: `aud` = token endpoint, `iss` = `sub` = client id, a random
     /// `jti`, valid from now for ten minutes.
-    pub fn assertion(&self, client_id: &str, audience: &str, now: SystemTime) -> Result<SecretString, DirectoryError> {
+    pub fn assertion(
+        &self,
+        client_id: &str,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<SecretString, DirectoryError> {
         let alg = match self.alg {
             AssertionAlgorithm::RS256 => "RS256",
             AssertionAlgorithm::PS256 => "PS256",
@@ -204,9 +220,19 @@ impl ClientCertificate {
         };
         let mut sig = vec![0u8; self.key.public().modulus_len()];
         self.key
-            .sign(padding, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut sig)
-            .map_err(|_| DirectoryError::InvalidCredentials("client certificate: signing failed".to_string()))?;
-        Ok(SecretString::from(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))))
+            .sign(
+                padding,
+                &ring::rand::SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut sig,
+            )
+            .map_err(|_| {
+                DirectoryError::InvalidCredentials("client certificate: signing failed".to_string())
+            })?;
+        Ok(SecretString::from(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(sig)
+        )))
     }
 }
 
@@ -256,11 +282,21 @@ impl TokenSource {
         credential: GraphCredential,
         redactor: Redactor,
     ) -> Self {
-        Self { token_url, client_id, scope, credential, redactor, cache: tokio::sync::Mutex::new(None) }
+        Self {
+            token_url,
+            client_id,
+            scope,
+            credential,
+            redactor,
+            cache: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// A valid token and its generation (pass the generation to [`TokenSource::invalidate`]).
-    pub(crate) async fn token(&self, http: &HttpClient) -> Result<(SecretString, u64), DirectoryError> {
+    pub(crate) async fn token(
+        &self,
+        http: &HttpClient,
+    ) -> Result<(SecretString, u64), DirectoryError> {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.as_ref()
             && Instant::now() < c.refresh_at
@@ -270,7 +306,11 @@ impl TokenSource {
         let generation = cache.as_ref().map_or(1, |c| c.generation + 1);
         let (token, lifetime) = self.fetch(http).await.map_err(|e| self.redactor.scrub(e))?;
         let refresh_at = Instant::now() + lifetime - refresh_margin(lifetime);
-        *cache = Some(Cached { token: token.clone(), refresh_at, generation });
+        *cache = Some(Cached {
+            token: token.clone(),
+            refresh_at,
+            generation,
+        });
         Ok((token, generation))
     }
 
@@ -332,10 +372,9 @@ impl TokenSource {
             return Err(r.scrub(token_error(&resp)));
         }
         let body: TokenResponse = resp.json("token response")?;
-        let token = body
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| DirectoryError::Protocol("token response has no access_token".to_string()))?;
+        let token = body.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            DirectoryError::Protocol("token response has no access_token".to_string())
+        })?;
         // Old endpoints send expires_in as a string; absent means the usual hour.
         let secs = match body.expires_in {
             Some(serde_json::Value::Number(n)) => n.as_u64(),
@@ -343,7 +382,9 @@ impl TokenSource {
             None => Some(3599),
             _ => None,
         }
-        .ok_or_else(|| DirectoryError::Protocol("token response has an invalid expires_in".to_string()))?;
+        .ok_or_else(|| {
+            DirectoryError::Protocol("token response has an invalid expires_in".to_string())
+        })?;
         // A zero lifetime would refresh on every call; treat anything under a minute as a minute.
         Ok((SecretString::from(token), Duration::from_secs(secs.max(60))))
     }
@@ -381,12 +422,25 @@ pub fn aadsts_head(desc: &str) -> Option<String> {
     }
     let code = &desc[..6 + n];
     // Only text on the same line after "AADSTSnnn:" is the head; trace ids follow on new lines.
-    let rest = digits[n..].strip_prefix(':').map_or("", |r| r.trim_start_matches(' '));
+    let rest = digits[n..]
+        .strip_prefix(':')
+        .map_or("", |r| r.trim_start_matches(' '));
     // The first sentence: up to ". " or the end of the line (URLs keep their dots).
     let line = rest.split(['\r', '\n']).next().unwrap_or("");
-    let end = line.find(". ").or_else(|| line.strip_suffix('.').map(str::len)).unwrap_or(line.len());
-    let head: String = line[..end].chars().filter(|c| !c.is_control()).take(100).collect();
-    if head.is_empty() { Some(code.to_string()) } else { Some(format!("{code}: {head}")) }
+    let end = line
+        .find(". ")
+        .or_else(|| line.strip_suffix('.').map(str::len))
+        .unwrap_or(line.len());
+    let head: String = line[..end]
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    if head.is_empty() {
+        Some(code.to_string())
+    } else {
+        Some(format!("{code}: {head}"))
+    }
 }
 
 #[cfg(test)]
@@ -414,13 +468,23 @@ mod tests {
     #[test]
     fn bad_certificates_are_refused() {
         let e = ClientCertificate::from_pem(MISMATCHED).unwrap_err();
-        assert!(matches!(&e, DirectoryError::InvalidCredentials(m) if m.contains("does not belong")), "{e}");
+        assert!(
+            matches!(&e, DirectoryError::InvalidCredentials(m) if m.contains("does not belong")),
+            "{e}"
+        );
         assert!(ClientCertificate::from_pem(b"nothing").is_err());
-        let cert_only: String = String::from_utf8_lossy(PKCS8).split("-----BEGIN PRIVATE KEY").next().unwrap().to_string();
+        let cert_only: String = String::from_utf8_lossy(PKCS8)
+            .split("-----BEGIN PRIVATE KEY")
+            .next()
+            .unwrap()
+            .to_string();
         assert!(ClientCertificate::from_pem(cert_only.as_bytes()).is_err());
         // An EC key is not accepted.
         let ec = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["x".into()]).unwrap().self_signed(&ec).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&ec)
+            .unwrap();
         let pem = format!("{}{}", cert.pem(), ec.serialize_pem());
         assert!(ClientCertificate::from_pem(pem.as_bytes()).is_err());
     }
@@ -430,19 +494,37 @@ mod tests {
         let aud = "https://login.example/tenant/oauth2/v2.0/token";
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         for (alg, verify) in [
-            (AssertionAlgorithm::RS256, &ring::signature::RSA_PKCS1_2048_8192_SHA256),
-            (AssertionAlgorithm::PS256, &ring::signature::RSA_PSS_2048_8192_SHA256),
+            (
+                AssertionAlgorithm::RS256,
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            ),
+            (
+                AssertionAlgorithm::PS256,
+                &ring::signature::RSA_PSS_2048_8192_SHA256,
+            ),
         ] {
-            let c = ClientCertificate::from_pem(PKCS8).unwrap().with_algorithm(alg);
+            let c = ClientCertificate::from_pem(PKCS8)
+                .unwrap()
+                .with_algorithm(alg);
             let jwt = c.assertion("client-1", aud, now).unwrap();
             let jwt = jwt.expose_secret();
             let parts: Vec<&str> = jwt.split('.').collect();
             assert_eq!(parts.len(), 3);
             let header = b64json(parts[0]);
-            assert_eq!(header["alg"], if alg == AssertionAlgorithm::RS256 { "RS256" } else { "PS256" });
+            assert_eq!(
+                header["alg"],
+                if alg == AssertionAlgorithm::RS256 {
+                    "RS256"
+                } else {
+                    "PS256"
+                }
+            );
             assert_eq!(header["typ"], "JWT");
             assert_eq!(header["x5t"], "1KkxVzSNuZkS6uhyIQTPYwy6zTY");
-            assert_eq!(header["x5t#S256"], "q31DykmXxOBwTSuNgDClN5nsUWoKghe-4XcbpLULTUE");
+            assert_eq!(
+                header["x5t#S256"],
+                "q31DykmXxOBwTSuNgDClN5nsUWoKghe-4XcbpLULTUE"
+            );
             let claims = b64json(parts[1]);
             assert_eq!(claims["aud"], aud);
             assert_eq!(claims["iss"], "client-1");
@@ -453,7 +535,8 @@ mod tests {
             let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
             let key = ring::signature::UnparsedPublicKey::new(verify, c.public_key_der());
             let signed = format!("{}.{}", parts[0], parts[1]);
-            key.verify(signed.as_bytes(), &sig).expect("signature verifies");
+            key.verify(signed.as_bytes(), &sig)
+                .expect("signature verifies");
             // Tampering breaks it.
             assert!(key.verify(format!("{signed}x").as_bytes(), &sig).is_err());
         }
@@ -468,14 +551,23 @@ mod tests {
     #[test]
     fn aadsts_heads() {
         assert_eq!(
-            aadsts_head("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent ...").as_deref(),
+            aadsts_head(
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent ..."
+            )
+            .as_deref(),
             Some("AADSTS7000215: Invalid client secret provided")
         );
         assert_eq!(
-            aadsts_head("AADSTS500011: The resource principal named https://x.example was not found.").as_deref(),
+            aadsts_head(
+                "AADSTS500011: The resource principal named https://x.example was not found."
+            )
+            .as_deref(),
             Some("AADSTS500011: The resource principal named https://x.example was not found")
         );
-        assert_eq!(aadsts_head("AADSTS90002\r\nTrace ID: x").as_deref(), Some("AADSTS90002"));
+        assert_eq!(
+            aadsts_head("AADSTS90002\r\nTrace ID: x").as_deref(),
+            Some("AADSTS90002")
+        );
         assert_eq!(aadsts_head("something else"), None);
         let long = format!("AADSTS1: {}", "x".repeat(500));
         assert!(aadsts_head(&long).unwrap().len() <= 110);
@@ -483,8 +575,14 @@ mod tests {
 
     #[test]
     fn refresh_margins() {
-        assert_eq!(refresh_margin(Duration::from_secs(3599)), Duration::from_secs(300));
-        assert_eq!(refresh_margin(Duration::from_secs(120)), Duration::from_secs(60));
+        assert_eq!(
+            refresh_margin(Duration::from_secs(3599)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(120)),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -506,7 +604,13 @@ mod tests {
                 "token endpoint HTTP 401 invalid_client: AADSTS7000215: Invalid client secret provided".into()
             )
         );
-        let garbage = HttpResponse { body: b"<html>oops</html>".to_vec(), ..resp };
-        assert_eq!(token_error(&garbage), DirectoryError::InvalidCredentials("token endpoint HTTP 401".into()));
+        let garbage = HttpResponse {
+            body: b"<html>oops</html>".to_vec(),
+            ..resp
+        };
+        assert_eq!(
+            token_error(&garbage),
+            DirectoryError::InvalidCredentials("token endpoint HTTP 401".into())
+        );
     }
 }

@@ -34,10 +34,14 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User};
-use crate::http::{HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id, status_error};
+use crate::http::{
+    HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id,
+    status_error,
+};
 
 pub use model::{
-    CORE_USER, ENTERPRISE_USER, PATCH_OP, RawUser, UpnAttribute, create_body, filter_literal, patch_ops, put_body,
+    CORE_USER, ENTERPRISE_USER, PATCH_OP, RawUser, UpnAttribute, create_body, filter_literal,
+    patch_ops, put_body,
 };
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -62,7 +66,14 @@ pub struct ScimConfig {
 
 impl ScimConfig {
     pub fn new(base_url: Url, bearer_token: SecretString) -> Self {
-        Self { base_url, bearer_token, upn_attribute: None, page_size: 1000, http: HttpConfig::default(), limits: ListingLimits::default() }
+        Self {
+            base_url,
+            bearer_token,
+            upn_attribute: None,
+            page_size: 1000,
+            http: HttpConfig::default(),
+            limits: ListingLimits::default(),
+        }
     }
 }
 
@@ -110,7 +121,9 @@ struct Inner {
 
 impl fmt::Debug for ScimClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScimClient").field("base", &self.inner.base).finish_non_exhaustive()
+        f.debug_struct("ScimClient")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +163,10 @@ impl ScimClient {
 
     /// The same client with another run deadline (shares connections, bound and capabilities).
     pub fn with_deadline(&self, deadline: Option<Instant>) -> Self {
-        Self { http: self.http.with_deadline(deadline), inner: self.inner.clone() }
+        Self {
+            http: self.http.with_deadline(deadline),
+            inner: self.inner.clone(),
+        }
     }
 
     /// The server's capabilities, read once from `/ServiceProviderConfig`.
@@ -185,10 +201,19 @@ impl ScimClient {
         let spc: Spc = match resp.status.as_u16() {
             200 => resp.json(WHAT)?,
             // No config: assume the least (PUT, no ETags, list-and-filter locally).
-            404 | 501 => Spc { filter: Feature { supported: Some(false), ..Default::default() }, ..Default::default() },
+            404 | 501 => Spc {
+                filter: Feature {
+                    supported: Some(false),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
             _ => return Err(scim_error(WHAT, &resp)),
         };
-        let cap = |n: Option<u64>| n.filter(|n| *n > 0).map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let cap = |n: Option<u64>| {
+            n.filter(|n| *n > 0)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
         Ok(ScimCapabilities {
             patch: spc.patch.supported.unwrap_or(false),
             etag: spc.etag.supported.unwrap_or(false),
@@ -211,7 +236,8 @@ impl ScimClient {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<HttpResponse, DirectoryError> {
-        let url = Url::parse(url).map_err(|_| DirectoryError::Rejected(format!("{what}: cannot form the URL")))?;
+        let url = Url::parse(url)
+            .map_err(|_| DirectoryError::Rejected(format!("{what}: cannot form the URL")))?;
         let body = body.map(|b| b.to_string().into_bytes());
         self.http
             .send(what, |c| {
@@ -237,21 +263,30 @@ impl ScimClient {
     async fn list_filtered(&self, filter: Option<&str>) -> Result<Vec<User>, DirectoryError> {
         const WHAT: &str = "SCIM list users";
         let caps = self.capabilities().await?;
-        let page_size = [Some(self.inner.page_size), caps.max_results, caps.max_page_size]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.inner.page_size)
-            .max(1);
+        let page_size = [
+            Some(self.inner.page_size),
+            caps.max_results,
+            caps.max_page_size,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.inner.page_size)
+        .max(1);
         let limits = self.inner.limits;
-        let filter_q = filter.map(|f| format!("&filter={}", encode_component(f))).unwrap_or_default();
+        let filter_q = filter
+            .map(|f| format!("&filter={}", encode_component(f)))
+            .unwrap_or_default();
         let mut users: Vec<User> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut total: Option<u64> = None;
         let mut bytes: u64 = 0;
         let mut start: u64 = 1;
         loop {
-            let url = format!("{}/Users?startIndex={start}&count={page_size}{filter_q}", self.inner.base);
+            let url = format!(
+                "{}/Users?startIndex={start}&count={page_size}{filter_q}",
+                self.inner.base
+            );
             let resp = self.request(WHAT, Method::GET, &url, None, None).await?;
             if !resp.status.is_success() {
                 return Err(scim_error(WHAT, &resp));
@@ -266,9 +301,9 @@ impl ScimClient {
             }
             let page: ListResponse = resp.json(WHAT)?;
             drop(resp);
-            let page_total = page
-                .total_results
-                .ok_or_else(|| DirectoryError::Protocol(format!("{WHAT}: page without totalResults")))?;
+            let page_total = page.total_results.ok_or_else(|| {
+                DirectoryError::Protocol(format!("{WHAT}: page without totalResults"))
+            })?;
             match total {
                 None if page_total > limits.max_users => {
                     return Err(DirectoryError::Protocol(format!(
@@ -328,8 +363,14 @@ impl ScimClient {
     }
 
     /// Reads one user as JSON with its version, or `None` when it does not exist.
-    async fn read_for_write(&self, what: &str, id: &str) -> Result<Option<(Value, User, Option<String>)>, DirectoryError> {
-        let resp = self.request(what, Method::GET, &self.user_url(id)?, None, None).await?;
+    async fn read_for_write(
+        &self,
+        what: &str,
+        id: &str,
+    ) -> Result<Option<(Value, User, Option<String>)>, DirectoryError> {
+        let resp = self
+            .request(what, Method::GET, &self.user_url(id)?, None, None)
+            .await?;
         if resp.status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -345,11 +386,21 @@ impl ScimClient {
             .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
-            .or_else(|| value.pointer("/meta/version").and_then(Value::as_str).map(str::to_string));
+            .or_else(|| {
+                value
+                    .pointer("/meta/version")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
         Ok(Some((value, user, version)))
     }
 
-    async fn update_inner(&self, id: &str, desired: &DesiredUser, expected: Option<&str>) -> Result<(), DirectoryError> {
+    async fn update_inner(
+        &self,
+        id: &str,
+        desired: &DesiredUser,
+        expected: Option<&str>,
+    ) -> Result<(), DirectoryError> {
         const WHAT: &str = "SCIM update user";
         let caps = self.capabilities().await?;
         let Some((resource, fresh, version)) = self.read_for_write(WHAT, id).await? else {
@@ -364,7 +415,15 @@ impl ScimClient {
         let url = self.user_url(id)?;
         if caps.patch && !self.inner.patch_refused.load(Ordering::Relaxed) {
             let body = serde_json::json!({ "schemas": [PATCH_OP], "Operations": ops });
-            let resp = self.request("SCIM PATCH user", Method::PATCH, &url, Some(&body), if_match).await?;
+            let resp = self
+                .request(
+                    "SCIM PATCH user",
+                    Method::PATCH,
+                    &url,
+                    Some(&body),
+                    if_match,
+                )
+                .await?;
             match resp.status.as_u16() {
                 200 | 204 => return Ok(()),
                 // The config claimed PATCH; the server disagrees. Use PUT from now on.
@@ -373,7 +432,9 @@ impl ScimClient {
             }
         }
         let body = put_body(&resource, desired, self.inner.upn.as_ref());
-        let resp = self.request("SCIM PUT user", Method::PUT, &url, Some(&body), if_match).await?;
+        let resp = self
+            .request("SCIM PUT user", Method::PUT, &url, Some(&body), if_match)
+            .await?;
         match resp.status.as_u16() {
             200 | 204 => Ok(()),
             _ => Err(scim_error("SCIM PUT user", &resp)),
@@ -388,7 +449,9 @@ impl ScimClient {
         };
         check_owner(WHAT, fresh.immutable_id.as_deref(), expected)?;
         let if_match = if caps.etag { version.as_deref() } else { None };
-        let resp = self.request(WHAT, Method::DELETE, &self.user_url(id)?, None, if_match).await?;
+        let resp = self
+            .request(WHAT, Method::DELETE, &self.user_url(id)?, None, if_match)
+            .await?;
         match resp.status.as_u16() {
             200 | 204 | 404 => Ok(()),
             _ => Err(scim_error(WHAT, &resp)),
@@ -399,9 +462,13 @@ impl ScimClient {
         const WHAT: &str = "SCIM create user";
         let body = create_body(user, self.inner.upn.as_ref());
         let url = format!("{}/Users", self.inner.base);
-        let resp = self.request(WHAT, Method::POST, &url, Some(&body), None).await?;
+        let resp = self
+            .request(WHAT, Method::POST, &url, Some(&body), None)
+            .await?;
         match resp.status.as_u16() {
-            200 | 201 => resp.json::<RawUser>(WHAT)?.into_user(self.inner.upn.as_ref()),
+            200 | 201 => resp
+                .json::<RawUser>(WHAT)?
+                .into_user(self.inner.upn.as_ref()),
             _ => Err(scim_error(WHAT, &resp)),
         }
     }
@@ -409,7 +476,8 @@ impl ScimClient {
     async fn find_inner(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
         let caps = self.capabilities().await?;
         let mut users = if caps.filter {
-            self.list_filtered(Some(&format!("userName eq {}", filter_literal(user_name)))).await?
+            self.list_filtered(Some(&format!("userName eq {}", filter_literal(user_name))))
+                .await?
         } else {
             self.list_filtered(None).await?
         };
@@ -421,7 +489,11 @@ impl ScimClient {
 }
 
 /// The write goes ahead only while the target still carries the expected Immutable ID.
-fn check_owner(what: &str, actual: Option<&str>, expected: Option<&str>) -> Result<(), DirectoryError> {
+fn check_owner(
+    what: &str,
+    actual: Option<&str>,
+    expected: Option<&str>,
+) -> Result<(), DirectoryError> {
     if actual == expected {
         Ok(())
     } else {
@@ -447,7 +519,10 @@ fn scim_error(what: &str, resp: &HttpResponse) -> DirectoryError {
 #[async_trait]
 impl Directory for ScimClient {
     async fn list_users(&self, scope: &ListScope) -> Result<Vec<User>, DirectoryError> {
-        let mut users = self.list_filtered(None).await.map_err(|e| self.inner.redactor.scrub(e))?;
+        let mut users = self
+            .list_filtered(None)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))?;
         if let ListScope::Domain(domain) = scope {
             let suffix = format!("@{}", domain.to_lowercase());
             let in_scope = |s: &str| s.to_lowercase().ends_with(&suffix);
@@ -464,11 +539,15 @@ impl Directory for ScimClient {
     }
 
     async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
-        self.find_inner(user_name).await.map_err(|e| self.inner.redactor.scrub(e))
+        self.find_inner(user_name)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
     }
 
     async fn create_user(&self, user: &DesiredUser) -> Result<User, DirectoryError> {
-        self.create_inner(user).await.map_err(|e| self.inner.redactor.scrub(e))
+        self.create_inner(user)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
     }
 
     /// `current` is not trusted: the user is read again for the ownership check and the diff.
@@ -484,7 +563,11 @@ impl Directory for ScimClient {
             .map_err(|e| self.inner.redactor.scrub(e))
     }
 
-    async fn delete_user(&self, id: &str, expected_immutable_id: Option<&str>) -> Result<(), DirectoryError> {
+    async fn delete_user(
+        &self,
+        id: &str,
+        expected_immutable_id: Option<&str>,
+    ) -> Result<(), DirectoryError> {
         self.delete_inner(id, expected_immutable_id)
             .await
             .map_err(|e| self.inner.redactor.scrub(e))
@@ -504,14 +587,35 @@ mod tests {
         };
         let e = scim_error(
             "SCIM create user",
-            &resp(409, r#"{"status":"409","scimType":"uniqueness","detail":"alice@example.com exists"}"#),
+            &resp(
+                409,
+                r#"{"status":"409","scimType":"uniqueness","detail":"alice@example.com exists"}"#,
+            ),
         );
-        assert_eq!(e, DirectoryError::Conflict("SCIM create user: HTTP 409 uniqueness".into()));
-        assert!(matches!(scim_error("x", &resp(401, "")), DirectoryError::InvalidCredentials(_)));
-        assert!(matches!(scim_error("x", &resp(403, "")), DirectoryError::InvalidCredentials(_)));
-        assert!(matches!(scim_error("x", &resp(412, "")), DirectoryError::PreconditionFailed(_)));
-        assert!(matches!(scim_error("x", &resp(400, "{}")), DirectoryError::Rejected(_)));
-        let e = scim_error("x", &resp(400, r#"{"scimType":"invalid value with spaces"}"#));
+        assert_eq!(
+            e,
+            DirectoryError::Conflict("SCIM create user: HTTP 409 uniqueness".into())
+        );
+        assert!(matches!(
+            scim_error("x", &resp(401, "")),
+            DirectoryError::InvalidCredentials(_)
+        ));
+        assert!(matches!(
+            scim_error("x", &resp(403, "")),
+            DirectoryError::InvalidCredentials(_)
+        ));
+        assert!(matches!(
+            scim_error("x", &resp(412, "")),
+            DirectoryError::PreconditionFailed(_)
+        ));
+        assert!(matches!(
+            scim_error("x", &resp(400, "{}")),
+            DirectoryError::Rejected(_)
+        ));
+        let e = scim_error(
+            "x",
+            &resp(400, r#"{"scimType":"invalid value with spaces"}"#),
+        );
         assert_eq!(e, DirectoryError::Rejected("x: HTTP 400".into()));
     }
 
@@ -519,8 +623,16 @@ mod tests {
     fn owner_check() {
         assert!(check_owner("x", Some("a"), Some("a")).is_ok());
         assert!(check_owner("x", None, None).is_ok());
-        for (actual, expected) in [(Some("a"), Some("b")), (Some("a"), None), (None, Some("a")), (Some("A"), Some("a"))] {
-            assert!(matches!(check_owner("x", actual, expected), Err(DirectoryError::PreconditionFailed(_))));
+        for (actual, expected) in [
+            (Some("a"), Some("b")),
+            (Some("a"), None),
+            (None, Some("a")),
+            (Some("A"), Some("a")),
+        ] {
+            assert!(matches!(
+                check_owner("x", actual, expected),
+                Err(DirectoryError::PreconditionFailed(_))
+            ));
         }
     }
 

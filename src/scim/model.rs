@@ -11,9 +11,23 @@ pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterp
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// Core User attributes that may carry the UPN (simple, single-valued strings).
-const CORE_UPN_ATTRS: &[&str] = &["nickName", "title", "userType", "profileUrl", "preferredLanguage", "locale", "timezone"];
+const CORE_UPN_ATTRS: &[&str] = &[
+    "nickName",
+    "title",
+    "userType",
+    "profileUrl",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+];
 /// Enterprise-extension attributes that may carry the UPN.
-const ENTERPRISE_UPN_ATTRS: &[&str] = &["employeeNumber", "costCenter", "organization", "division", "department"];
+const ENTERPRISE_UPN_ATTRS: &[&str] = &[
+    "employeeNumber",
+    "costCenter",
+    "organization",
+    "division",
+    "department",
+];
 
 /// Where the UPN goes (`destination.scim.userPrincipalNameAttribute`): a simple core User
 /// attribute (`nickName`, `title`, ...) or an enterprise-extension attribute given by its full
@@ -30,11 +44,20 @@ impl UpnAttribute {
     pub fn parse(path: &str) -> Result<Self, DirectoryError> {
         let path = path.trim();
         let n = ENTERPRISE_USER.len();
-        let (enterprise, attr) = match (path.get(..n), path.get(n..).and_then(|r| r.strip_prefix(':'))) {
-            (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case(ENTERPRISE_USER) => (true, rest),
+        let (enterprise, attr) = match (
+            path.get(..n),
+            path.get(n..).and_then(|r| r.strip_prefix(':')),
+        ) {
+            (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case(ENTERPRISE_USER) => {
+                (true, rest)
+            }
             _ => (false, path),
         };
-        let list = if enterprise { ENTERPRISE_UPN_ATTRS } else { CORE_UPN_ATTRS };
+        let list = if enterprise {
+            ENTERPRISE_UPN_ATTRS
+        } else {
+            CORE_UPN_ATTRS
+        };
         match list.iter().find(|a| a.eq_ignore_ascii_case(attr)) {
             Some(name) => Ok(Self { name, enterprise }),
             None => Err(DirectoryError::Rejected(format!(
@@ -47,7 +70,11 @@ impl UpnAttribute {
 
     /// The attribute path as used in PATCH operations.
     pub fn path(&self) -> String {
-        if self.enterprise { format!("{ENTERPRISE_USER}:{}", self.name) } else { self.name.to_string() }
+        if self.enterprise {
+            format!("{ENTERPRISE_USER}:{}", self.name)
+        } else {
+            self.name.to_string()
+        }
     }
 
     fn read(&self, u: &RawUser) -> Option<String> {
@@ -103,7 +130,10 @@ pub struct RawUser {
     locale: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     timezone: Option<String>,
-    #[serde(rename = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", default)]
+    #[serde(
+        rename = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        default
+    )]
     enterprise: Option<RawEnterprise>,
 }
 
@@ -159,7 +189,10 @@ fn bool_like<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> 
 
 fn lenient_emails<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawEmail>, D::Error> {
     Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
         _ => Vec::new(),
     })
 }
@@ -168,16 +201,17 @@ impl RawUser {
     /// The common model of this resource. `id` and `userName` are required; `active` absent
     /// counts as true (the SCIM default of most servers); an empty `externalId` is absent.
     pub fn into_user(self, upn: Option<&UpnAttribute>) -> Result<User, DirectoryError> {
-        let id = self
-            .id
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| DirectoryError::Protocol("SCIM user record without id".to_string()))?;
+        let id =
+            self.id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+                DirectoryError::Protocol("SCIM user record without id".to_string())
+            })?;
         let user_name = self
             .user_name
             .clone()
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| DirectoryError::Protocol("SCIM user record without userName".to_string()))?;
+            .ok_or_else(|| {
+                DirectoryError::Protocol("SCIM user record without userName".to_string())
+            })?;
         let email = self
             .emails
             .iter()
@@ -217,8 +251,14 @@ fn merged_emails(existing: Option<&Value>, email: &str) -> Value {
     if let Some(Value::Array(items)) = existing {
         for item in items {
             let Value::Object(obj) = item else { continue };
-            let is_work = obj.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("work"));
-            let same = obj.get("value").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(email));
+            let is_work = obj
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case("work"));
+            let same = obj
+                .get("value")
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.eq_ignore_ascii_case(email));
             if is_work || same {
                 continue;
             }
@@ -268,7 +308,12 @@ pub fn create_body(d: &DesiredUser, upn: Option<&UpnAttribute>) -> Value {
 /// PATCH operations that take `current` (the user as just read, `resource` its JSON) to
 /// `desired`: `replace` for changed values, `remove` for values that must be absent. Empty
 /// when nothing differs.
-pub fn patch_ops(current: &User, resource: &Value, d: &DesiredUser, upn: Option<&UpnAttribute>) -> Vec<Value> {
+pub fn patch_ops(
+    current: &User,
+    resource: &Value,
+    d: &DesiredUser,
+    upn: Option<&UpnAttribute>,
+) -> Vec<Value> {
     let mut ops = Vec::new();
     let mut opt = |path: &str, cur: &Option<String>, want: &Option<String>| {
         if cur != want {
@@ -405,7 +450,14 @@ mod tests {
         assert_eq!(UpnAttribute::parse("nickname").unwrap().path(), "nickName");
         let e = UpnAttribute::parse(&format!("{ENTERPRISE_USER}:employeenumber")).unwrap();
         assert_eq!(e.path(), format!("{ENTERPRISE_USER}:employeeNumber"));
-        for bad in ["name.givenName", "userName", "externalId", "urn:x:custom:attr", "", &format!("{ENTERPRISE_USER}:manager")] {
+        for bad in [
+            "name.givenName",
+            "userName",
+            "externalId",
+            "urn:x:custom:attr",
+            "",
+            &format!("{ENTERPRISE_USER}:manager"),
+        ] {
             assert!(UpnAttribute::parse(bad).is_err(), "{bad}");
         }
     }
@@ -441,17 +493,36 @@ mod tests {
             }
         );
         let title = UpnAttribute::parse("title").unwrap();
-        assert_eq!(parse(v.clone(), Some(&title)).unwrap().upn.as_deref(), Some("Engineer"));
+        assert_eq!(
+            parse(v.clone(), Some(&title)).unwrap().upn.as_deref(),
+            Some("Engineer")
+        );
         assert_eq!(parse(v, None).unwrap().upn, None);
         // Minimal record: active defaults to true, first email when none is primary.
-        let u = parse(json!({"id": "1", "userName": "b", "emails": [{"value": "b@x"}], "externalId": ""}), None).unwrap();
+        let u = parse(
+            json!({"id": "1", "userName": "b", "emails": [{"value": "b@x"}], "externalId": ""}),
+            None,
+        )
+        .unwrap();
         assert!(u.active);
         assert_eq!(u.email.as_deref(), Some("b@x"));
         assert_eq!(u.immutable_id, None);
-        assert!(matches!(parse(json!({"userName": "b"}), None), Err(DirectoryError::Protocol(_))));
-        assert!(matches!(parse(json!({"id": "1"}), None), Err(DirectoryError::Protocol(_))));
+        assert!(matches!(
+            parse(json!({"userName": "b"}), None),
+            Err(DirectoryError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse(json!({"id": "1"}), None),
+            Err(DirectoryError::Protocol(_))
+        ));
         // Odd shapes of unmanaged attributes don't fail.
-        assert!(parse(json!({"id": "1", "userName": "b", "title": 5, "emails": "x"}), Some(&title)).is_ok());
+        assert!(
+            parse(
+                json!({"id": "1", "userName": "b", "title": 5, "emails": "x"}),
+                Some(&title)
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -470,7 +541,11 @@ mod tests {
                 ENTERPRISE_USER: {"employeeNumber": "alice@example.com"}
             })
         );
-        let bare = DesiredUser { user_name: "b".into(), immutable_id: "i".into(), ..Default::default() };
+        let bare = DesiredUser {
+            user_name: "b".into(),
+            immutable_id: "i".into(),
+            ..Default::default()
+        };
         assert_eq!(
             create_body(&bare, None),
             json!({"schemas": [CORE_USER], "userName": "b", "active": false, "externalId": "i"})
@@ -505,7 +580,10 @@ mod tests {
             immutable_id: None,
             ..same.clone()
         };
-        let want = DesiredUser { display_name: None, ..d.clone() };
+        let want = DesiredUser {
+            display_name: None,
+            ..d.clone()
+        };
         let resource = json!({"emails": [{"value": "old@x", "type": "work", "primary": true}, {"value": "h@x", "type": "home", "primary": false}]});
         assert_eq!(
             patch_ops(&cur, &resource, &want, Some(&title)),
@@ -539,7 +617,10 @@ mod tests {
             "meta": {"version": "W/\"3\""}
         });
         let ent = UpnAttribute::parse(&format!("{ENTERPRISE_USER}:employeeNumber")).unwrap();
-        let d = DesiredUser { display_name: None, ..alice() };
+        let d = DesiredUser {
+            display_name: None,
+            ..alice()
+        };
         assert_eq!(
             put_body(&resource, &d, Some(&ent)),
             json!({

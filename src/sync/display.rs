@@ -28,8 +28,14 @@ mod tests {
     #[test]
     fn control_characters_are_shown_not_interpreted() {
         assert_eq!(terminal_safe("alice@example.com"), "alice@example.com");
-        assert!(matches!(terminal_safe("plain ü"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            terminal_safe("plain ü"),
+            std::borrow::Cow::Borrowed(_)
+        ));
         assert_eq!(terminal_safe("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
-        assert_eq!(terminal_safe("x\ry\u{7}\u{9b}z\n"), "x\\ry\\u{7}\\u{9b}z\\n");
+        assert_eq!(
+            terminal_safe("x\ry\u{7}\u{9b}z\n"),
+            "x\\ry\\u{7}\\u{9b}z\\n"
+        );
     }
 }

@@ -52,7 +52,9 @@ pub struct Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator").field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("Emulator")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +100,10 @@ impl Emulator {
         let dir = proc::new_run_dir(&std::env::temp_dir().join("dirsync-testenv"))?;
         let file = dir.join("tenant.json");
         std::fs::write(&file, serde_json::to_vec_pretty(fixture)?)?;
-        let file = file.to_str().context("temp dir path is not UTF-8")?.to_string();
+        let file = file
+            .to_str()
+            .context("temp dir path is not UTF-8")?
+            .to_string();
         let mut args = vec!["--tenant-file", file.as_str()];
         args.extend_from_slice(extra);
         Emulator::start_in(dir, &args)
@@ -115,7 +120,10 @@ impl Emulator {
         proc::watch_dir(&dir)?;
         let bin = Emulator::binary()?;
         let ca_file = dir.join("emulator-ca.pem");
-        let ca_arg = ca_file.to_str().context("temp dir path is not UTF-8")?.to_string();
+        let ca_arg = ca_file
+            .to_str()
+            .context("temp dir path is not UTF-8")?
+            .to_string();
         let log = dir.join("entra-emulator.log");
         let err = std::fs::File::create(&log)?;
         let mut child = Command::new(&bin)
@@ -139,11 +147,16 @@ impl Emulator {
         let fail = |child: &mut Child, why: String| -> anyhow::Error {
             let _ = child.kill();
             let _ = child.wait();
-            anyhow::anyhow!("entra-emulator did not start: {why}\n{}", proc::tail(&log, 30))
+            anyhow::anyhow!(
+                "entra-emulator did not start: {why}\n{}",
+                proc::tail(&log, 30)
+            )
         };
         let (line, reader) = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok((Ok(line), r)) if !line.trim().is_empty() => (line.trim().to_string(), r),
-            Ok((Ok(_), _)) => return Err(fail(&mut child, "it exited before printing its URL".into())),
+            Ok((Ok(_), _)) => {
+                return Err(fail(&mut child, "it exited before printing its URL".into()));
+            }
             Ok((Err(e), _)) => return Err(fail(&mut child, e.to_string())),
             Err(_) => return Err(fail(&mut child, "no URL after 30 s".into())),
         };
@@ -151,10 +164,22 @@ impl Emulator {
             .rsplit(':')
             .next()
             .and_then(|p| p.trim_end_matches('/').parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("unexpected first line from entra-emulator: {line:?}"))?;
-        let ca_pem = std::fs::read_to_string(&ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("unexpected first line from entra-emulator: {line:?}")
+            })?;
+        let ca_pem = std::fs::read_to_string(&ca_file)
+            .with_context(|| format!("reading {}", ca_file.display()))?;
         let tls = client_tls(&ca_pem)?;
-        let emu = Emulator { child, base_url: line, port, dir, ca_file, ca_pem, tls, _stdout: reader };
+        let emu = Emulator {
+            child,
+            base_url: line,
+            port,
+            dir,
+            ca_file,
+            ca_pem,
+            tls,
+            _stdout: reader,
+        };
         let (status, _) = emu.control("GET", "/health", None)?;
         anyhow::ensure!(status == 200, "emulator health answered {status}");
         Ok(emu)
@@ -189,12 +214,25 @@ impl Emulator {
 
     /// A control API call: `path` is relative to `/_emulator` (e.g. `/users`). Returns the
     /// status and the JSON body (`Null` when empty or not JSON).
-    pub fn control(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+    pub fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}/_emulator{path}", self.base_url);
         let body = body.map(serde_json::to_vec).transpose()?;
-        let (status, bytes) =
-            http_request(method, &url, &[("Content-Type", "application/json")], body.as_deref(), Some(&self.tls))?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        let (status, bytes) = http_request(
+            method,
+            &url,
+            &[("Content-Type", "application/json")],
+            body.as_deref(),
+            Some(&self.tls),
+        )?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     fn expect(&self, method: &str, path: &str, body: Option<&Value>, ok: &[u16]) -> Value {
@@ -208,7 +246,10 @@ impl Emulator {
     /// The first tenant's id.
     pub fn tenant_id(&self) -> String {
         let v = self.expect("GET", "/tenants", None, &[200]);
-        v["tenants"][0]["tenantId"].as_str().unwrap_or_default().to_string()
+        v["tenants"][0]["tenantId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Creates a user from a Graph user object (`accountEnabled` defaults to true, `userType`
@@ -219,24 +260,41 @@ impl Emulator {
 
     /// One user by id or userPrincipalName.
     pub fn user(&self, key: &str) -> Value {
-        self.expect("GET", &format!("/users/{}", encode_segment(key)), None, &[200])
+        self.expect(
+            "GET",
+            &format!("/users/{}", encode_segment(key)),
+            None,
+            &[200],
+        )
     }
 
     /// Applies a partial Graph user object to a user (by id or userPrincipalName).
     pub fn update_user(&self, key: &str, patch: &Value) -> Value {
-        self.expect("PATCH", &format!("/users/{}", encode_segment(key)), Some(patch), &[200])
+        self.expect(
+            "PATCH",
+            &format!("/users/{}", encode_segment(key)),
+            Some(patch),
+            &[200],
+        )
     }
 
     /// Soft-deletes a user (restorable; Graph no longer lists it).
     pub fn delete_user(&self, key: &str) {
-        self.expect("DELETE", &format!("/users/{}", encode_segment(key)), None, &[200]);
+        self.expect(
+            "DELETE",
+            &format!("/users/{}", encode_segment(key)),
+            None,
+            &[200],
+        );
     }
 
     /// Adds a fault rule (see `emulator/src/faults.rs`: kind throttle | unavailable |
     /// gatewayTimeout | dropConnection | delay ..., endpoint, count/always/after, retryAfter,
     /// bytes, delayMs). Returns its id.
     pub fn add_fault(&self, fault: &Value) -> u64 {
-        self.expect("POST", "/faults", Some(fault), &[201])["id"].as_u64().unwrap_or_default()
+        self.expect("POST", "/faults", Some(fault), &[201])["id"]
+            .as_u64()
+            .unwrap_or_default()
     }
 
     /// The fault rules still active, with their `fired` counters.
@@ -250,7 +308,12 @@ impl Emulator {
 
     /// `expires_in` of tokens issued from now on.
     pub fn set_token_lifetime(&self, secs: u64) {
-        self.expect("PATCH", "/settings", Some(&json!({ "tokenLifetime": secs })), &[200]);
+        self.expect(
+            "PATCH",
+            "/settings",
+            Some(&json!({ "tokenLifetime": secs })),
+            &[200],
+        );
     }
 
     /// Request counters and the last `limit` requests (method, path, endpoint, status, fault).
@@ -296,12 +359,16 @@ pub fn client_tls(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.context("CA PEM")?).context("adding the CA")?;
+        roots
+            .add(cert.context("CA PEM")?)
+            .context("adding the CA")?;
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
 
@@ -329,7 +396,10 @@ pub fn http_request(
     let port: u16 = port.parse().context("URL port")?;
     let ip: std::net::IpAddr = match host {
         "localhost" => [127, 0, 0, 1].into(),
-        h => h.trim_matches(['[', ']']).parse().with_context(|| format!("{host} is not an IP address"))?,
+        h => h
+            .trim_matches(['[', ']'])
+            .parse()
+            .with_context(|| format!("{host} is not an IP address"))?,
     };
     let mut tcp = TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(5))?;
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -345,8 +415,11 @@ pub fn http_request(
     req.push_str("\r\n");
     let mut raw = Vec::new();
     if https {
-        let cfg = tls.context("an https URL needs a TLS configuration")?.clone();
-        let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())?;
+        let cfg = tls
+            .context("an https URL needs a TLS configuration")?
+            .clone();
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())?;
         let conn = rustls::ClientConnection::new(cfg, name)?;
         let mut s = rustls::StreamOwned::new(conn, tcp);
         s.write_all(req.as_bytes())?;
@@ -369,7 +442,9 @@ fn read_all<R: Read>(r: &mut R, out: &mut Vec<u8>) -> std::io::Result<()> {
         match r.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {
+                return Ok(());
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -392,13 +467,23 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    Ok((status, if chunked { dechunk(body)? } else { body.to_vec() }))
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_vec()
+        },
+    ))
 }
 
 fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").context("bad chunked body")?;
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunked body")?;
         let size_text = String::from_utf8_lossy(&b[..eol]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .context("bad chunk size")?;
@@ -418,7 +503,8 @@ mod tests {
 
     #[test]
     fn responses_parse_plain_and_chunked() {
-        let (s, b) = parse_response(b"HTTP/1.0 201 Created\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        let (s, b) =
+            parse_response(b"HTTP/1.0 201 Created\r\nContent-Length: 2\r\n\r\n{}").unwrap();
         assert_eq!((s, b.as_slice()), (201, &b"{}"[..]));
         let (s, b) =
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();

@@ -34,7 +34,9 @@ pub fn guid(n: u32) -> String {
 pub fn immutable_id(guid: &str) -> String {
     use base64::Engine as _;
     let hex: String = guid.chars().filter(|c| *c != '-').collect();
-    let b: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let mut out = Vec::with_capacity(16);
     out.extend(b[0..4].iter().rev());
     out.extend(b[4..6].iter().rev());
@@ -62,7 +64,14 @@ pub fn member(n: u32, upn: &str, given: &str, surname: &str) -> Value {
 /// `count` plain members `user01@domain` ... numbered from `first`.
 pub fn members(first: u32, count: u32, domain: &str) -> Vec<Value> {
     (first..first + count)
-        .map(|n| member(n, &format!("user{n:03}@{domain}"), &format!("Given{n}"), &format!("Surname{n}")))
+        .map(|n| {
+            member(
+                n,
+                &format!("user{n:03}@{domain}"),
+                &format!("Given{n}"),
+                &format!("Surname{n}"),
+            )
+        })
         .collect()
 }
 
@@ -140,7 +149,11 @@ impl Run {
     /// Fails with the run's output unless the exit code is `code`.
     #[track_caller]
     pub fn expect(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "exit code; stderr:\n{}\nstdout:\n{}", self.stderr, self.stdout);
+        assert_eq!(
+            self.code, code,
+            "exit code; stderr:\n{}\nstdout:\n{}",
+            self.stderr, self.stdout
+        );
         self
     }
 
@@ -174,12 +187,25 @@ pub struct Row {
 
 /// Parses a preview CSV (BOM, CRLF, RFC 4180) strictly: the header must be docs/behaviour.md §4's.
 pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let body = text.strip_prefix('\u{feff}').unwrap_or_else(|| panic!("CSV without a byte-order mark: {text:?}"));
-    assert!(body.is_empty() || body.ends_with("\r\n"), "CSV does not end in CRLF: {body:?}");
-    let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(body.as_bytes());
-    let records: Vec<Vec<String>> =
-        r.records().map(|rec| rec.unwrap().iter().map(str::to_string).collect()).collect();
-    assert_eq!(records.first().map(|h| h.join(",")).as_deref(), Some(HEADER), "CSV header");
+    let body = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or_else(|| panic!("CSV without a byte-order mark: {text:?}"));
+    assert!(
+        body.is_empty() || body.ends_with("\r\n"),
+        "CSV does not end in CRLF: {body:?}"
+    );
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body.as_bytes());
+    let records: Vec<Vec<String>> = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    assert_eq!(
+        records.first().map(|h| h.join(",")).as_deref(),
+        Some(HEADER),
+        "CSV header"
+    );
     records
 }
 
@@ -204,7 +230,9 @@ pub fn rows(text: &str) -> Vec<Row> {
 
 /// `(action, userName)` of each row, in preview order.
 pub fn actions(rows: &[Row]) -> Vec<(String, String)> {
-    rows.iter().map(|r| (r.action.clone(), r.user_name.clone())).collect()
+    rows.iter()
+        .map(|r| (r.action.clone(), r.user_name.clone()))
+        .collect()
 }
 
 /// One test's world: an emulator tenant, a scim2-server, and a work directory with the
@@ -223,10 +251,16 @@ impl Env {
     }
 
     pub fn with(fixture: Value, emulator_args: &[&str], spec: Spec) -> Env {
-        let emu = Emulator::start_with_tenant(&fixture, emulator_args).unwrap_or_else(|e| panic!("{e:#}"));
+        let emu = Emulator::start_with_tenant(&fixture, emulator_args)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let scim = Scim2Server::start(SCIM_TOKEN);
         let dir = tempfile::tempdir().unwrap();
-        let env = Env { emu, scim, dir, spec };
+        let env = Env {
+            emu,
+            scim,
+            dir,
+            spec,
+        };
         env.write_files();
         env
     }
@@ -253,12 +287,17 @@ impl Env {
         let s = &self.spec;
         let credential = match &s.credential {
             Credential::Secret(_) => "clientSecretRef: { name: entra-app, key: client-secret }",
-            Credential::Certificate(_) => "clientCertificateRef: { name: entra-cert, key: tls.pem }",
+            Credential::Certificate(_) => {
+                "clientCertificateRef: { name: entra-cert, key: tls.pem }"
+            }
         };
         let protected = if s.protected_user_names.is_empty() {
             String::new()
         } else {
-            format!("  protectedUserNames: {}\n", serde_json::to_string(&s.protected_user_names).unwrap())
+            format!(
+                "  protectedUserNames: {}\n",
+                serde_json::to_string(&s.protected_user_names).unwrap()
+            )
         };
         format!(
             "apiVersion: dirsync.io/v1alpha1\n\
@@ -277,14 +316,19 @@ impl Env {
             adopt = s.adopt_existing,
             exclude = s.exclude_resource_like_accounts,
             base = self.emu.base_url(),
-            scim = s.scim_endpoint.clone().unwrap_or_else(|| self.scim.base_url()),
+            scim = s
+                .scim_endpoint
+                .clone()
+                .unwrap_or_else(|| self.scim.base_url()),
         )
     }
 
     pub fn secrets_yaml(&self) -> String {
         let entra = match &self.spec.credential {
             Credential::Secret(v) => {
-                format!("metadata: {{ name: entra-app, namespace: identity }}\nstringData:\n  client-secret: {v}\n")
+                format!(
+                    "metadata: {{ name: entra-app, namespace: identity }}\nstringData:\n  client-secret: {v}\n"
+                )
             }
             Credential::Certificate(pem) => {
                 let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
@@ -357,12 +401,18 @@ impl Env {
         let (status, bytes) = http_request(
             method,
             &url,
-            &[("Authorization", auth.as_str()), ("Content-Type", "application/scim+json")],
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/scim+json"),
+            ],
             body.as_deref(),
             None,
         )
         .unwrap_or_else(|e| panic!("SCIM {method} {path}: {e:#}"));
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// Every user in the SCIM server.
@@ -370,7 +420,11 @@ impl Env {
         let mut out = Vec::new();
         let mut start = 1;
         loop {
-            let (s, page) = self.scim_call("GET", &format!("/Users?startIndex={start}&count=1000"), None);
+            let (s, page) = self.scim_call(
+                "GET",
+                &format!("/Users?startIndex={start}&count=1000"),
+                None,
+            );
             assert_eq!(s, 200, "SCIM list: {page}");
             let items = page["Resources"].as_array().cloned().unwrap_or_default();
             let total = page["totalResults"].as_u64().unwrap_or(0) as usize;
@@ -388,15 +442,24 @@ impl Env {
         let mut found: Vec<Value> = self
             .scim_users()
             .into_iter()
-            .filter(|u| u["userName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(user_name)))
+            .filter(|u| {
+                u["userName"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+            })
             .collect();
-        assert!(found.len() <= 1, "{} SCIM users named {user_name}", found.len());
+        assert!(
+            found.len() <= 1,
+            "{} SCIM users named {user_name}",
+            found.len()
+        );
         found.pop()
     }
 
     #[track_caller]
     pub fn scim_user_required(&self, user_name: &str) -> Value {
-        self.scim_user(user_name).unwrap_or_else(|| panic!("no SCIM user {user_name}"))
+        self.scim_user(user_name)
+            .unwrap_or_else(|| panic!("no SCIM user {user_name}"))
     }
 
     /// Creates a SCIM user by hand (as an administrator would).
@@ -423,7 +486,10 @@ impl Env {
             .map(|u| {
                 (
                     u["userName"].as_str().unwrap().to_string(),
-                    (u["id"].as_str().unwrap().to_string(), u["meta"]["version"].as_str().unwrap_or("").to_string()),
+                    (
+                        u["id"].as_str().unwrap().to_string(),
+                        u["meta"]["version"].as_str().unwrap_or("").to_string(),
+                    ),
                 )
             })
             .collect()
@@ -450,7 +516,9 @@ impl Env {
     /// How many `GET /v2/Users` list requests the SCIM server has answered.
     pub fn scim_list_requests(&self) -> usize {
         let log = std::fs::read_to_string(self.scim.log()).unwrap_or_default();
-        log.lines().filter(|l| l.contains("\"GET /v2/Users?") || l.contains("\"GET /v2/Users HTTP")).count()
+        log.lines()
+            .filter(|l| l.contains("\"GET /v2/Users?") || l.contains("\"GET /v2/Users HTTP"))
+            .count()
     }
 
     /// The managed set in the state file: `(immutableId, destinationId, userName)`.
@@ -473,7 +541,11 @@ impl Env {
     }
 
     pub fn managed_user_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.state_managed().into_iter().map(|(_, _, n)| n).collect();
+        let mut v: Vec<String> = self
+            .state_managed()
+            .into_iter()
+            .map(|(_, _, n)| n)
+            .collect();
         v.sort();
         v
     }
@@ -538,7 +610,10 @@ pub fn run_dirsync_timeout(args: &[String], cwd: &Path, timeout: Duration) -> Ru
 #[track_caller]
 pub fn assert_no_secrets(text: &str, what: &str) {
     for c in CANARIES {
-        assert!(!text.contains(c), "a secret ({c}) appears in {what}:\n{text}");
+        assert!(
+            !text.contains(c),
+            "a secret ({c}) appears in {what}:\n{text}"
+        );
     }
 }
 
@@ -598,12 +673,25 @@ pub fn run_measuring_peak_rss(args: &[String], cwd: &Path, timeout: Duration) ->
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < timeout, "dirsync still running after {timeout:?}");
+        assert!(
+            started.elapsed() < timeout,
+            "dirsync still running after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let mut stdout = String::new();
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut std::fs::File::open(out.path()).unwrap(), &mut stdout).unwrap();
-    std::io::Read::read_to_string(&mut std::fs::File::open(err.path()).unwrap(), &mut stderr).unwrap();
-    (Run { code: status.code().unwrap_or(-1), stdout, stderr, elapsed: started.elapsed() }, peak)
+    std::io::Read::read_to_string(&mut std::fs::File::open(out.path()).unwrap(), &mut stdout)
+        .unwrap();
+    std::io::Read::read_to_string(&mut std::fs::File::open(err.path()).unwrap(), &mut stderr)
+        .unwrap();
+    (
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+            elapsed: started.elapsed(),
+        },
+        peak,
+    )
 }

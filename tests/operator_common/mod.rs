@@ -373,8 +373,14 @@ impl Operator {
         }
         // The SCIM servers of the tests listen on loopback; a test that checks the policy
         // passes its own --allowed-private-cidrs.
-        if !extra.iter().any(|a| a.starts_with("--allowed-private-cidrs")) {
-            args.extend(["--allowed-private-cidrs".to_string(), "127.0.0.0/8".to_string()]);
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--allowed-private-cidrs"))
+        {
+            args.extend([
+                "--allowed-private-cidrs".to_string(),
+                "127.0.0.0/8".to_string(),
+            ]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_dirsync"))
