@@ -189,6 +189,38 @@ pub struct ListingLimits {
 impl ListingLimits {
     pub const DEFAULT_MAX_USERS: u64 = 1_000_000;
     pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+    /// A listing that claims `total` users (`@odata.count`, `totalResults`): more than the
+    /// ceiling is refused at once, before its pages are read.
+    pub fn check_claimed(&self, what: &str, total: u64) -> Result<(), DirectoryError> {
+        if total > self.max_users {
+            return Err(DirectoryError::Protocol(format!(
+                "{what}: the server reports {total} users, more than the ceiling of {} (raise it \
+                 with --max-listing-users if the directory is really this large)",
+                self.max_users
+            )));
+        }
+        Ok(())
+    }
+
+    /// A listing that has read `users` users in `bytes` response bytes so far.
+    pub fn check_read(&self, what: &str, users: u64, bytes: u64) -> Result<(), DirectoryError> {
+        if users > self.max_users {
+            return Err(DirectoryError::Protocol(format!(
+                "{what}: the listing passed {} users before it ended (the ceiling; raise it with \
+                 --max-listing-users if the directory is really this large)",
+                self.max_users
+            )));
+        }
+        if bytes > self.max_bytes {
+            return Err(DirectoryError::Protocol(format!(
+                "{what}: the listing passed {} MiB before it ended (the ceiling; raise it with \
+                 --max-listing-bytes if the directory is really this large)",
+                self.max_bytes / (1024 * 1024)
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ListingLimits {

@@ -666,6 +666,85 @@ async fn a_failing_page_fails_the_whole_listing() {
     );
 }
 
+/// A Graph that pages for ever with fresh users and claims `count` of them.
+async fn endless_graph(count: u64) -> String {
+    let router = Router::new()
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            post(|| async { axum::Json(json!({"access_token": "at", "expires_in": 3599})) }),
+        )
+        .route(
+            "/v1.0/users",
+            get(move |headers: HeaderMap, uri: Uri| async move {
+                let own =
+                    format!("http://{}", headers.get(header::HOST).unwrap().to_str().unwrap());
+                let page: usize = uri
+                    .query()
+                    .and_then(|q| q.split("page=").nth(1))
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                let users: Vec<_> = (page * 100..page * 100 + 100).map(graph_user).collect();
+                axum::Json(json!({"@odata.count": count, "value": users,
+                                  "@odata.nextLink": format!("{own}/v1.0/users?$skiptoken=t{page}&page={}", page + 1)}))
+            }),
+        );
+    serve(router).await
+}
+
+#[tokio::test]
+async fn an_endless_graph_listing_stops_at_the_listing_ceiling() {
+    use dirsync::directory::ListingLimits;
+    let limited = |base: &str, limits: ListingLimits| {
+        let url = Url::parse(base).unwrap();
+        GraphClient::new(GraphConfig {
+            authority_host: url.clone(),
+            graph_endpoint: url,
+            http: http(Duration::from_secs(10)),
+            limits,
+            ..GraphConfig::new(
+                "tenant",
+                "client",
+                GraphCredential::ClientSecret(SecretString::from("secret")),
+            )
+        })
+        .unwrap()
+    };
+    // A claimed count no directory reaches is refused at page 1.
+    let base = endless_graph(1_000_000_000_000).await;
+    let err = limited(&base, ListingLimits::default())
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DirectoryError::Protocol(m) if m.contains("reports 1000000000000 users")),
+        "{err}"
+    );
+    // A count over the ceiling the operator set is refused just the same ...
+    let limits = ListingLimits {
+        max_users: 1_000,
+        ..ListingLimits::default()
+    };
+    let base = endless_graph(5_000).await;
+    let err = limited(&base, limits)
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DirectoryError::Protocol(m) if m.contains("more than the ceiling of 1000")),
+        "{err}"
+    );
+    // ... and a believable count with pages that never end stops at the ceiling.
+    let base = endless_graph(500).await;
+    let err = limited(&base, limits)
+        .list_users(&ListScope::All)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DirectoryError::Protocol(m) if m.contains("passed 1000 users before it ended")),
+        "{err}"
+    );
+}
+
 // --- SCIM totals --------------------------------------------------------------------------------
 
 fn scim_user(i: usize) -> serde_json::Value {

@@ -90,8 +90,12 @@ fi
 say "setup: tools/setup.sh --demo (etcd, kube-apiserver, scim2-server, kubectl; first run ~6 min, then ~1 s)"
 # Setup's own lines (each step, its expected time, a line every 30 s) go to the screen and the log;
 # the background build reports with them.
+LAST_REPORT=0
 build_report() {
   [ -n "$build_pid" ] || return 0
+  # Several setup steps may tick at once: one build line per 25 s is enough.
+  [ $(( $(now) - LAST_REPORT )) -ge 25 ] || return 0
+  LAST_REPORT=$(now)
   local n
   n=$(grep -c '^ *Compiling' "$DEMO_DIR/build.log" 2>/dev/null || true)
   echo "    [build] $(( $(now) - T_DEMO )) s: ${n:-0} crates compiled so far"

@@ -43,10 +43,19 @@ bash tools/setup.sh
 # shellcheck disable=SC1091
 source "$DIRSYNC_CACHE/env.sh"
 
+# --- house rules: one format (rustfmt.toml) and clippy's lints as errors -----------------------
+echo "==> format (cargo fmt --all --check)"
+cargo fmt --all -- --check
+
 echo "==> build (cargo build --workspace --all-targets --locked; cold ~6 min on 2 cores, warm ~2 min)"
 t=$(date +%s)
 with_heartbeat "cargo build" cargo build --workspace --all-targets --locked
 echo "    build took $(( $(date +%s) - t ))s"
+
+echo "==> lints (cargo clippy --workspace --all-targets --locked -- -D warnings; ~3 min cold)"
+t=$(date +%s)
+with_heartbeat "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "    lints took $(( $(date +%s) - t ))s"
 
 # --- issue 7: dependency policy (deny.toml: licences, banned crates, sources), offline --------
 # cargo-deny is installed by tools/setup.sh; advisories need the network database, so they are

@@ -179,6 +179,11 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
         extra_ca_pem: ca_with(entra.ca_bundle_ref.as_ref())?,
         ..HttpConfig::default()
     };
+    let limits = ListingLimits {
+        max_users: args.max_listing_users,
+        max_bytes: args.max_listing_bytes,
+    };
+    graph_cfg.limits = limits;
     let graph = GraphClient::new(graph_cfg).map_err(|e| Failure::Run(format!("Entra ID: {e}")))?;
 
     let dest = &resource.spec.destination.scim;
@@ -189,10 +194,7 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
         args.allow_insecure_http,
     )?;
     let mut scim_cfg = ScimConfig::new(scim_url, secrets.get(&dest.bearer_token_ref)?);
-    scim_cfg.limits = ListingLimits {
-        max_users: args.max_listing_users,
-        max_bytes: args.max_listing_bytes,
-    };
+    scim_cfg.limits = limits;
     scim_cfg.upn_attribute =
         Some(dest.user_principal_name_attribute.clone()).filter(|a| !a.is_empty());
     scim_cfg.http = HttpConfig {

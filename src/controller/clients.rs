@@ -281,6 +281,7 @@ impl ClientCache {
         gcfg.authority_host = authority;
         gcfg.graph_endpoint = graph_endpoint;
         gcfg.http = settings.http(creds.graph_ca);
+        gcfg.limits = settings.listing_limits;
         let graph = GraphClient::new(gcfg).map_err(|source| Error::BuildClient {
             side: "source",
             source,

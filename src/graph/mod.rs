@@ -24,7 +24,9 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User, UserSink};
+use crate::directory::{
+    DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User, UserSink,
+};
 use crate::http::{
     HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id,
     json_error, status_error,
@@ -57,6 +59,8 @@ pub struct GraphConfig {
     pub scope: Option<String>,
     /// Timeouts, retries, extra CA (used for both the authority and Graph), resolver seam.
     pub http: HttpConfig,
+    /// Ceilings on one users listing (users, bytes).
+    pub limits: ListingLimits,
 }
 
 impl GraphConfig {
@@ -74,6 +78,7 @@ impl GraphConfig {
             graph_endpoint: constant_url(DEFAULT_GRAPH_ENDPOINT),
             scope: None,
             http: HttpConfig::default(),
+            limits: ListingLimits::default(),
         }
     }
 }
@@ -120,6 +125,7 @@ struct Inner {
     origin: Url,
     tokens: token::TokenSource,
     redactor: Redactor,
+    limits: ListingLimits,
 }
 
 impl fmt::Debug for GraphClient {
@@ -169,6 +175,7 @@ impl GraphClient {
                 origin: cfg.graph_endpoint,
                 tokens,
                 redactor,
+                limits: cfg.limits,
             }),
         })
     }
@@ -297,11 +304,14 @@ impl GraphClient {
         };
         // One body buffer for every page (see `HttpClient::send_reusing`).
         let mut buffer = Vec::new();
+        let mut bytes = 0u64;
+        let limits = self.inner.limits;
         for page_no in 1.. {
             let resp = self.get_reusing(&url, WHAT, buffer).await?;
             if !resp.status.is_success() {
                 return Err(graph_error(WHAT, &resp));
             }
+            bytes += resp.body.len() as u64;
             let mut seed = UsersPage {
                 listing: &mut listing,
                 page_no,
@@ -322,7 +332,9 @@ impl GraphClient {
             buffer = resp.body;
             if page_no == 1 {
                 listing.first_page_read(next_link.is_some())?;
+                limits.check_claimed(WHAT, listing.count.unwrap_or(0))?;
             }
+            limits.check_read(WHAT, listing.listed as u64, bytes)?;
             match next_link {
                 Some(link) => url = guard.check(&link)?,
                 None => break,

@@ -292,27 +292,15 @@ impl ScimClient {
                 return Err(scim_error(WHAT, &resp));
             }
             bytes += resp.body.len() as u64;
-            if bytes > limits.max_bytes {
-                return Err(DirectoryError::Protocol(format!(
-                    "{WHAT}: the listing passed {} MiB before it ended (the ceiling; raise it with \
-                     --max-listing-bytes if the directory is really this large)",
-                    limits.max_bytes / (1024 * 1024)
-                )));
-            }
+            limits.check_read(WHAT, users.len() as u64, bytes)?;
             let page: ListResponse = resp.json(WHAT)?;
             drop(resp);
             let page_total = page.total_results.ok_or_else(|| {
                 DirectoryError::Protocol(format!("{WHAT}: page without totalResults"))
             })?;
             match total {
-                None if page_total > limits.max_users => {
-                    return Err(DirectoryError::Protocol(format!(
-                        "{WHAT}: the server reports {page_total} users, more than the ceiling of {} \
-                         (raise it with --max-listing-users if the directory is really this large)",
-                        limits.max_users
-                    )));
-                }
                 None => {
+                    limits.check_claimed(WHAT, page_total)?;
                     total = Some(page_total);
                     users.reserve(page_total.min(100_000) as usize);
                 }
