@@ -560,36 +560,6 @@ fn check_url(field: &str, value: &str, schemes: &[&str]) -> Result<(), SpecError
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `spec.interval` takes the one duration grammar (`src/duration.rs`), more than zero.
-    #[test]
-    fn intervals_are_positive_go_durations() {
-        let spec = |interval: &str| -> DirectorySyncSpec {
-            serde_json::from_value(serde_json::json!({
-                "domain": "example.com", "upnMode": "Enabled", "maxAllowedDeletions": 5, "interval": interval,
-                "source": {"entraID": {"tenantID": "7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d",
-                    "clientID": "3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c", "clientSecretRef": {"name": "a", "key": "b"}}},
-                "destination": {"scim": {"endpoint": "https://scim.example.net/v2",
-                    "bearerTokenRef": {"name": "c", "key": "d"}}}
-            }))
-            .unwrap()
-        };
-        for good in ["1h", "1h30m", "1.5h", "500ms", "720h"] {
-            assert_eq!(spec(good).validate(), Ok(()), "{good:?}");
-        }
-        for bad in ["", "0s", "1d", "h", "1 h", "-1h", "1hx"] {
-            assert_eq!(
-                spec(bad).validate().unwrap_err().field,
-                "spec.interval",
-                "{bad:?}"
-            );
-        }
-    }
-}
-
 /// The CRD as installed (`dirsync crd`, `crds/`, the chart): the generated one with every
 /// description reflowed into paragraphs, because schemars keeps the doc comments' line breaks and
 /// `kubectl explain` would print them mid-sentence.
@@ -707,5 +677,35 @@ fn collect_unknown(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `spec.interval` takes the one duration grammar (`src/duration.rs`), more than zero.
+    #[test]
+    fn intervals_are_positive_go_durations() {
+        let spec = |interval: &str| -> DirectorySyncSpec {
+            serde_json::from_value(serde_json::json!({
+                "domain": "example.com", "upnMode": "Enabled", "maxAllowedDeletions": 5, "interval": interval,
+                "source": {"entraID": {"tenantID": "7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d",
+                    "clientID": "3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c", "clientSecretRef": {"name": "a", "key": "b"}}},
+                "destination": {"scim": {"endpoint": "https://scim.example.net/v2",
+                    "bearerTokenRef": {"name": "c", "key": "d"}}}
+            }))
+            .unwrap()
+        };
+        for good in ["1h", "1h30m", "1.5h", "500ms", "720h"] {
+            assert_eq!(spec(good).validate(), Ok(()), "{good:?}");
+        }
+        for bad in ["", "0s", "1d", "h", "1 h", "-1h", "1hx"] {
+            assert_eq!(
+                spec(bad).validate().unwrap_err().field,
+                "spec.interval",
+                "{bad:?}"
+            );
+        }
     }
 }

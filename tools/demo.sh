@@ -81,13 +81,13 @@ else
   build_args=(cargo build --locked)
   for p in "${DEMO_PKGS[@]}"; do build_args+=(-p "$p"); done
   for b in "${DEMO_BINS[@]}"; do build_args+=(--bin "$b"); done
-  say "build, in the background: ${build_args[*]} (first run ~6 min; log: $DEMO_DIR/build.log)"
+  say "build, in the background: ${build_args[*]} (first run ~10 min, alongside setup; log: $DEMO_DIR/build.log)"
   "${build_args[@]}" >"$DEMO_DIR/build.log" 2>&1 &
   build_pid=$!
   pids+=("$build_pid")
 fi
 
-say "setup: tools/setup.sh --demo (etcd, kube-apiserver, scim2-server, kubectl; first run ~6 min, then ~1 s)"
+say "setup: tools/setup.sh --demo (etcd, kube-apiserver, scim2-server, kubectl; first run ~10 min, then ~1 s)"
 # Setup's own lines (each step, its expected time, a line every 30 s) go to the screen and the log;
 # the background build reports with them.
 LAST_REPORT=0
