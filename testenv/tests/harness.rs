@@ -177,9 +177,11 @@ fn stale_runs_of_dead_owners_are_swept_and_live_ones_kept() {
     let live = proc::new_run_dir(&root).unwrap(); // owned by this (live) process
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("owner"), "1 0").unwrap(); // pid 1 with another start time: gone
-    // A leftover server of the dead run: its argv names the run directory.
-    let mut leftover = std::process::Command::new("sh")
-        .args(["-c", "sleep 300"])
+    // A leftover server of the dead run: its argv names the run directory. (Not `sh -c "sleep
+    // 300" DIR`: dash execs its last command in place, and the argv naming DIR is gone before the
+    // sweep may look, so the test was flaky.)
+    let mut leftover = std::process::Command::new("python3")
+        .args(["-c", "import time; time.sleep(300)"])
         .arg(stale.join("etcd"))
         .spawn()
         .unwrap();
