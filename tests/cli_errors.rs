@@ -597,40 +597,10 @@ async fn serve_one(
     seen: &Mutex<Vec<String>>,
     sent: &AtomicU64,
 ) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
+    use tokio::io::AsyncWriteExt as _;
+    let Some((method, target)) = read_request(tls).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let mut parts = head.split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
     seen.lock().unwrap().push(format!("{method} {target}"));
     let reply = if target.contains("/oauth2/v2.0/token") {
         Reply::Json(200, vec![], json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "hostile-access-token"}).to_string())

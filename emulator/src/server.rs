@@ -155,15 +155,19 @@ fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap
     Some(r)
 }
 
+/// The whole body of a response the emulator made itself (never fails; empty on error).
+async fn collect_body(body: Body) -> Bytes {
+    body.collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
 /// Keep status and headers, send part of the body, then fail the stream (the peer sees
 /// a connection closed mid-body).
 async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
     let (mut parts, body) = resp.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let bytes = collect_body(body).await;
     let n = keep
         .unwrap_or(bytes.len() / 2)
         .min(bytes.len().saturating_sub(1));
@@ -200,11 +204,7 @@ async fn truncate(resp: Resp, keep: Option<usize>) -> Resp {
 /// anything else passes unchanged.
 async fn rewrite_page(resp: Resp, spec: &FaultSpec) -> Resp {
     let (mut parts, body) = resp.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let bytes = collect_body(body).await;
     let rebuilt = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(mut page)) if parts.status.is_success() => {
             match spec.kind {

@@ -177,20 +177,41 @@ fn stale_runs_of_dead_owners_are_swept_and_live_ones_kept() {
     let live = proc::new_run_dir(&root).unwrap(); // owned by this (live) process
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("owner"), "1 0").unwrap(); // pid 1 with another start time: gone
-    // A leftover server of the dead run: its argv names the run directory. (Not `sh -c "sleep
-    // 300" DIR`: dash execs its last command in place, and the argv naming DIR is gone before the
-    // sweep may look, so the test was flaky.)
-    let mut leftover = std::process::Command::new("python3")
-        .args(["-c", "import time; time.sleep(300)"])
+    // A leftover server of the dead run: its argv names the run directory. It is `tail`, a
+    // plain binary that keeps its argv for life: `sh -c "sleep 300" DIR` was flaky (dash execs
+    // its last command in place, dropping DIR from argv before the sweep may look), and a
+    // `python3` found through a version-manager shim passes through several execs.
+    let mut leftover = std::process::Command::new("tail")
+        .args(["-f", "/dev/null"])
         .arg(stale.join("etcd"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert_eq!(proc::sweep_stale_runs(&root), 1);
     assert!(!stale.exists());
     assert!(live.exists());
-    assert!(
-        leftover.wait().unwrap().code().is_none(),
-        "killed by a signal"
-    );
+    // It must be gone by SIGKILL within seconds; if not, stop it ourselves and say what the
+    // sweep could see, instead of waiting for ever.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = leftover.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if status.is_none() {
+        let seen = proc::pids_with_arg_containing(&stale.to_string_lossy());
+        let _ = leftover.kill();
+        let _ = leftover.wait();
+        panic!(
+            "the leftover {} survived the sweep; processes naming the run dir: {seen:?}",
+            leftover.id()
+        );
+    }
+    assert!(status.unwrap().code().is_none(), "killed by a signal");
     std::fs::remove_dir_all(&root).unwrap();
 }
