@@ -115,15 +115,7 @@ impl Drop for ScimHost {
 
 impl ScimHost {
     fn start(handler: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> ScimHost {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (rt, listener, port) = loopback_runtime();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let seen2 = seen.clone();

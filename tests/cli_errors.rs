@@ -474,15 +474,7 @@ impl Hostile {
         .with_single_cert(certs, key)
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (rt, listener, port) = loopback_runtime();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let huge_sent = Arc::new(AtomicU64::new(0));
         let graph = Arc::new(graph);

@@ -511,34 +511,37 @@ fn graph_user(i: usize) -> serde_json::Value {
     })
 }
 
+/// A Graph with a token endpoint that always issues a token; the test adds `/v1.0/users`.
+fn graph_router() -> Router {
+    Router::new().route(
+        "/{tenant}/oauth2/v2.0/token",
+        post(|| async { axum::Json(json!({"access_token": "at", "expires_in": 3599})) }),
+    )
+}
+
 /// A Graph whose pages link per `next(page, own_base)`; counts pages served.
 async fn graph_with_links(next: fn(usize, &str) -> Option<String>) -> (String, Arc<Hits>) {
     let pages = Arc::new(Hits::default());
     let p = pages.clone();
-    let router = Router::new()
-        .route(
-            "/{tenant}/oauth2/v2.0/token",
-            post(|| async { axum::Json(json!({"access_token": "at", "expires_in": 3599})) }),
-        )
-        .route(
-            "/v1.0/users",
-            get(move |headers: HeaderMap| {
-                let p = p.clone();
-                async move {
-                    let n = p.bump();
-                    let own = format!(
-                        "http://{}",
-                        headers.get(header::HOST).unwrap().to_str().unwrap()
-                    );
-                    // `@odata.count` as Graph sends it (checked against the listing).
-                    let mut body = json!({"@odata.count": 1, "value": [graph_user(n)]});
-                    if let Some(link) = next(n, &own) {
-                        body["@odata.nextLink"] = link.into();
-                    }
-                    axum::Json(body)
+    let router = graph_router().route(
+        "/v1.0/users",
+        get(move |headers: HeaderMap| {
+            let p = p.clone();
+            async move {
+                let n = p.bump();
+                let own = format!(
+                    "http://{}",
+                    headers.get(header::HOST).unwrap().to_str().unwrap()
+                );
+                // `@odata.count` as Graph sends it (checked against the listing).
+                let mut body = json!({"@odata.count": 1, "value": [graph_user(n)]});
+                if let Some(link) = next(n, &own) {
+                    body["@odata.nextLink"] = link.into();
                 }
-            }),
-        );
+                axum::Json(body)
+            }
+        }),
+    );
     (serve(router).await, pages)
 }
 
@@ -625,11 +628,7 @@ async fn a_next_link_to_another_host_aborts_and_sends_nothing_there() {
 async fn a_failing_page_fails_the_whole_listing() {
     let pages = Arc::new(Hits::default());
     let p = pages.clone();
-    let router = Router::new()
-        .route(
-            "/{tenant}/oauth2/v2.0/token",
-            post(|| async { axum::Json(json!({"access_token": "at", "expires_in": 3599})) }),
-        )
+    let router = graph_router()
         .route(
             "/v1.0/users",
             get(move |headers: HeaderMap| {
@@ -668,11 +667,7 @@ async fn a_failing_page_fails_the_whole_listing() {
 
 /// A Graph that pages for ever with fresh users and claims `count` of them.
 async fn endless_graph(count: u64) -> String {
-    let router = Router::new()
-        .route(
-            "/{tenant}/oauth2/v2.0/token",
-            post(|| async { axum::Json(json!({"access_token": "at", "expires_in": 3599})) }),
-        )
+    let router = graph_router()
         .route(
             "/v1.0/users",
             get(move |headers: HeaderMap, uri: Uri| async move {

@@ -736,3 +736,19 @@ pub async fn read_request<S: tokio::io::AsyncRead + Unpin>(
     let target = parts.next().unwrap_or("").to_string();
     Ok(Some((method, target)))
 }
+
+/// A one-worker runtime and a listener on a free 127.0.0.1 port, for the hand-written hostile
+/// servers of tests/cli_errors.rs and tests/cli_broken_reads.rs (the runtime is shut down by
+/// their `Drop`).
+pub fn loopback_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (rt, listener, port)
+}
