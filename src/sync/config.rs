@@ -28,6 +28,19 @@ pub enum DeletionPolicy {
     Deactivate,
 }
 
+/// Which applying runs wait for an approved preview before they write (docs/behaviour.md §9).
+/// A run the deletion guard cancels waits for one whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ApprovalPolicy {
+    /// Runs apply as planned (the guard still cancels too many deletions).
+    #[default]
+    Never,
+    /// A run with any Delete row or deactivation writes nothing until its preview is approved.
+    OnDeletes,
+    /// A run with any write writes nothing until its preview is approved.
+    Always,
+}
+
 /// The settings a run plans and applies with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -61,20 +61,7 @@ where
     w.write_record(HEADER).map_err(io::Error::other)?;
     let mut rows = 0usize;
     for item in items {
-        let v = item.view();
-        let changes = item.changes_text();
-        let record: [Cow<'_, str>; 10] = [
-            Cow::Borrowed(v.action.as_str()),
-            neutralise(v.user_name),
-            neutralise(v.upn.unwrap_or_default()),
-            neutralise(v.display_name.unwrap_or_default()),
-            neutralise(v.given_name.unwrap_or_default()),
-            neutralise(v.surname.unwrap_or_default()),
-            neutralise(v.email.unwrap_or_default()),
-            Cow::Borrowed(if v.active { "true" } else { "false" }),
-            neutralise(&changes),
-            neutralise(v.immutable_id.unwrap_or_default()),
-        ];
+        let record = row_fields(item);
         w.write_record(record.iter().map(|c| c.as_bytes()))
             .map_err(io::Error::other)?;
         rows += 1;
@@ -89,6 +76,27 @@ where
         bytes: hashing.bytes,
         sha256: hex(&hashing.hasher.finalize()),
     })
+}
+
+/// The cells of `item`'s preview row, exactly as written (neutralised): what an approved
+/// preview is compared with, row by row (`src/sync/approval.rs`).
+pub fn row_fields(item: &PlanItem) -> [Cow<'_, str>; 10] {
+    let v = item.view();
+    [
+        Cow::Borrowed(v.action.as_str()),
+        neutralise(v.user_name),
+        neutralise(v.upn.unwrap_or_default()),
+        neutralise(v.display_name.unwrap_or_default()),
+        neutralise(v.given_name.unwrap_or_default()),
+        neutralise(v.surname.unwrap_or_default()),
+        neutralise(v.email.unwrap_or_default()),
+        Cow::Borrowed(if v.active { "true" } else { "false" }),
+        match neutralise(&item.changes_text()) {
+            Cow::Borrowed(c) => Cow::Owned(c.to_owned()),
+            owned => Cow::Owned(owned.into_owned()),
+        },
+        neutralise(v.immutable_id.unwrap_or_default()),
+    ]
 }
 
 /// Prefixes `'` to a cell a spreadsheet would read as a formula: one that begins with `=`,

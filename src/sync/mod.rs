@@ -7,6 +7,7 @@
 //! plans and applies. The [`managed`] set says which destination users a resource may change.
 //! Nothing here knows which system is the source and which the destination.
 
+pub mod approval;
 pub mod config;
 pub mod csv;
 pub mod display;
@@ -23,7 +24,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DeletionPolicy, SyncConfig, UpnMode};
+pub use config::{ApprovalPolicy, DeletionPolicy, SyncConfig, UpnMode};
 pub use engine::{
     ApplyObserver, ApplyOptions, ApplyOutcome, OtherResources, PlannedRun, RunError, RunResult,
     apply_run, plan_run,
