@@ -8,6 +8,9 @@
 --                or Ready=False (e.g. PartiallyFailed, SourceUnavailable);
 --   Healthy      Ready=True (PreviewReady or Synced). A Periodic resource stays Healthy while
 --                its next run is in progress, so an Argo CD application does not flap each hour.
+--   Suspended    Ready=False waiting for an approved preview (AwaitingApproval, and the refused
+--                approvals ApprovalConsumed, ApprovalExpired, PreviewChanged): nothing is wrong,
+--                a person has to review the pending preview and set spec.approvedPreview.
 -- Messages carry the condition reason and message (never user data: the operator keeps those
 -- out of status).
 local hs = {}
@@ -53,6 +56,16 @@ local conditions = obj.status.conditions
 local ready = condition(conditions, "Ready")
 local reconciling = condition(conditions, "Reconciling")
 local stalled = condition(conditions, "Stalled")
+
+local awaiting = {
+  AwaitingApproval = true, ApprovalConsumed = true, ApprovalExpired = true, PreviewChanged = true,
+}
+if ready ~= nil and ready.status == "False" and awaiting[ready.reason] and
+    (reconciling == nil or reconciling.status ~= "True") then
+  hs.status = "Suspended"
+  hs.message = describe(ready)
+  return hs
+end
 
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"

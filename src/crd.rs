@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use crate::sync::config::{DeletionPolicy, UpnMode};
+pub use crate::sync::config::{ApprovalPolicy, DeletionPolicy, UpnMode};
 
 /// API group of the resource.
 pub const GROUP: &str = "dirsync.io";
@@ -35,6 +35,7 @@ pub const IMMUTABLE_MESSAGE: &str = "upnMode and domain cannot be changed after 
     printcolumn(name = "Adds", type_ = "integer", json_path = ".status.lastRun.adds"),
     printcolumn(name = "Updates", type_ = "integer", json_path = ".status.lastRun.updates"),
     printcolumn(name = "Deletes", type_ = "integer", json_path = ".status.lastRun.deletes"),
+    printcolumn(name = "Awaiting Approval", type_ = "date", json_path = ".status.approval.pending.since"),
     printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRunTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -98,6 +99,22 @@ pub struct DirectorySyncSpec {
     /// preview.
     #[serde(default)]
     pub exclude_resource_like_accounts: bool,
+
+    /// Which applying runs wait for an approved preview. Never (default): runs apply as
+    /// planned. OnDeletes: a run that deletes or deactivates anyone writes nothing until its
+    /// preview is approved. Always: any run that writes waits. A run the deletion guard cancels
+    /// waits for approval whatever this says. A waiting run pins its preview as
+    /// <name>-pending and reports AwaitingApproval with the preview's hash.
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
+
+    /// The pending preview to apply, as "sha256:<hex>" of its CSV (what `dirsync preview get
+    /// NAME -n NS --pending | sha256sum` prints). The next applying run re-plans and applies only
+    /// the rows identical in that preview and the fresh plan, once; approving a preview also
+    /// confirms its deletions to the deletion guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub approved_preview: Option<String>,
 
     /// Where users are read from.
     pub source: SourceSpec,
@@ -276,8 +293,8 @@ pub struct DirectorySyncStatus {
     pub observed_generation: Option<i64>,
 
     /// Ready, Reconciling and Stalled (kstatus conventions), with reasons such as
-    /// PreviewReady, Synced, PartiallyFailed, DeletionThresholdExceeded, InvalidCredentials,
-    /// SecretNotFound, SourceUnavailable and DestinationUnavailable.
+    /// PreviewReady, Synced, PartiallyFailed, DeletionThresholdExceeded, AwaitingApproval,
+    /// InvalidCredentials, SecretNotFound, SourceUnavailable and DestinationUnavailable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -311,6 +328,10 @@ pub struct DirectorySyncStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<RunClaim>,
 
+    /// Approvals (spec.approval): the preview waiting for one, and the last one used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalStatus>,
+
     /// Recent runs, newest first (the sync log).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
@@ -334,7 +355,8 @@ pub struct RunRecord {
     pub end_time: Option<Time>,
     /// Outcome, one of the condition reasons: PreviewReady, Synced, PartiallyFailed,
     /// DeletionThresholdExceeded, NoSourceUsers, DomainNotFound, InvalidCredentials,
-    /// SecretNotFound, SourceUnavailable, DestinationUnavailable, EndpointNotAllowed.
+    /// SecretNotFound, SourceUnavailable, DestinationUnavailable, EndpointNotAllowed,
+    /// AwaitingApproval, ApprovalConsumed, ApprovalExpired, PreviewChanged.
     pub result: String,
     /// Users added (or, for a preview, to add).
     pub adds: i64,
@@ -417,6 +439,52 @@ pub struct PreviewStatus {
     pub expires_at: Time,
 }
 
+/// Approvals of this resource (docs/behaviour.md §9).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalStatus {
+    /// The preview waiting for approval, pinned as <name>-pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingApproval>,
+    /// The last approved preview ("sha256:<hex>") a run applied; an approval is used once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed: Option<String>,
+    /// When it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_at: Option<Time>,
+    /// The last pending preview ("sha256:<hex>") that expired before it was approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<String>,
+}
+
+/// A preview pinned until it is approved, replaced by a changed plan, or expired.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    /// "sha256:<hex>" of the pending preview CSV: the value spec.approvedPreview takes.
+    pub sha256: String,
+    /// The objects holding it (same layout as the preview), the first one carrying summary.json.
+    pub objects: Vec<String>,
+    /// Their kind.
+    #[serde(default)]
+    pub kind: ObjectKind,
+    /// Users it would add.
+    pub adds: i64,
+    /// Users it would update (deactivations included).
+    pub updates: i64,
+    /// Users it would delete or deactivate.
+    pub deletes: i64,
+    /// Whether the deletion guard cancelled the run that pinned it.
+    #[serde(default)]
+    pub guard_tripped: bool,
+    /// The run that pinned it.
+    pub run_id: String,
+    /// When it was pinned.
+    pub since: Time,
+    /// When it expires unapproved (the preview TTL).
+    pub expires_at: Time,
+}
+
 /// A replica's claim on the run it is executing.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -474,6 +542,14 @@ impl DirectorySyncSpec {
             return bad(
                 "spec.source.entraID",
                 "exactly one of clientSecretRef, clientCertificateRef and workloadIdentity must be set",
+            );
+        }
+        if let Some(h) = &self.approved_preview
+            && !crate::sync::approval::is_preview_hash(h)
+        {
+            return bad(
+                "spec.approvedPreview",
+                "must be sha256: followed by 64 lower-case hex digits (what sha256sum prints)",
             );
         }
         check_url(

@@ -448,9 +448,17 @@ fn helm_lint_and_template_pass_for_default_and_other_values() {
             "PrometheusRule uses {m}, which src/controller/metrics.rs does not export ({exported:?})"
         );
     }
-    for alert in ["DirsyncRunFailed", "DirsyncDeletionGuardTripped"] {
+    for alert in [
+        "DirsyncRunFailed",
+        "DirsyncDeletionGuardTripped",
+        "DirsyncApprovalWaiting",
+    ] {
         assert!(rule.contains(alert), "{rule}");
     }
+    assert!(
+        rule.contains("dirsync_approvals_pending") && rule.contains("\"for\":\"4h\""),
+        "the approval alert waits the chart's default: {rule}"
+    );
     assert!(rule.contains("DeletionThresholdExceeded"));
 
     // Without leader election: no Lease Role, --leader-election=false.

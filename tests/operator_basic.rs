@@ -389,9 +389,23 @@ async fn the_guard_cancels_the_run_before_any_write_and_the_plan_stays_readable(
     .await;
     let (ready, _, msg) = condition(&d, "Ready").expect("Ready");
     assert_eq!(ready, "False");
+    // The guard's own words first, then how to confirm exactly these deletions instead
+    // (the pinned preview, docs/behaviour.md §9).
+    let pending = status(&d)
+        .approval
+        .and_then(|a| a.pending)
+        .expect("a guard trip pins its preview");
+    assert!(pending.guard_tripped);
+    assert_eq!(pending.deletes, 3);
     assert_eq!(
         msg,
-        "Synchronization was canceled because the deletion percentage reached the threshold: 3 of 4 managed users (75 %) would be deleted or deactivated; maxAllowedDeletions is 65 %. Fix the source or raise the value, then set dirsync.io/sync-now."
+        format!(
+            "Synchronization was canceled because the deletion percentage reached the threshold: 3 of 4 managed users (75 %) would be deleted or deactivated; maxAllowedDeletions is 65 %. Fix the source or raise the value, then set dirsync.io/sync-now. \
+             Review the pending preview (dirsync preview get example-com -n {} --pending), then set spec.approvedPreview: {} to apply exactly these deletions: 0 adds, 0 updates, 3 deletes. It expires at {}.",
+            ns.name(),
+            pending.sha256,
+            pending.expires_at.0
+        )
     );
     assert_eq!(
         condition(&d, "Stalled").map(|c| (c.0, c.1)),

@@ -1,6 +1,7 @@
 //! Large previews: 50,000+ adds do not fit in one ConfigMap; they are stored whole as one gzip
-//! stream in parts and `dirsync preview get` reads them back (sha256 checked). And the
-//! operator's memory while previewing 100,000 users.
+//! stream in parts and `dirsync preview get` reads them back (sha256 checked) — the preview
+//! pinned for approval too, whose hash `dirsync preview get --pending | sha256sum` gives. And
+//! the operator's memory while previewing 100,000 users.
 
 mod operator_common;
 
@@ -11,7 +12,7 @@ use operator_common::*;
 use sha2::Digest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole() {
+async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pinned_for_approval() {
     dirsync::http::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-bigpreview").await;
@@ -19,16 +20,13 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole() {
     let scim = scim();
     secrets(&ns, &emu, CLIENT_SECRET).await;
     let op = Operator::start(cp, ns.name(), "op-a", &[]);
-    create(
-        &ns,
-        "example-com",
-        spec("example.com", "DryRun", &emu, &scim.base_url()),
-    )
-    .await;
+    let mut s = spec("example.com", "Once", &emu, &scim.base_url());
+    s["approval"] = serde_json::json!("Always");
+    create(&ns, "example-com", s).await;
     let d = wait_for_reason(
         &ns,
         "example-com",
-        "PreviewReady",
+        "AwaitingApproval",
         Duration::from_secs(240),
         Some(&op),
     )
@@ -89,7 +87,47 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole() {
     );
     assert!(
         scim_users(&scim.base_url()).await.is_empty(),
-        "a dry run writes nothing"
+        "a run awaiting approval writes nothing"
+    );
+
+    // The pinned preview: the same layout under <name>-pending, and the hash status shows is
+    // the sha256 of what `dirsync preview get --pending` prints.
+    let pending = st
+        .approval
+        .clone()
+        .and_then(|a| a.pending)
+        .expect("status.approval.pending");
+    assert!(pending.objects.len() >= 3, "{:?}", pending.objects);
+    assert_eq!(pending.objects[0], "example-com-pending");
+    assert_eq!(pending.adds, run.adds);
+    let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args([
+            "preview",
+            "get",
+            "example-com",
+            "-n",
+            ns.name(),
+            "--pending",
+        ])
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()
+        .expect("dirsync preview get --pending runs");
+    assert!(
+        out.status.success(),
+        "preview get --pending failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            dirsync::sync::csv::hex(&sha2::Sha256::digest(&out.stdout))
+        ),
+        pending.sha256
+    );
+    assert_eq!(
+        out.stdout,
+        text.as_bytes(),
+        "the pinned plan is the previewed plan"
     );
 
     // A smaller preview afterwards removes the parts it no longer needs.

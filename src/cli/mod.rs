@@ -1,5 +1,5 @@
 //! Command-line entry points (docs/behaviour.md §5). Exit codes: 0 done, 1 error, 2 usage, 3 guard
-//! tripped, 4 partially failed.
+//! tripped, 4 partially failed, 5 awaiting approval.
 
 use std::process::ExitCode;
 
@@ -17,6 +17,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const GUARD_TRIPPED: u8 = 3;
     pub const PARTIALLY_FAILED: u8 = 4;
+    pub const AWAITING_APPROVAL: u8 = 5;
 }
 
 #[derive(Parser, Debug)]
@@ -44,10 +45,16 @@ enum Command {
         out: Option<std::path::PathBuf>,
     },
     /// Plan and apply now, whatever spec.mode says. Needs --state.
-    /// Exit 3 when the deletion guard cancels the run, 4 when some users failed.
+    /// Exit 3 when the deletion guard cancels the run, 4 when some users failed, 5 when
+    /// spec.approval asks for an approved preview and none was given.
     Apply {
         #[command(flatten)]
         run: standalone::RunArgs,
+        /// A reviewed preview CSV (from dirsync plan --out): apply only the rows identical in it
+        /// and in the fresh plan. Its Delete rows count as confirmed, so the deletion guard
+        /// does not cancel them.
+        #[arg(long, value_name = "CSV")]
+        approved_preview: Option<std::path::PathBuf>,
     },
     /// Run the Kubernetes operator (kubeconfig or in-cluster configuration).
     Operator(Box<operator::OperatorArgs>),
@@ -74,7 +81,10 @@ pub async fn main() -> ExitCode {
     };
     match cli.command {
         Command::Plan { run, out } => ExitCode::from(standalone::plan(run, out).await),
-        Command::Apply { run } => ExitCode::from(standalone::apply(run).await),
+        Command::Apply {
+            run,
+            approved_preview,
+        } => ExitCode::from(standalone::apply(run, approved_preview).await),
         Command::Operator(args) => operator::run(*args).await,
         Command::Preview { command } => preview::run(command).await,
         Command::Crd => match crd_yaml() {

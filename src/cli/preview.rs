@@ -1,6 +1,7 @@
-//! `dirsync preview get NAME -n NAMESPACE`: reassembles a stored preview (ConfigMaps, or
-//! Secrets when the operator runs with `--store-in=secrets`), checks its sha256 and writes the
-//! CSV to standard output.
+//! `dirsync preview get NAME -n NAMESPACE [--pending]`: reassembles a stored preview
+//! (ConfigMaps, or Secrets when the operator runs with `--store-in=secrets`), checks its sha256
+//! and writes the CSV to standard output, byte for byte: `| sha256sum` prints the hash an
+//! approval names (docs/behaviour.md §9).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ pub struct GetArgs {
     /// Its namespace (default: the kubeconfig's).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
+    /// The preview pinned for approval (<name>-pending) instead of the latest run's.
+    #[arg(long)]
+    pub pending: bool,
     /// Print summary.json's storage facts to standard error.
     #[arg(long)]
     pub verbose: bool,
@@ -49,7 +53,12 @@ async fn get(a: GetArgs) -> ExitCode {
         None => client.default_namespace().to_owned(),
     };
     let objects = Objects::new(client, &namespace, ObjectKind::ConfigMap);
-    match preview::read(&objects, &a.name).await {
+    let shelf = if a.pending {
+        preview::Shelf::Pending
+    } else {
+        preview::Shelf::Latest
+    };
+    match preview::read(&objects, &a.name, shelf).await {
         Ok((csv, storage)) => {
             if a.verbose {
                 eprintln!(
@@ -61,6 +70,12 @@ async fn get(a: GetArgs) -> ExitCode {
                     storage.csv_bytes,
                     storage.sha256,
                     storage.expires_at
+                );
+            }
+            if a.pending {
+                eprintln!(
+                    "approve it with: kubectl patch dsync {} -n {namespace} --type merge -p '{{\"spec\":{{\"approvedPreview\":\"sha256:{}\"}}}}'",
+                    a.name, storage.sha256
                 );
             }
             let mut out = std::io::stdout().lock();

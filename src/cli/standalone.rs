@@ -21,6 +21,7 @@ use crate::graph::{
 use crate::http::HttpConfig;
 use crate::scim::{ScimClient, ScimConfig};
 use crate::state_file::{ResourceIdentity, StateFile};
+use crate::sync::approval::{ApprovalNeed, ApprovedPreview, approval_need, parse_preview, select};
 use crate::sync::csv::write_preview_csv;
 use crate::sync::display::terminal_safe;
 use crate::sync::engine::{
@@ -76,15 +77,16 @@ pub async fn plan(args: RunArgs, out: Option<PathBuf>) -> u8 {
     }
 }
 
-/// `dirsync apply`: applies now, whatever `spec.mode` says.
-pub async fn apply(args: RunArgs) -> u8 {
+/// `dirsync apply`: applies now, whatever `spec.mode` says; with `approved`, only the rows
+/// identical in that reviewed preview and the fresh plan.
+pub async fn apply(args: RunArgs, approved: Option<PathBuf>) -> u8 {
     if args.state.is_none() {
         eprintln!(
             "error: apply needs --state FILE: it records which destination users this resource manages"
         );
         return exit::USAGE;
     }
-    match apply_inner(&args).await {
+    match apply_inner(&args, approved.as_deref()).await {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
@@ -291,7 +293,8 @@ fn describe_run_error(e: &RunError) -> String {
     }
 }
 
-fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool) {
+/// `approved`: an approved preview confirms the plan's deletions (`dirsync apply --approved-preview`).
+fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool, approved: bool) {
     let c = planned.summary(dry_run).counts;
     eprintln!(
         "dirsync: plan: {} add, {} update, {} delete, {} conflict, {} unmanaged, {} unchanged{}",
@@ -308,7 +311,12 @@ fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool) {
         }
     );
     let g = &planned.guard;
-    if g.tripped {
+    if g.tripped && approved {
+        eprintln!(
+            "dirsync: deletion guard: tripped ({} of {} managed users would be deleted or deactivated; maxAllowedDeletions {} %), but only the deletions the approved preview holds are applied",
+            g.deletes, g.managed, g.max_allowed_deletions
+        );
+    } else if g.tripped {
         let msg = if dry_run {
             g.dry_run_message()
         } else {
@@ -338,7 +346,7 @@ async fn plan_inner(args: &RunArgs, out: Option<&Path>) -> Result<u8, Failure> {
     let managed = load_managed(s.state.as_ref()).await?;
     let planned = plan_once(&s, &managed).await?;
     let to = write_csv(&planned, out)?;
-    print_summary(&planned, &to, true);
+    print_summary(&planned, &to, true, false);
     Ok(exit::DONE)
 }
 
@@ -401,7 +409,21 @@ impl ApplyObserver for CliObserver<'_> {
     }
 }
 
-async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
+/// Reads a reviewed preview CSV.
+fn read_approved(path: &Path) -> Result<ApprovedPreview, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Run(format!("{}: cannot read: {e}", path.display())))?;
+    parse_preview(&bytes).map_err(|e| {
+        Failure::Run(format!(
+            "{}: not an approvable preview: {e}",
+            path.display()
+        ))
+    })
+}
+
+async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8, Failure> {
+    // The file first: a typo in its name should not cost a full read of both directories.
+    let approved = approved_path.map(read_approved).transpose()?;
     let s = setup(args)?;
     let Some(state) = s.state.as_ref() else {
         return Ok(exit::USAGE);
@@ -417,11 +439,46 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
         &planned,
         "not written (use dirsync plan --out to keep one)",
         false,
+        approved.is_some(),
     );
-    if planned.guard.tripped {
-        eprintln!("error: {}", planned.guard.message().unwrap_or_default());
-        return Ok(exit::GUARD_TRIPPED);
-    }
+    let mut selection = None;
+    let planned = match (&approved, approval_need(s.resource.spec.approval, &planned)) {
+        (Some(approved), _) => {
+            let (selected, sel) = select(planned, approved);
+            selection = Some(sel);
+            eprintln!(
+                "dirsync: approved preview {} ({}): {} rows to apply, {} stale (skipped), {} not approved (not applied)",
+                approved.hash,
+                approved_path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                sel.approved,
+                sel.stale,
+                sel.not_approved
+            );
+            selected
+        }
+        (None, Some(ApprovalNeed::GuardTripped)) => {
+            eprintln!("error: {}", planned.guard.message().unwrap_or_default());
+            eprintln!(
+                "dirsync: to apply exactly these deletions, review them (dirsync plan --out plan.csv) and run dirsync apply --approved-preview plan.csv"
+            );
+            return Ok(exit::GUARD_TRIPPED);
+        }
+        (None, Some(ApprovalNeed::Policy)) => {
+            eprintln!(
+                "error: AwaitingApproval: spec.approval is {:?} and this plan writes{}; nothing was written. Review it (dirsync plan --out plan.csv), then run dirsync apply --approved-preview plan.csv",
+                s.resource.spec.approval,
+                if planned.plan.deletions() > 0 {
+                    " and deletes or deactivates"
+                } else {
+                    ""
+                }
+            );
+            return Ok(exit::AWAITING_APPROVAL);
+        }
+        (None, None) => planned,
+    };
     let total = planned.plan.writes();
     if total > 0 {
         eprintln!("dirsync: applying {total} changes ...");
@@ -461,6 +518,14 @@ async fn apply_inner(args: &RunArgs) -> Result<u8, Failure> {
             .map_or(managed.len(), ManagedSet::len),
         state.path().display()
     );
+    if let Some(sel) = selection {
+        eprintln!(
+            "dirsync: approved preview: {} rows applied, {} stale, {} not approved",
+            (outcome.created + outcome.updated + outcome.deleted),
+            sel.stale,
+            sel.not_approved
+        );
+    }
     if outcome.created > 0 {
         eprintln!(
             "dirsync: note: users created by a sync have no password; an administrator must set an initial password"

@@ -37,6 +37,13 @@ pub struct Metrics {
     pub users_written: Family<ResultLabels, Counter>,
     /// Workload identity TokenRequests made to the API server.
     pub token_requests: Counter,
+    /// Approvals by what became of them: requested (a preview pinned), applied, and the refused
+    /// ApprovalConsumed, ApprovalExpired, PreviewChanged; expired (a pin removed unapproved).
+    pub approvals: Family<ResultLabels, Counter>,
+    /// Resources whose pinned preview waits for approval.
+    pub approvals_pending: Gauge,
+    /// When the longest-waiting pinned preview was pinned (Unix seconds; 0 when none waits).
+    pub approval_oldest_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,8 +101,29 @@ impl Metrics {
             "Workload identity TokenRequests made to the Kubernetes API server",
             token_requests.clone(),
         );
+        let approvals = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "approvals",
+            "Approvals by outcome (requested, applied, ApprovalConsumed, ApprovalExpired, PreviewChanged, expired)",
+            approvals.clone(),
+        );
+        let approvals_pending = Gauge::default();
+        registry.register(
+            "approvals_pending",
+            "DirectorySyncs whose pinned preview waits for approval",
+            approvals_pending.clone(),
+        );
+        let approval_oldest_pending = Gauge::default();
+        registry.register(
+            "approval_oldest_pending_timestamp_seconds",
+            "When the longest-waiting pinned preview was pinned (Unix time; 0 when none waits)",
+            approval_oldest_pending.clone(),
+        );
         Self {
             registry,
+            approvals,
+            approvals_pending,
+            approval_oldest_pending,
             runs,
             reconciles,
             reconcile_errors,
@@ -110,6 +138,14 @@ impl Metrics {
 
     pub fn run(&self, result: &str) {
         self.runs
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn approval(&self, result: &str) {
+        self.approvals
             .get_or_create(&ResultLabels {
                 result: result.to_owned(),
             })

@@ -10,6 +10,7 @@
 //! - [`leader`]: leader election on a Lease; [`metrics`], [`admin`]: observability.
 
 pub mod admin;
+pub mod approval;
 pub mod clients;
 pub mod error;
 pub mod leader;
@@ -135,6 +136,22 @@ impl Context {
             .read()
             .map(|s| s.iter().flat_map(|st| st.state()).collect())
             .unwrap_or_default()
+    }
+
+    /// Sets the approval gauges from the resources as the controller sees them.
+    pub fn refresh_approval_gauges(&self) {
+        let since: Vec<i64> = self
+            .resources()
+            .iter()
+            .filter_map(|d| d.status.as_ref()?.approval.as_ref()?.pending.as_ref())
+            .map(|p| p.since.0.as_second())
+            .collect();
+        self.metrics
+            .approvals_pending
+            .set(i64::try_from(since.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .approval_oldest_pending
+            .set(since.into_iter().min().unwrap_or(0));
     }
 
     fn note_secret_change(&self, uid: &str, at: Timestamp) {

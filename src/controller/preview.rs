@@ -28,6 +28,8 @@ use crate::sync::PlannedRun;
 
 pub const ROLE: &str = "preview";
 pub const PART_ROLE: &str = "preview-part";
+pub const PENDING_ROLE: &str = "pending";
+pub const PENDING_PART_ROLE: &str = "pending-part";
 pub const SUMMARY_KEY: &str = "summary.json";
 pub const CSV_KEY: &str = "preview.csv";
 pub const GZ_KEY: &str = "preview.csv.gz";
@@ -38,12 +40,53 @@ pub const EXPIRES_ANNOTATION: &str = "dirsync.io/expires-at";
 
 /// The name of the main preview object.
 pub fn main_name(resource: &str) -> String {
-    format!("{resource}-preview")
+    Shelf::Latest.main_name(resource)
 }
 
 /// The name of part `i` (1-based).
 pub fn part_name(resource: &str, i: usize) -> String {
-    format!("{resource}-preview-{i}")
+    Shelf::Latest.part_name(resource, i)
+}
+
+/// Which preview: the latest run's (`<name>-preview`), or the one pinned until it is approved
+/// (`<name>-pending`, docs/behaviour.md §9). Both have the same layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shelf {
+    Latest,
+    Pending,
+}
+
+impl Shelf {
+    fn suffix(self) -> &'static str {
+        match self {
+            Shelf::Latest => "preview",
+            Shelf::Pending => "pending",
+        }
+    }
+
+    /// The main object, which carries `summary.json`.
+    pub fn main_name(self, resource: &str) -> String {
+        format!("{resource}-{}", self.suffix())
+    }
+
+    /// Part `i` (1-based) of a `gzip-parts` layout.
+    pub fn part_name(self, resource: &str, i: usize) -> String {
+        format!("{resource}-{}-{i}", self.suffix())
+    }
+
+    fn role(self) -> &'static str {
+        match self {
+            Shelf::Latest => ROLE,
+            Shelf::Pending => PENDING_ROLE,
+        }
+    }
+
+    fn part_role(self) -> &'static str {
+        match self {
+            Shelf::Latest => PART_ROLE,
+            Shelf::Pending => PENDING_PART_ROLE,
+        }
+    }
 }
 
 /// How the CSV is stored; written into `summary.json` as `storage`.
@@ -71,6 +114,7 @@ pub struct Storage {
 
 /// A preview laid out in objects, ready to write.
 pub struct Layout {
+    pub shelf: Shelf,
     pub objects: Vec<OwnedObject>,
     pub status: PreviewStatus,
     pub summary: serde_json::Value,
@@ -90,10 +134,36 @@ pub fn layout(
     now: Timestamp,
     expires: Timestamp,
 ) -> std::io::Result<Layout> {
+    layout_on(
+        Shelf::Latest,
+        owner,
+        kind,
+        max_part,
+        planned,
+        dry_run,
+        run_id,
+        now,
+        expires,
+    )
+}
+
+/// [`layout`] on either shelf.
+#[allow(clippy::too_many_arguments)]
+pub fn layout_on(
+    shelf: Shelf,
+    owner: &Owner,
+    kind: ObjectKind,
+    max_part: usize,
+    planned: &PlannedRun,
+    dry_run: bool,
+    run_id: &str,
+    now: Timestamp,
+    expires: Timestamp,
+) -> std::io::Result<Layout> {
     let mut csv = Vec::with_capacity(64 + planned.plan.items.len() * 160);
     let stats = crate::sync::csv::write_preview_csv(&planned.plan, &mut csv)?;
     let summary = planned.summary(dry_run).with_csv(&stats);
-    let main = main_name(&owner.name);
+    let main = shelf.main_name(&owner.name);
     let annotations = BTreeMap::from([
         (SHA_ANNOTATION.to_owned(), stats.sha256.clone()),
         (EXPIRES_ANNOTATION.to_owned(), expires.to_string()),
@@ -133,12 +203,12 @@ pub fn layout(
             storage.layout = "gzip-parts".into();
             storage.config_maps.clear();
             for (i, chunk) in gz.chunks(max_part.max(1)).enumerate() {
-                let name = part_name(&owner.name, i + 1);
+                let name = shelf.part_name(&owner.name, i + 1);
                 storage.config_maps.push(name.clone());
                 let mut ann = annotations.clone();
                 ann.insert("dirsync.io/part".into(), format!("{}", i + 1));
                 parts.push(OwnedObject {
-                    metadata: owner.meta(&name, PART_ROLE, ann),
+                    metadata: owner.meta(&name, shelf.part_role(), ann),
                     binary: BTreeMap::from([(PART_KEY.to_owned(), chunk.to_vec())]),
                     ..OwnedObject::default()
                 });
@@ -158,7 +228,7 @@ pub fn layout(
         serde_json::to_string_pretty(&summary_v).map_err(std::io::Error::other)?,
     );
     let main_obj = OwnedObject {
-        metadata: owner.meta(&main, ROLE, annotations),
+        metadata: owner.meta(&main, shelf.role(), annotations),
         text: main_data,
         binary: main_binary,
     };
@@ -168,6 +238,7 @@ pub fn layout(
     // The main object last: it is the one readers start from.
     objects.push(main_obj);
     Ok(Layout {
+        shelf,
         objects,
         status: PreviewStatus {
             config_maps,
@@ -208,7 +279,7 @@ pub async fn publish(objects: &Objects, owner: &Owner, layout: &Layout) -> Resul
         .map(String::as_str)
         .collect();
     for (name, _) in objects
-        .list_names(owner, PART_ROLE)
+        .list_names(owner, layout.shelf.part_role())
         .await
         .map_err(Error::PublishPreview)?
     {
@@ -219,23 +290,25 @@ pub async fn publish(objects: &Objects, owner: &Owner, layout: &Layout) -> Resul
                 .map_err(Error::PublishPreview)?;
         }
     }
-    remove_other_kind(objects, owner).await;
+    remove_other_kind(layout.shelf, objects, owner).await;
     Ok(())
 }
 
 /// Removes this resource's preview of the other kind; a failure is logged, not fatal (the next
 /// preview or the expiry tries again). The default RBAC of the ConfigMap mode cannot delete
 /// Secrets, so Secret previews left by a switch back wait for the resource's deletion there.
-async fn remove_other_kind(objects: &Objects, owner: &Owner) {
+async fn remove_other_kind(shelf: Shelf, objects: &Objects, owner: &Owner) {
     let other = objects.other();
-    if let Err(e) = remove_kind(&other, owner).await {
+    if let Err(e) = remove_kind(shelf, &other, owner).await {
         warn!(name = %owner.name, namespace = %owner.namespace, kind = %other.kind(), error = %crate::http::cut(&e.to_string()), "could not remove the preview of the other kind (left by a change of --store-in)");
     }
 }
 
-async fn remove_kind(objects: &Objects, owner: &Owner) -> Result<(), kube::Error> {
-    objects.delete_owned(owner, &main_name(&owner.name)).await?;
-    for (name, _) in objects.list_names(owner, PART_ROLE).await? {
+async fn remove_kind(shelf: Shelf, objects: &Objects, owner: &Owner) -> Result<(), kube::Error> {
+    objects
+        .delete_owned(owner, &shelf.main_name(&owner.name))
+        .await?;
+    for (name, _) in objects.list_names(owner, shelf.part_role()).await? {
         objects.delete_owned(owner, &name).await?;
     }
     Ok(())
@@ -243,8 +316,17 @@ async fn remove_kind(objects: &Objects, owner: &Owner) -> Result<(), kube::Error
 
 /// Removes every preview object of this resource (expired previews), of both kinds.
 pub async fn remove(objects: &Objects, owner: &Owner) -> Result<(), kube::Error> {
-    remove_kind(objects, owner).await?;
-    remove_other_kind(objects, owner).await;
+    remove_from(Shelf::Latest, objects, owner).await
+}
+
+/// [`remove`] on either shelf.
+pub async fn remove_from(
+    shelf: Shelf,
+    objects: &Objects,
+    owner: &Owner,
+) -> Result<(), kube::Error> {
+    remove_kind(shelf, objects, owner).await?;
+    remove_other_kind(shelf, objects, owner).await;
     Ok(())
 }
 
@@ -282,8 +364,12 @@ fn storage_of(main: &OwnedObject) -> Result<Storage, ReadError> {
 /// looked at (the reader need not know the operator's `--store-in`); when both hold a preview
 /// (a switch whose clean-up has not happened), the newer one wins. A kind the reader may not
 /// read, or a same-named object that is no preview, is passed over if the other kind has one.
-pub async fn read(objects: &Objects, resource: &str) -> Result<(Vec<u8>, Storage), ReadError> {
-    let main_name = main_name(resource);
+pub async fn read(
+    objects: &Objects,
+    resource: &str,
+    shelf: Shelf,
+) -> Result<(Vec<u8>, Storage), ReadError> {
+    let main_name = shelf.main_name(resource);
     let mut found: Option<(Objects, OwnedObject, Storage)> = None;
     let mut failed = None;
     for kind in [objects.clone(), objects.other()] {

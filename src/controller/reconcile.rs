@@ -20,16 +20,18 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::controller::approval::{self, Gate};
 use crate::controller::clients::{self, ResourceClients};
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{Objects, Owner, WriteCheck};
+use crate::controller::preview::Shelf;
 use crate::controller::schedule::{self, Decision, Trigger};
 use crate::controller::status::{self, reasons, whole_seconds};
 use crate::controller::store::ClusterStore;
 use crate::controller::{Context, preview, report};
 use crate::crd::{
-    DirectorySync, DirectorySyncStatus, PreviewStatus, RunClaim, RunRecord, SYNC_NOW_ANNOTATION,
-    SyncMode,
+    ApprovalStatus, DirectorySync, DirectorySyncStatus, PreviewStatus, RunClaim, RunRecord,
+    SYNC_NOW_ANNOTATION, SyncMode,
 };
 use crate::sync::engine::{ApplyObserver, ApplyOptions, OtherResources, RunError, RunResult};
 use crate::sync::managed::{ManagedSet, ManagedStore};
@@ -44,6 +46,7 @@ const RESYNC: Duration = Duration::from_secs(3600);
 pub async fn reconcile(obj: Arc<DirectorySync>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    ctx.refresh_approval_gauges();
     let r = reconcile_inner(&obj, &ctx).await;
     ctx.metrics
         .reconcile_duration
@@ -102,6 +105,18 @@ fn decide(obj: &DirectorySync, ctx: &Context, uid: &str, now: Timestamp) -> Deci
         history: &status.history,
         backoff: ctx.settings.backoff,
         now,
+        approval_due: approval_due(obj, &status),
+    })
+}
+
+/// `spec.approvedPreview` names the pinned preview, unused: the next run may apply it.
+fn approval_due(obj: &DirectorySync, status: &DirectorySyncStatus) -> bool {
+    let Some(approved) = obj.spec.approved_preview.as_deref() else {
+        return false;
+    };
+    status.approval.as_ref().is_some_and(|a| {
+        a.consumed.as_deref() != Some(approved)
+            && a.pending.as_ref().is_some_and(|p| p.sha256 == approved)
     })
 }
 
@@ -117,6 +132,9 @@ fn requeue_for(
         at = at.min(n);
     }
     if let Some(p) = &status.preview {
+        at = at.min(p.expires_at.0);
+    }
+    if let Some(p) = status.approval.as_ref().and_then(|a| a.pending.as_ref()) {
         at = at.min(p.expires_at.0);
     }
     let wait = at.duration_since(now).unsigned_abs();
@@ -183,6 +201,27 @@ async fn idle(
             );
         }
     }
+    if let Some(state) = new.approval.as_mut()
+        && let Some(p) = approval::expire(state, now)
+    {
+        preview::remove_from(Shelf::Pending, &objects, owner)
+            .await
+            .map_err(Error::Kube)?;
+        ctx.metrics.write("delete");
+        ctx.metrics.approval("expired");
+        info!(name = %owner.name, namespace = %owner.namespace, sha256 = %p.sha256, "removed a pending preview that expired unapproved");
+        if let Some(ready) = new
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == status::types::READY)
+            && health_waits_for_approval(&ready.reason)
+        {
+            ready.message = format!(
+                "The pending preview {} expired at {} unapproved and was removed; the next applying run pins a new one.",
+                p.sha256, p.expires_at.0
+            );
+        }
+    }
     sweep_reports(ctx, owner, &objects, now).await;
     if new != old {
         let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), &owner.namespace);
@@ -193,6 +232,11 @@ async fn idle(
         ctx.metrics.write("status");
     }
     Ok(requeue_for(next, &new, now, ctx))
+}
+
+fn health_waits_for_approval(reason: &str) -> bool {
+    status::health_of(reason) == status::Health::Suspended
+        || reason == reasons::DELETION_THRESHOLD_EXCEEDED
 }
 
 /// Removes expired run reports, at most once an hour (or once per retention period, if
@@ -251,6 +295,8 @@ struct RunOutcome {
     applied: bool,
     /// A dry run whose plan the guard would cancel.
     guard_note: Option<String>,
+    /// `status.approval` as this run leaves it, when it changed it.
+    approval: Option<ApprovalStatus>,
 }
 
 async fn run(
@@ -385,6 +431,7 @@ async fn run(
                 managed_users: None,
                 applied: false,
                 guard_note: None,
+                approval: None,
             }
         }
     };
@@ -458,6 +505,9 @@ async fn finish(
         }
         if let Some(m) = outcome.managed_users {
             new.managed_users = Some(m);
+        }
+        if let Some(a) = &outcome.approval {
+            new.approval = Some(a.clone()).filter(|a| *a != ApprovalStatus::default());
         }
         if outcome.applied
             && matches!(
@@ -752,6 +802,7 @@ async fn execute(
         managed_users: Some(n(managed.len())),
         applied: false,
         guard_note: None,
+        approval: None,
     };
     let counts_text = format!(
         "{adds} to add, {updates} to update, {deletes} to delete, {conflicts} conflicts, {unmanaged} unmanaged"
@@ -781,14 +832,87 @@ async fn execute(
             ..base
         });
     }
-    if planned.guard.tripped {
-        let message = planned.guard.message().unwrap_or_default();
-        return Ok(RunOutcome {
-            reason: reasons::DELETION_THRESHOLD_EXCEEDED,
-            message,
-            applied: true,
-            ..base
-        });
+
+    // The approval gate (docs/behaviour.md §9): a plan that needs approval writes nothing and
+    // pins its preview, unless spec.approvedPreview names the pinned one; then only its rows
+    // that the fresh plan still has are applied.
+    let mut approval_state = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.approval.clone())
+        .unwrap_or_default();
+    let approved_hash = obj.spec.approved_preview.as_deref();
+    approval::forget_refusal(&mut approval_state, approved_hash);
+    let mut approved_note = None;
+    let mut planned = planned;
+    if let Some(need) = approval::approval_need(obj.spec.approval, &planned) {
+        let mut wait = match approval::gate(&approval_state, approved_hash, need, now) {
+            Gate::Apply => None,
+            Gate::Wait { reason } => Some((reason, None)),
+        };
+        if wait.is_none()
+            && let Some(pending) = approval_state.pending.clone()
+        {
+            match approval::load_pinned(&objects, owner, &pending).await {
+                Ok(approved) => {
+                    let (selected, selection) = crate::sync::approval::select(planned, &approved);
+                    planned = selected;
+                    approved_note = Some(approval::applied_note(&pending.sha256, &selection));
+                    approval_state.pending = None;
+                    approval_state.consumed = Some(pending.sha256.clone());
+                    approval_state.consumed_at = Some(Time(now));
+                }
+                Err(why) => {
+                    // Pin afresh: the old pin cannot be trusted.
+                    approval_state.pending = None;
+                    wait = Some((reasons::PREVIEW_CHANGED, Some(why)));
+                }
+            }
+        }
+        if let Some((reason, problem)) = wait {
+            if reason == reasons::APPROVAL_EXPIRED {
+                approval_state.expired = approved_hash.map(str::to_owned);
+            }
+            let (pending, wrote) = approval::pin(
+                &objects,
+                owner,
+                &mut approval_state,
+                &planned,
+                &preview_status.sha256,
+                run_id,
+                now,
+                ctx.settings.preview_ttl,
+            )
+            .await?;
+            if wrote {
+                ctx.metrics.write(&write_verb);
+                ctx.metrics.approval("requested");
+            }
+            let mut message = approval::waiting_message(
+                reason,
+                obj.spec.approval,
+                &pending,
+                approved_hash,
+                planned.guard.message().as_deref(),
+                &owner.name,
+                &owner.namespace,
+            );
+            if let Some(p) = problem {
+                message = format!("{p}. {message}");
+            }
+            if reason != reasons::AWAITING_APPROVAL
+                && reason != reasons::DELETION_THRESHOLD_EXCEEDED
+            {
+                ctx.metrics.approval(reason);
+            }
+            return Ok(RunOutcome {
+                reason,
+                message,
+                applied: true,
+                approval: Some(approval_state),
+                ..base
+            });
+        }
     }
 
     // Apply.
@@ -818,6 +942,17 @@ async fn execute(
     ctx.metrics.users("updated", outcome.updated);
     ctx.metrics.users("deleted", outcome.deleted);
     ctx.metrics.users("failed", outcome.failures.len());
+    let approval_out = if let Some(note) = &approved_note {
+        ctx.metrics.approval("applied");
+        preview::remove_from(Shelf::Pending, &objects, owner)
+            .await
+            .map_err(Error::Kube)?;
+        ctx.metrics.write("delete");
+        info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, "{note}");
+        Some(approval_state)
+    } else {
+        None
+    };
     let mut managed_users = base.managed_users;
     if let Some(m) = &outcome.managed {
         store.save(m).await.map_err(Error::SaveManagedSet)?;
@@ -882,9 +1017,14 @@ async fn execute(
             "No source users and nothing managed.".to_owned(),
         ),
     };
+    let message = match &approved_note {
+        Some(note) => format!("{note} {message}"),
+        None => message,
+    };
     Ok(RunOutcome {
         reason,
         message,
+        approval: approval_out,
         adds: n(outcome.created),
         updates: n(outcome.updated),
         deletes: n(outcome.deleted),

@@ -29,6 +29,10 @@ pub fn is_settled(result: &str) -> bool {
             | "DeletionThresholdExceeded"
             | "NoSourceUsers"
             | "DomainNotFound"
+            | "AwaitingApproval"
+            | "ApprovalConsumed"
+            | "ApprovalExpired"
+            | "PreviewChanged"
     )
 }
 
@@ -82,6 +86,9 @@ pub struct Inputs<'a> {
     pub history: &'a [RunRecord],
     pub backoff: Backoff,
     pub now: Timestamp,
+    /// `spec.approvedPreview` names the pending preview (not yet used): a Periodic resource
+    /// applies it at once instead of at its next slot.
+    pub approval_due: bool,
 }
 
 /// Retry delays for transient failures: `initial * 2^(n-1)`, at most `max`.
@@ -190,7 +197,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         // value that came with the change is answered by this run too (every run records the
         // annotation), so Periodic never applies at once on create or on a spec change.
         return Decision::Run {
-            apply: i.mode == SyncMode::Once,
+            apply: i.mode == SyncMode::Once || (i.mode == SyncMode::Periodic && i.approval_due),
             trigger: Trigger::SpecChange,
         };
     }
@@ -299,7 +306,35 @@ mod tests {
                 max: Duration::from_secs(60),
             },
             now: ts(now),
+            approval_due: false,
         }
+    }
+
+    /// A spec change that approves the pending preview applies at once, even for Periodic;
+    /// any other spec change of a Periodic resource only previews.
+    #[test]
+    fn an_approval_applies_at_once() {
+        let history = [run(1, 100, "AwaitingApproval", true)];
+        let mut i = inputs(SyncMode::Periodic, &history, 200);
+        i.generation = 2;
+        assert_eq!(
+            decide(&i),
+            Decision::Run {
+                apply: false,
+                trigger: Trigger::SpecChange
+            }
+        );
+        i.approval_due = true;
+        assert_eq!(
+            decide(&i),
+            Decision::Run {
+                apply: true,
+                trigger: Trigger::SpecChange
+            }
+        );
+        // Waiting for an approval is settled: no retry loop.
+        let i = inputs(SyncMode::Once, &history, 100_000);
+        assert_eq!(decide(&i), Decision::Idle { next: None });
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub mod reasons {
     pub const RUNNING: &str = "Running";
     pub const WAITING: &str = "Waiting";
     pub const RUN_CLAIMED: &str = "RunClaimedElsewhere";
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const APPROVAL_CONSUMED: &str = "ApprovalConsumed";
+    pub const APPROVAL_EXPIRED: &str = "ApprovalExpired";
+    pub const PREVIEW_CHANGED: &str = "PreviewChanged";
 }
 
 /// How a reason maps onto the three conditions.
@@ -52,6 +56,9 @@ pub enum Health {
     /// Ready=False, neither reconciling nor stalled: the run ended with failures and waits for
     /// the next slot, a spec change or sync-now.
     Degraded,
+    /// Ready=False, neither reconciling nor stalled: the run wrote nothing and waits for an
+    /// approved preview (Argo CD shows it as Suspended, `argocd/health.lua`).
+    Suspended,
 }
 
 /// The health a run result (a reason) stands for.
@@ -60,6 +67,9 @@ pub fn health_of(reason: &str) -> Health {
     match reason {
         PREVIEW_READY | SYNCED => Health::Ready,
         PARTIALLY_FAILED => Health::Degraded,
+        AWAITING_APPROVAL | APPROVAL_CONSUMED | APPROVAL_EXPIRED | PREVIEW_CHANGED => {
+            Health::Suspended
+        }
         SOURCE_UNAVAILABLE
         | DESTINATION_UNAVAILABLE
         | KUBERNETES_API_ERROR
@@ -176,22 +186,29 @@ pub fn whole_seconds(t: Timestamp) -> Timestamp {
 }
 
 /// A JSON merge patch of `status` that turns `old` into `new`: every field of `new`, and
-/// `null` for each top-level field `old` has and `new` lacks (a merge patch keeps what it does
-/// not mention).
+/// `null` for each field `old` has and `new` lacks, in nested objects too (a merge patch keeps
+/// what it does not mention).
 pub fn merge_patch(old: &DirectorySyncStatus, new: &DirectorySyncStatus) -> Value {
     let old_v = serde_json::to_value(old).unwrap_or(Value::Null);
-    let mut new_map = match serde_json::to_value(new) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
+    let mut new_v = match serde_json::to_value(new) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => Value::Object(Map::new()),
     };
-    if let Value::Object(old_map) = old_v {
-        for k in old_map.keys() {
-            if !new_map.contains_key(k) {
-                new_map.insert(k.clone(), Value::Null);
+    null_removed(&old_v, &mut new_v);
+    new_v
+}
+
+fn null_removed(old: &Value, new: &mut Value) {
+    if let (Value::Object(old_map), Value::Object(new_map)) = (old, new) {
+        for (k, old_field) in old_map {
+            match new_map.get_mut(k) {
+                None => {
+                    new_map.insert(k.clone(), Value::Null);
+                }
+                Some(new_field) => null_removed(old_field, new_field),
             }
         }
     }
-    Value::Object(new_map)
 }
 
 #[cfg(test)]
@@ -283,6 +300,47 @@ mod tests {
         assert_eq!(p["managedUsers"], 4);
         assert_eq!(p["lastSyncNow"], Value::Null);
         assert!(p.as_object().is_some_and(|m| m.contains_key("lastSyncNow")));
+    }
+
+    #[test]
+    fn merge_patch_nulls_removed_nested_fields() {
+        let old = DirectorySyncStatus {
+            approval: Some(crate::crd::ApprovalStatus {
+                consumed: Some("sha256:a".into()),
+                expired: Some("sha256:b".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let new = DirectorySyncStatus {
+            approval: Some(crate::crd::ApprovalStatus {
+                consumed: Some("sha256:c".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let p = merge_patch(&old, &new);
+        assert_eq!(
+            p["approval"],
+            serde_json::json!({"consumed": "sha256:c", "expired": null})
+        );
+    }
+
+    #[test]
+    fn waiting_for_approval_is_neither_reconciling_nor_stalled() {
+        for reason in [
+            reasons::AWAITING_APPROVAL,
+            reasons::APPROVAL_CONSUMED,
+            reasons::APPROVAL_EXPIRED,
+            reasons::PREVIEW_CHANGED,
+        ] {
+            let mut l = Vec::new();
+            set_health(&mut l, reason, "waiting", Some(1), t(1));
+            assert_eq!(get(&l, "Ready").status, "False", "{reason}");
+            assert_eq!(get(&l, "Ready").reason, reason);
+            assert_eq!(get(&l, "Reconciling").status, "False", "{reason}");
+            assert_eq!(get(&l, "Stalled").status, "False", "{reason}");
+        }
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct Spec {
     pub adopt_existing: bool,
     pub protected_user_names: Vec<String>,
     pub exclude_resource_like_accounts: bool,
+    /// `spec.approval`: Never, OnDeletes or Always.
+    pub approval: &'static str,
     pub credential: Credential,
     pub scim_token: String,
     /// Another SCIM endpoint than the test's scim2-server (a hostile one).
@@ -129,6 +131,7 @@ impl Default for Spec {
             adopt_existing: false,
             protected_user_names: Vec::new(),
             exclude_resource_like_accounts: false,
+            approval: "Never",
             credential: Credential::Secret(CLIENT_SECRET.into()),
             scim_token: SCIM_TOKEN.into(),
             scim_endpoint: None,
@@ -304,7 +307,7 @@ impl Env {
              kind: DirectorySync\n\
              metadata:\n  name: {name}\n  namespace: identity\n\
              spec:\n  domain: {domain}\n  upnMode: {upn}\n  maxAllowedDeletions: {max}\n  mode: Once\n\
-             \x20 deletionPolicy: {policy}\n  adoptExisting: {adopt}\n  excludeResourceLikeAccounts: {exclude}\n{protected}\
+             \x20 deletionPolicy: {policy}\n  adoptExisting: {adopt}\n  excludeResourceLikeAccounts: {exclude}\n  approval: {approval}\n{protected}\
              \x20 source:\n    entraID:\n      tenantID: {TENANT_ID}\n      clientID: {CLIENT_ID}\n      {credential}\n\
              \x20     authorityHost: {base}\n      graphEndpoint: {base}\n\
              \x20 destination:\n    scim:\n      endpoint: {scim}\n      bearerTokenRef: {{ name: access-control-scim, key: token }}\n",
@@ -315,6 +318,7 @@ impl Env {
             policy = s.deletion_policy,
             adopt = s.adopt_existing,
             exclude = s.exclude_resource_like_accounts,
+            approval = s.approval,
             base = self.emu.base_url(),
             scim = s
                 .scim_endpoint
