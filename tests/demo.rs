@@ -70,7 +70,13 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
         "start the operator",
         "$ kubectl -n identity get dsync",
         "The dry run wrote a preview and nothing else: the SCIM server still holds 1 user.",
-        "switch the resource to mode Once",
+        "switch the resource to mode Once with approval Always",
+        "$ kubectl -n identity get dsync",
+        "The run wrote nothing: the SCIM server still holds 1 user.",
+        "$ dirsync preview get example-com -n identity --pending | sha256sum",
+        "status.approval.pending.sha256 is the same: sha256:",
+        "approve the reviewed preview by its hash",
+        "\"approvedPreview\":\"sha256:",
         "$ kubectl -n identity describe dsync example-com",
         "$ dirsync preview get example-com -n identity > preview.csv",
         "everything the demo started is being stopped",
@@ -110,7 +116,21 @@ fn the_readme_demo_runs_the_operator_and_shows_status_and_preview() {
         }),
         "describe shows no condition with reason Synced\n{describe}"
     );
-    for s in ["Events:", "PreviewReady", "Synced"] {
+    // Waiting for approval: the table says so, and the approval the story's last run applied.
+    let waiting = stdout
+        .split("switch the resource to mode Once with approval Always")
+        .nth(1)
+        .and_then(|t| t.split("$ kubectl -n identity get dsync").nth(1))
+        .unwrap_or_default();
+    let row = waiting.lines().nth(2).unwrap_or_default();
+    assert!(row.contains("AwaitingApproval"), "{waiting}");
+    for s in [
+        "Events:",
+        "PreviewReady",
+        "AwaitingApproval",
+        "Synced",
+        "Applied the approved preview sha256:",
+    ] {
         assert!(describe.contains(s), "describe lacks {s:?}\n{describe}");
     }
 

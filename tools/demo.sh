@@ -10,8 +10,10 @@
 #      hand-made user, the service's initial administrator
 #   3. runs `dirsync operator` as a local process watching namespace `identity`
 #   4. applies examples/dry-run.yaml (pointed at the emulator and the SCIM server) with its
-#      Secrets, shows the preview, then switches the resource to `mode: Once` (the product's
-#      "read the preview, then sync") and waits for the sync
+#      Secrets, shows the preview, then switches the resource to `mode: Once` with
+#      `approval: Always`: the run waits with its pending preview, the demo prints it, approves it
+#      by its hash with `kubectl patch` (the product's "check the CSV, tick the box, Execute")
+#      and waits for the sync
 #   5. ends by showing `kubectl get dsync`, `kubectl describe dsync` and the preview CSV
 #
 # Everything it starts, it stops (--keep leaves it running and prints how to stop it).
@@ -224,8 +226,26 @@ echo
 "$DIRSYNC" preview get "$NAME" -n "$NS" >"$DEMO_DIR/preview-dry-run.csv"
 echo "The dry run wrote a preview and nothing else: the SCIM server still holds $(scim_users) user."
 
-say "read the preview, then sync: switch the resource to mode Once"
-show kubectl -n "$NS" patch dsync "$NAME" --type merge -p '{"spec":{"mode":"Once"}}'
+say "sync what was reviewed: switch the resource to mode Once with approval Always"
+show kubectl -n "$NS" patch dsync "$NAME" --type merge -p '{"spec":{"mode":"Once","approval":"Always"}}'
+wait_for "the run to wait for approval (Ready reason AwaitingApproval)" 120 reason_is AwaitingApproval
+show kubectl -n "$NS" get dsync
+echo "The run wrote nothing: the SCIM server still holds $(scim_users) user. Its plan is pinned for review:"
+"$DIRSYNC" preview get "$NAME" -n "$NS" --pending >"$DEMO_DIR/pending.csv" 2>/dev/null
+printf '\n\033[1m$ dirsync preview get %s -n %s --pending | head -4\033[0m\n' "$NAME" "$NS"
+head -4 "$DEMO_DIR/pending.csv"
+printf '\n\033[1m$ dirsync preview get %s -n %s --pending | sha256sum\033[0m\n' "$NAME" "$NS"
+sha256sum <"$DEMO_DIR/pending.csv"
+hash="sha256:$(sha256sum <"$DEMO_DIR/pending.csv" | cut -d' ' -f1)"
+status_hash=$(kubectl -n "$NS" get dsync "$NAME" -o jsonpath='{.status.approval.pending.sha256}')
+if [ "$hash" != "$status_hash" ]; then
+  echo "the pending preview's sha256 ($hash) is not the one status shows ($status_hash)" >&2
+  exit 1
+fi
+echo "status.approval.pending.sha256 is the same: $status_hash"
+
+say "approve the reviewed preview by its hash"
+show kubectl -n "$NS" patch dsync "$NAME" --type merge -p "{\"spec\":{\"approvedPreview\":\"$hash\"}}"
 wait_for "the sync (Ready reason Synced)" 120 reason_is Synced
 echo "The SCIM server now holds $(scim_users) users (admin@example.com untouched)."
 
