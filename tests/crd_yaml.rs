@@ -107,6 +107,7 @@ fn crd_carries_the_validation_spec_1_asks_for() {
             "Adds",
             "Updates",
             "Deletes",
+            "Awaiting Approval",
             "Next Run",
             "Age"
         ]

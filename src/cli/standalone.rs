@@ -459,10 +459,10 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
             selected
         }
         (None, Some(ApprovalNeed::GuardTripped)) => {
-            eprintln!("error: {}", planned.guard.message().unwrap_or_default());
             eprintln!(
                 "dirsync: to apply exactly these deletions, review them (dirsync plan --out plan.csv) and run dirsync apply --approved-preview plan.csv"
             );
+            eprintln!("error: {}", planned.guard.message().unwrap_or_default());
             return Ok(exit::GUARD_TRIPPED);
         }
         (None, Some(ApprovalNeed::Policy)) => {

@@ -122,7 +122,7 @@ impl SyncConfig {
     }
 
     /// `@domain`, lower-cased, the suffix every in-scope userPrincipalName ends with.
-    pub(crate) fn domain_suffix(&self) -> String {
+    pub fn domain_suffix(&self) -> String {
         format!("@{}", self.domain.to_ascii_lowercase())
     }
 }
@@ -130,7 +130,7 @@ impl SyncConfig {
 /// True when `name` ends in `suffix` (which must already be lower-case), ignoring ASCII case.
 /// Domain names are ASCII (IDNs appear in punycode), so ASCII folding is enough and allocates
 /// nothing.
-pub(crate) fn ends_with_ignore_ascii_case(name: &str, suffix_lower: &str) -> bool {
+pub fn ends_with_ignore_ascii_case(name: &str, suffix_lower: &str) -> bool {
     name.len() >= suffix_lower.len()
         && name.is_char_boundary(name.len() - suffix_lower.len())
         && name[name.len() - suffix_lower.len()..].eq_ignore_ascii_case(suffix_lower)

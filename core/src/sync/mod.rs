@@ -19,6 +19,7 @@ pub mod managed;
 pub mod mapping;
 pub mod plan;
 pub mod summary;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[cfg(test)]
