@@ -5,18 +5,20 @@
 //! it expires or is applied. `spec.approvedPreview` naming the pinned preview lets the next
 //! applying run apply the rows identical in the pinned CSV and the fresh plan, once.
 //!
-//! [`gate`] and the messages are pure; [`pin`] and [`load_pinned`] touch the cluster.
+//! [`gate`] and the messages are pure; [`pass_gate`], [`pin`] and [`load_pinned`] touch the
+//! cluster.
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::controller::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{MAX_PART_BYTES, Objects, Owner};
 use crate::controller::preview::{self, Shelf};
 use crate::controller::status::reasons;
-use crate::crd::{ApprovalPolicy, ApprovalStatus, PendingApproval};
+use crate::crd::{ApprovalPolicy, ApprovalStatus, DirectorySync, PendingApproval};
 use crate::sync::PlannedRun;
 use crate::sync::approval::{ApprovalNeed, ApprovedPreview, Selection, parse_preview};
 use crate::sync::plan::Action;
@@ -78,6 +80,119 @@ pub fn forget_refusal(state: &mut ApprovalStatus, approved: Option<&str>) {
     if state.expired.is_some() && state.expired.as_deref() != approved {
         state.expired = None;
     }
+}
+
+/// What the gate lets through.
+pub enum Gated {
+    /// Apply this plan; `approved` holds the note on what the approval covered and the approval
+    /// status to record, when an approval selected the rows.
+    /// Boxed: a plan holds every row.
+    Apply {
+        planned: Box<PlannedRun>,
+        approved: Option<(String, ApprovalStatus)>,
+    },
+    /// Write nothing: the preview is pinned; record `state`.
+    Wait {
+        reason: &'static str,
+        message: String,
+        state: ApprovalStatus,
+    },
+}
+
+/// The approval gate of an applying run whose preview is written (`fresh_sha256`, hex): lets
+/// the plan through when it needs no approval; otherwise applies the pinned preview's rows when
+/// `spec.approvedPreview` names it, or pins the plan and waits.
+#[allow(clippy::too_many_arguments)]
+pub async fn pass_gate(
+    ctx: &Context,
+    obj: &DirectorySync,
+    owner: &Owner,
+    objects: &Objects,
+    planned: PlannedRun,
+    fresh_sha256: &str,
+    run_id: &str,
+    now: Timestamp,
+) -> Result<Gated> {
+    let Some(need) = approval_need(obj.spec.approval, &planned) else {
+        return Ok(Gated::Apply {
+            planned: Box::new(planned),
+            approved: None,
+        });
+    };
+    let mut state = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.approval.clone())
+        .unwrap_or_default();
+    let approved_hash = obj.spec.approved_preview.as_deref();
+    forget_refusal(&mut state, approved_hash);
+    let (reason, problem) = match gate(&state, approved_hash, need, now) {
+        Gate::Wait { reason } => (reason, None),
+        Gate::Apply => {
+            let Some(pending) = state.pending.clone() else {
+                return Err(Error::InvalidSpec(
+                    "an approval without a pending preview".into(),
+                ));
+            };
+            match load_pinned(objects, owner, &pending).await {
+                Ok(approved) => {
+                    let (selected, selection) = crate::sync::approval::select(planned, &approved);
+                    state.pending = None;
+                    state.consumed = Some(pending.sha256.clone());
+                    state.consumed_at = Some(Time(now));
+                    let note = applied_note(&pending.sha256, &selection);
+                    return Ok(Gated::Apply {
+                        planned: Box::new(selected),
+                        approved: Some((note, state)),
+                    });
+                }
+                // Pin afresh: the old pin cannot be trusted.
+                Err(why) => {
+                    state.pending = None;
+                    (reasons::PREVIEW_CHANGED, Some(why))
+                }
+            }
+        }
+    };
+    if reason == reasons::APPROVAL_EXPIRED {
+        state.expired = approved_hash.map(str::to_owned);
+    }
+    let (pending, wrote) = pin(
+        objects,
+        owner,
+        &mut state,
+        &planned,
+        fresh_sha256,
+        run_id,
+        now,
+        ctx.settings.preview_ttl,
+    )
+    .await?;
+    if wrote {
+        ctx.metrics
+            .write(&objects.kind().as_str().to_ascii_lowercase());
+        ctx.metrics.approval("requested");
+    }
+    if reason != reasons::AWAITING_APPROVAL && reason != reasons::DELETION_THRESHOLD_EXCEEDED {
+        ctx.metrics.approval(reason);
+    }
+    let mut message = waiting_message(
+        reason,
+        obj.spec.approval,
+        &pending,
+        approved_hash,
+        planned.guard.message().as_deref(),
+        &owner.name,
+        &owner.namespace,
+    );
+    if let Some(p) = problem {
+        message = format!("{p}. {message}");
+    }
+    Ok(Gated::Wait {
+        reason,
+        message,
+        state,
+    })
 }
 
 /// Moves a pending preview past its expiry to `expired`; returns it (its objects are to be

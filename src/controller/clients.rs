@@ -313,3 +313,26 @@ impl ClientCache {
         }
     }
 }
+
+/// The one normal form of a SCIM endpoint for comparing two resources' destinations (and keying
+/// the per-destination lock): trimmed, without a trailing slash, lower-case.
+pub fn endpoint_key(endpoint: &str) -> String {
+    endpoint.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Whether a Secret named `secret` is referenced by `obj`.
+pub fn references_secret(obj: &crate::crd::DirectorySync, secret: &str) -> bool {
+    let src = &obj.spec.source.entra_id;
+    let dst = &obj.spec.destination.scim;
+    let names: std::collections::HashSet<&str> = [
+        src.client_secret_ref.as_ref().map(|r| r.name.as_str()),
+        src.client_certificate_ref.as_ref().map(|r| r.name.as_str()),
+        src.ca_bundle_ref.as_ref().map(|r| r.name.as_str()),
+        Some(dst.bearer_token_ref.name.as_str()),
+        dst.ca_bundle_ref.as_ref().map(|r| r.name.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    names.contains(secret)
+}

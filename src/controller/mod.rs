@@ -1,9 +1,12 @@
 //! The `DirectorySync` operator (docs/behaviour.md §3–§5): a kube-runtime controller around the sync
 //! engine, behind a leader Lease, with metrics and health endpoints.
 //!
-//! - [`schedule`] (pure): when a resource runs and whether it may write;
-//! - [`status`] (pure): conditions and status patches;
-//! - [`reconcile`]: the pipeline (claim → credentials → plan → preview → apply → status → events);
+//! - [`reconcile`]: the entry point and error policy: idle ([`housekeeping`]) or a run ([`run`]);
+//! - [`run`]: one run as a pipeline (claim → credentials → plan → preview → approval gate →
+//!   apply → status → events), with [`claim`] (the claim/finish protocol), [`approval`] (the
+//!   gate) and [`outcome`] (reason, message, record, events; pure);
+//! - [`schedule`], [`timing`] (pure, and its inputs): when a resource runs and whether it may
+//!   write; [`status`] (pure): conditions and status patches;
 //! - [`clients`]: Secrets, the endpoint allowlist and the per-resource Graph/SCIM clients;
 //! - [`preview`], [`store`], [`report`], [`objects`]: the ConfigMaps (or Secrets) the
 //!   operator owns;
@@ -11,17 +14,22 @@
 
 pub mod admin;
 pub mod approval;
+pub mod claim;
 pub mod clients;
 pub mod error;
+pub mod housekeeping;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod outcome;
 pub mod preview;
 pub mod reconcile;
 pub mod report;
+pub mod run;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod timing;
 pub mod workload_identity;
 
 use std::collections::HashMap;
@@ -164,7 +172,7 @@ impl Context {
     /// A lock per destination endpoint: resources that write to the same SCIM service run one
     /// at a time, so a hand-over reads the other resource's managed set as it stands.
     pub fn destination_lock(&self, endpoint: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let key = endpoint.trim().trim_end_matches('/').to_ascii_lowercase();
+        let key = clients::endpoint_key(endpoint);
         match self.destinations.lock() {
             Ok(mut m) => m.entry(key).or_default().clone(),
             Err(_) => Arc::new(tokio::sync::Mutex::new(())),
@@ -251,7 +259,7 @@ pub async fn run_controller(
                 let hits: Vec<ObjectRef<DirectorySync>> = store
                     .state()
                     .into_iter()
-                    .filter(|d| d.namespace() == ns && reconcile::references_secret(d, &name))
+                    .filter(|d| d.namespace() == ns && clients::references_secret(d, &name))
                     .map(|d| {
                         if let (Some(uid), Some(at)) = (d.metadata.uid.as_deref(), changed) {
                             mapper_ctx.note_secret_change(uid, at);

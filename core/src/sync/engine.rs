@@ -175,25 +175,23 @@ async fn resolve_hand_overs(
     if candidates.is_empty() {
         return Ok(HashSet::new());
     }
-    let suffixes = &suffixes;
-    let lookups = candidates.into_iter().map(|(imm, e)| async move {
-        let found = source.get_user(&e.source_id).await?;
-        let moved = found.is_some_and(|u| {
-            !u.guest
-                && suffixes
-                    .iter()
-                    .any(|s| ends_with_ignore_ascii_case(&u.user_name, s))
-        });
-        Ok::<_, DirectoryError>((imm, moved))
-    });
-    let mut results = futures::stream::iter(lookups).buffer_unordered(HANDOVER_LOOKUP_CONCURRENCY);
+    // Owned look-ups and a named async fn, not closures over borrowed tuples: the run's future
+    // must be `Send` for the operator's runtime, and closures whose arguments borrow make the
+    // compiler lose that (rust-lang/rust#110338).
+    let lookups: Vec<(String, String)> = candidates
+        .into_iter()
+        .map(|(imm, e)| (imm.to_owned(), e.source_id.clone()))
+        .collect();
+    let mut results = futures::stream::iter(lookups)
+        .map(|(imm, source_id)| moved_to_other_domain(source, imm, source_id, &suffixes))
+        .buffer_unordered(HANDOVER_LOOKUP_CONCURRENCY);
     let mut handed_over = HashSet::new();
     let mut definite_deletes = 0usize;
     let max = cfg.max_allowed_deletions;
     while let Some(r) = results.next().await {
         let (imm, moved) = r.map_err(RunError::Source)?;
         if moved {
-            handed_over.insert(imm.to_owned());
+            handed_over.insert(imm);
             continue;
         }
         definite_deletes += 1;
@@ -202,6 +200,24 @@ async fn resolve_hand_overs(
         }
     }
     Ok(handed_over)
+}
+
+/// Whether the source user `source_id` (managed as `imm`) now lives, as a member, in one of the
+/// domains `suffixes` (`@domain`, lower-case).
+async fn moved_to_other_domain(
+    source: &dyn Directory,
+    imm: String,
+    source_id: String,
+    suffixes: &[String],
+) -> Result<(String, bool), DirectoryError> {
+    let found = source.get_user(&source_id).await?;
+    let moved = found.is_some_and(|u| {
+        !u.guest
+            && suffixes
+                .iter()
+                .any(|s| ends_with_ignore_ascii_case(&u.user_name, s))
+    });
+    Ok((imm, moved))
 }
 
 /// How a run ended (docs/behaviour.md §2.7, §4 reasons).

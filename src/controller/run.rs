@@ -1,0 +1,425 @@
+//! One run, as a short pipeline (docs/ARCHITECTURE.md): claim it ([`claim`]) → credentials and
+//! clients → managed set → plan → preview → approval gate → apply → managed set, run report →
+//! status and events ([`outcome`]). Errors end the run with their reason; nothing is applied
+//! before an error unless the error is about saving after the apply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::controller::approval::{self, Gated};
+use crate::controller::claim::{self, Claim, ClaimedRun};
+use crate::controller::clients::{self, ResourceClients, endpoint_key};
+use crate::controller::error::{Error, Result};
+use crate::controller::objects::{MAX_PART_BYTES, Objects, Owner, WriteCheck};
+use crate::controller::outcome::{self, PlanCounts, RunOutcome, count};
+use crate::controller::preview::{self, Shelf};
+use crate::controller::schedule::Trigger;
+use crate::controller::status::reasons;
+use crate::controller::store::ClusterStore;
+use crate::controller::timing::{add, requeue_for, sync_now_value};
+use crate::controller::{Context, report};
+use crate::crd::{DirectorySync, PreviewStatus};
+use crate::graph::GraphClient;
+use crate::sync::engine::{ApplyObserver, ApplyOptions, OtherResources, RunError};
+use crate::sync::managed::{ManagedSet, ManagedStore};
+use crate::sync::{PlannedRun, apply_run, plan_run};
+
+/// Claims the run, runs it while keeping the claim, and writes its status and events.
+pub async fn claim_and_run(
+    obj: &DirectorySync,
+    ctx: &Context,
+    owner: &Owner,
+    apply: bool,
+    trigger: Trigger,
+    now: Timestamp,
+) -> Result<Action> {
+    let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let run = match claim::claim_run(&api, obj, ctx, owner, trigger, apply, now).await? {
+        Claim::Claimed(run) => run,
+        Claim::NotNow(action) => return Ok(action),
+    };
+    let ClaimedRun {
+        fresh,
+        apply,
+        trigger,
+        run_id,
+        generation,
+    } = &*run;
+    info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, apply, trigger = trigger.as_str(), "run started");
+
+    // Losing the claim aborts the run without a status write.
+    let lost = Arc::new(Notify::new());
+    let heartbeat = tokio::spawn(claim::keep_claim_fresh(
+        api.clone(),
+        owner.name.clone(),
+        run_id.clone(),
+        ctx.settings.claim_ttl,
+        lost.clone(),
+        ctx.metrics.clone(),
+    ));
+    let run_started = Instant::now();
+    let result = tokio::select! {
+        r = sync_resource(fresh, ctx, owner, *apply, run_id, now) => Some(r),
+        _ = lost.notified() => None,
+    };
+    heartbeat.abort();
+    let Some(result) = result else {
+        warn!(name = %owner.name, run = %run_id, "the run claim was taken over; run abandoned without a status write");
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    ctx.metrics
+        .run_duration
+        .observe(run_started.elapsed().as_secs_f64());
+    let end = crate::controller::timing::now();
+    let outcome = result.unwrap_or_else(|e| {
+        warn!(name = %owner.name, namespace = %owner.namespace, run = %run_id, step = e.step(), reason = e.reason(), error = %e, "run failed");
+        RunOutcome::failed(&e)
+    });
+    let record = outcome.record(
+        run_id,
+        fresh.spec.mode,
+        *apply,
+        now,
+        end,
+        *generation,
+        trigger,
+    );
+    let new_status = claim::write_run_status(
+        ctx,
+        &api,
+        owner,
+        run_id,
+        &record,
+        &outcome,
+        sync_now_value(fresh).as_deref(),
+        fresh,
+        end,
+    )
+    .await?;
+    ctx.metrics.run(outcome.reason);
+    outcome::publish_events(ctx, fresh, &record, &outcome).await;
+    info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, result = outcome.reason, adds = record.adds, updates = record.updates, deletes = record.deletes, failed = record.failed, "run finished");
+    Ok(requeue_for(
+        new_status.next_run_time.as_ref().map(|t| t.0),
+        &new_status,
+        end,
+        ctx,
+    ))
+}
+
+/// The run itself: plan, preview, gate, apply.
+async fn sync_resource(
+    obj: &DirectorySync,
+    ctx: &Context,
+    owner: &Owner,
+    apply: bool,
+    run_id: &str,
+    now: Timestamp,
+) -> Result<RunOutcome> {
+    let creds = clients::load_credentials(
+        &ctx.client,
+        &owner.namespace,
+        &obj.spec,
+        &ctx.metrics.token_requests,
+    )
+    .await?;
+    let ResourceClients { graph, scim } =
+        ctx.clients
+            .get_or_build(&owner.uid, &obj.spec, creds, &ctx.settings.clients)?;
+    let deadline = Some(Instant::now() + ctx.settings.run_deadline);
+    let graph = graph.with_deadline(deadline);
+    let scim = scim.with_deadline(deadline);
+    // One run at a time per destination (held until this run's managed set is saved).
+    let lock = ctx.destination_lock(&obj.spec.destination.scim.endpoint);
+    let _destination = lock.lock().await;
+    let store = Arc::new(ClusterStore::new(
+        ctx.client.clone(),
+        owner.clone(),
+        ctx.settings.store_in,
+    ));
+    let managed = store.load().await.map_err(Error::LoadManagedSet)?;
+    let others = other_resources(ctx, obj, owner).await?;
+    let planned = plan(obj, &graph, &scim, &managed, &others).await?;
+
+    // The preview, always.
+    let objects = Objects::new(ctx.client.clone(), &owner.namespace, ctx.settings.store_in);
+    let preview_status =
+        publish_preview(ctx, owner, &objects, &planned, apply, run_id, now).await?;
+    let counts = PlanCounts::of(&planned);
+    let base = RunOutcome::planned(
+        counts,
+        Some(preview_status.clone()),
+        Some(count(managed.len())),
+    );
+    if planned.no_source_users {
+        return Ok(RunOutcome {
+            reason: reasons::NO_SOURCE_USERS,
+            message: outcome::no_source_users_message(&planned.config.domain),
+            ..base
+        });
+    }
+    if !apply {
+        let guard_note = planned.guard.dry_run_message();
+        return Ok(RunOutcome {
+            message: outcome::preview_message(
+                objects.kind(),
+                &preview::main_name(&owner.name),
+                &counts,
+                guard_note.as_deref(),
+            ),
+            guard_note,
+            ..base
+        });
+    }
+
+    let gated = approval::pass_gate(
+        ctx,
+        obj,
+        owner,
+        &objects,
+        planned,
+        &preview_status.sha256,
+        run_id,
+        now,
+    )
+    .await?;
+    let (planned, approved) = match gated {
+        Gated::Apply { planned, approved } => (*planned, approved),
+        Gated::Wait {
+            reason,
+            message,
+            state,
+        } => {
+            return Ok(RunOutcome {
+                reason,
+                message,
+                applied: true,
+                approval: Some(state),
+                ..base
+            });
+        }
+    };
+    apply_and_report(
+        ctx, owner, &objects, &store, &scim, planned, approved, base, run_id, now,
+    )
+    .await
+}
+
+/// Plans with the engine; a source without users is `DomainNotFound` when the tenant lacks the
+/// domain.
+async fn plan(
+    obj: &DirectorySync,
+    graph: &GraphClient,
+    scim: &crate::scim::ScimClient,
+    managed: &ManagedSet,
+    others: &OtherResources,
+) -> Result<PlannedRun> {
+    let cfg = obj.spec.sync_config();
+    let planned = plan_run(graph, scim, &cfg, managed, others)
+        .await
+        .map_err(|e| match e {
+            RunError::Config(c) => Error::InvalidSpec(c.to_string()),
+            RunError::Source(d) => Error::FetchSource(d),
+            RunError::Destination(d) => Error::FetchDestination(d),
+        })?;
+    if planned.no_source_users
+        && let Ok(domains) = graph.list_domains().await
+        && !domains.iter().any(|d| d.eq_ignore_ascii_case(&cfg.domain))
+    {
+        return Err(Error::DomainNotFound(cfg.domain.clone()));
+    }
+    Ok(planned)
+}
+
+/// Writes the plan's preview (`<name>-preview`).
+async fn publish_preview(
+    ctx: &Context,
+    owner: &Owner,
+    objects: &Objects,
+    planned: &PlannedRun,
+    apply: bool,
+    run_id: &str,
+    now: Timestamp,
+) -> Result<PreviewStatus> {
+    let layout = preview::layout(
+        owner,
+        objects.kind(),
+        MAX_PART_BYTES,
+        planned,
+        !apply,
+        run_id,
+        now,
+        add(now, ctx.settings.preview_ttl),
+    )
+    .map_err(|e| Error::InvalidSpec(format!("rendering the preview: {e}")))?;
+    preview::publish(objects, owner, &layout).await?;
+    ctx.metrics
+        .write(&objects.kind().as_str().to_ascii_lowercase());
+    Ok(layout.status)
+}
+
+/// Applies `planned`, saves the managed set, writes a run report when something changed or
+/// failed, and says how it went. `approved`: the approval that selected the rows (its pin is
+/// removed once applied).
+#[allow(clippy::too_many_arguments)]
+async fn apply_and_report(
+    ctx: &Context,
+    owner: &Owner,
+    objects: &Objects,
+    store: &Arc<ClusterStore>,
+    scim: &crate::scim::ScimClient,
+    planned: PlannedRun,
+    approved: Option<(String, crate::crd::ApprovalStatus)>,
+    base: RunOutcome,
+    run_id: &str,
+    now: Timestamp,
+) -> Result<RunOutcome> {
+    let opts = ApplyOptions {
+        concurrency: ctx.settings.clients.apply_concurrency,
+        checkpoint_every: ctx.settings.checkpoint_every,
+    };
+    let mut observer = Checkpointer {
+        store: store.clone(),
+        name: owner.name.clone(),
+    };
+    let applied = apply_run(&planned, scim, &opts, &mut observer).await;
+    ctx.metrics.users("created", applied.created);
+    ctx.metrics.users("updated", applied.updated);
+    ctx.metrics.users("deleted", applied.deleted);
+    ctx.metrics.users("failed", applied.failures.len());
+    let (approved_note, approval) = match approved {
+        Some((note, state)) => {
+            ctx.metrics.approval("applied");
+            preview::remove_from(Shelf::Pending, objects, owner)
+                .await
+                .map_err(Error::Kube)?;
+            ctx.metrics.write("delete");
+            info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, "{note}");
+            (Some(note), Some(state))
+        }
+        None => (None, None),
+    };
+    let mut managed_users = base.managed_users;
+    if let Some(m) = &applied.managed {
+        store.save(m).await.map_err(Error::SaveManagedSet)?;
+        managed_users = Some(count(m.len()));
+    }
+    let mut report_name = None;
+    if report::wanted(&applied) {
+        let obj = report::build(
+            owner,
+            run_id,
+            &planned,
+            &applied,
+            now,
+            crate::controller::timing::now(),
+        );
+        // Never take over an object of that name this resource does not own (with Secrets,
+        // it could be anyone's credential).
+        match objects
+            .check_writable(owner, obj.name())
+            .await
+            .map_err(Error::WriteReport)?
+        {
+            WriteCheck::Ok => {
+                objects.apply(&obj).await.map_err(Error::WriteReport)?;
+                ctx.metrics
+                    .write(&objects.kind().as_str().to_ascii_lowercase());
+                report_name = obj.metadata.name.clone();
+            }
+            WriteCheck::Foreign => {
+                warn!(name = %owner.name, object = %objects.describe(obj.name()), "a same-named object not owned by this DirectorySync exists; the run report was not written");
+            }
+        }
+    }
+    let counts = PlanCounts {
+        conflicts: base.conflicts,
+        unmanaged: base.unmanaged,
+        ..PlanCounts::default()
+    };
+    let (reason, message) = outcome::applied_reason_and_message(
+        &applied,
+        planned.plan.writes(),
+        &counts,
+        managed_users.unwrap_or(0),
+        report_name.as_deref().map(|r| (objects.kind(), r)),
+        planned.guard.message(),
+    );
+    let message = match &approved_note {
+        Some(note) => format!("{note} {message}"),
+        None => message,
+    };
+    Ok(RunOutcome {
+        reason,
+        message,
+        approval,
+        adds: count(applied.created),
+        updates: count(applied.updated),
+        deletes: count(applied.deleted),
+        failed: count(applied.failures.len() + applied.not_attempted),
+        managed_users,
+        applied: true,
+        ..base
+    })
+}
+
+/// Saves the managed set every `checkpoint_every` writes of a long apply.
+struct Checkpointer {
+    store: Arc<ClusterStore>,
+    name: String,
+}
+
+#[async_trait]
+impl ApplyObserver for Checkpointer {
+    async fn checkpoint(&mut self, managed: &ManagedSet) {
+        if let Err(e) = self.store.save(managed).await {
+            warn!(name = %self.name, error = %e, "managed-set checkpoint failed; continuing");
+        }
+    }
+}
+
+/// The other resources that write to the same destination: their domains (same tenant) and
+/// their managed sets.
+async fn other_resources(
+    ctx: &Context,
+    obj: &DirectorySync,
+    owner: &Owner,
+) -> Result<OtherResources> {
+    let mut others = OtherResources::default();
+    let endpoint = endpoint_key(&obj.spec.destination.scim.endpoint);
+    let tenant = obj.spec.source.entra_id.tenant_id.to_ascii_lowercase();
+    for other in ctx.resources() {
+        let Some(uid) = other.meta().uid.as_deref() else {
+            continue;
+        };
+        if uid == owner.uid || endpoint_key(&other.spec.destination.scim.endpoint) != endpoint {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (other.namespace(), other.meta().name.clone()) else {
+            continue;
+        };
+        if other.spec.source.entra_id.tenant_id.to_ascii_lowercase() == tenant {
+            others
+                .synced_domains
+                .push(other.spec.domain.to_ascii_lowercase());
+        }
+        let set =
+            ClusterStore::load_foreign(ctx.client.clone(), &ns, &name, uid, ctx.settings.store_in)
+                .await
+                .map_err(Error::LoadManagedSet)?;
+        others
+            .managed_elsewhere
+            .extend(set.iter().map(|(imm, _)| imm.to_owned()));
+    }
+    others.synced_domains.sort();
+    others.synced_domains.dedup();
+    Ok(others)
+}
