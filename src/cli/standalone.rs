@@ -460,9 +460,9 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
         }
         (None, Some(ApprovalNeed::GuardTripped)) => {
             eprintln!(
-                "dirsync: to apply exactly these deletions, review them (dirsync plan --out plan.csv) and run dirsync apply --approved-preview plan.csv"
+                "error: DeletionThresholdExceeded: {} Nothing was written. Fix the source or raise spec.maxAllowedDeletions and run dirsync apply again; or, if these deletions are right, review them (dirsync plan --out plan.csv) and apply exactly them with dirsync apply --approved-preview plan.csv",
+                planned.guard.message().unwrap_or_default()
             );
-            eprintln!("error: {}", planned.guard.message().unwrap_or_default());
             return Ok(exit::GUARD_TRIPPED);
         }
         (None, Some(ApprovalNeed::Policy)) => {

@@ -221,7 +221,9 @@ pub fn waiting_message(
     namespace: &str,
 ) -> String {
     let why = match reason {
-        reasons::DELETION_THRESHOLD_EXCEEDED => guard_message.unwrap_or_default().to_owned(),
+        reasons::DELETION_THRESHOLD_EXCEEDED => {
+            crate::controller::outcome::guard_message(guard_message.map(str::to_owned))
+        }
         reasons::APPROVAL_CONSUMED => format!(
             "spec.approvedPreview {} was already applied once; an approval is used once, and this run wrote nothing.",
             approved.unwrap_or_default()
@@ -457,7 +459,9 @@ mod tests {
             "identity",
         );
         assert!(
-            guard.starts_with("Synchronization was canceled. Review the pending preview"),
+            guard.starts_with(
+                "Synchronization was canceled. Fix the source or raise the value, then set dirsync.io/sync-now. Review the pending preview"
+            ),
             "{guard}"
         );
         assert!(

@@ -38,6 +38,15 @@ pub struct RunOutcome {
     pub approval: Option<ApprovalStatus>,
 }
 
+/// What the operator says to do after a guard trip (the core's message speaks of the run only).
+pub const GUARD_NEXT_STEP: &str =
+    "Fix the source or raise the value, then set dirsync.io/sync-now.";
+
+/// The operator's message for a run the guard cancelled.
+pub fn guard_message(core_message: Option<String>) -> String {
+    format!("{} {GUARD_NEXT_STEP}", core_message.unwrap_or_default())
+}
+
 /// A count as status keeps it.
 pub fn count(x: usize) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
@@ -193,7 +202,7 @@ pub fn applied_reason_and_message(
         }
         RunResult::GuardTripped => (
             reasons::DELETION_THRESHOLD_EXCEEDED,
-            guard_message.unwrap_or_default(),
+            self::guard_message(guard_message),
         ),
         RunResult::NoSourceUsers => (
             reasons::NO_SOURCE_USERS,

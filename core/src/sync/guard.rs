@@ -61,12 +61,12 @@ impl GuardVerdict {
         )
     }
 
-    /// The run report's message when an applying run is cancelled; `None` when not tripped.
+    /// What happened to an applying run that is cancelled; `None` when not tripped. It speaks of
+    /// the run only: each front end adds what to do next in its own terms.
     pub fn message(&self) -> Option<String> {
         self.tripped.then(|| {
             format!(
-                "Synchronization was canceled because the deletion percentage reached the threshold: {} \
-                 Fix the source or raise the value, then set dirsync.io/sync-now.",
+                "Synchronization was canceled because the deletion percentage reached the threshold: {}",
                 self.figures()
             )
         })
@@ -94,13 +94,20 @@ mod tests {
         assert_eq!(
             v.message().as_deref(),
             Some(
-                "Synchronization was canceled because the deletion percentage reached the threshold: 70 of 100 managed users (70 %) would be deleted or deactivated; maxAllowedDeletions is 65 %. Fix the source or raise the value, then set dirsync.io/sync-now."
+                "Synchronization was canceled because the deletion percentage reached the threshold: 70 of 100 managed users (70 %) would be deleted or deactivated; maxAllowedDeletions is 65 %."
             )
         );
         assert!(
             v.dry_run_message()
                 .is_some_and(|m| m.contains("70 of 100 managed users (70 %)"))
         );
+        // The core speaks of the run, not of how a front end is driven.
+        for m in [v.message(), v.dry_run_message()].into_iter().flatten() {
+            assert!(
+                !m.contains("dirsync.io/") && !m.contains("annotation"),
+                "{m}"
+            );
+        }
         assert_eq!(check(1, 100, 65).message(), None);
         assert_eq!(check(1, 100, 65).dry_run_message(), None);
     }
