@@ -28,6 +28,7 @@ use crate::sync::engine::{
     self, ApplyObserver, ApplyOptions, OtherResources, PlannedRun, RunError, RunResult,
 };
 use crate::sync::managed::{ManagedSet, ManagedStore as _};
+use crate::sync::{Reason, Side};
 
 /// The flags `plan` and `apply` share.
 #[derive(clap::Args, Debug, Clone)]
@@ -257,40 +258,35 @@ async fn plan_once(s: &Setup, managed: &ManagedSet) -> Result<PlannedRun, Failur
         planned.destination_users_read,
         started.elapsed().as_secs_f64()
     );
-    if planned.no_source_users {
-        // docs/behaviour.md §2.1: DomainNotFound when the tenant's domain list lacks the domain.
-        if let Ok(domains) = s.graph.list_domains().await
-            && !domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(&s.resource.spec.domain))
-        {
-            return Err(Failure::Run(format!(
-                "DomainNotFound: {} is not a domain of tenant {}",
-                s.resource.spec.domain, s.resource.spec.source.entra_id.tenant_id
-            )));
-        }
+    if planned.no_source_users && s.graph.lacks_domain(&s.resource.spec.domain).await {
+        return Err(Failure::Run(format!(
+            "{}: {} is not a domain of tenant {}",
+            Reason::DomainNotFound,
+            s.resource.spec.domain,
+            s.resource.spec.source.entra_id.tenant_id
+        )));
     }
     Ok(planned)
 }
 
+/// One line: the core's reason for the error, then what happened in the CLI's terms.
 fn describe_run_error(e: &RunError) -> String {
-    match e {
+    let what = match e {
         RunError::Source(DirectoryError::InvalidCredentials(m)) => {
-            format!("InvalidCredentials: Entra ID refused the app's credentials ({m})")
+            format!("Entra ID refused the app's credentials ({m})")
         }
         RunError::Destination(DirectoryError::InvalidCredentials(m)) => {
-            format!("InvalidCredentials: the SCIM destination refused the bearer token ({m})")
+            format!("the SCIM destination refused the bearer token ({m})")
         }
         RunError::Source(other) => {
-            format!("SourceUnavailable: reading Entra ID failed, nothing was written ({other})")
+            format!("reading Entra ID failed, nothing was written ({other})")
         }
         RunError::Destination(other) => {
-            format!(
-                "DestinationUnavailable: reading the SCIM destination failed, nothing was written ({other})"
-            )
+            format!("reading the SCIM destination failed, nothing was written ({other})")
         }
-        RunError::Config(c) => format!("invalid resource: {c}"),
-    }
+        RunError::Config(c) => return format!("invalid resource: {c}"),
+    };
+    format!("{}: {what}", e.reason())
 }
 
 /// `approved`: an approved preview confirms the plan's deletions (`dirsync apply --approved-preview`).
@@ -460,14 +456,16 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
         }
         (None, Some(ApprovalNeed::GuardTripped)) => {
             eprintln!(
-                "error: DeletionThresholdExceeded: {} Nothing was written. Fix the source or raise spec.maxAllowedDeletions and run dirsync apply again; or, if these deletions are right, review them (dirsync plan --out plan.csv) and apply exactly them with dirsync apply --approved-preview plan.csv",
+                "error: {}: {} Nothing was written. Fix the source or raise spec.maxAllowedDeletions and run dirsync apply again; or, if these deletions are right, review them (dirsync plan --out plan.csv) and apply exactly them with dirsync apply --approved-preview plan.csv",
+                Reason::DeletionThresholdExceeded,
                 planned.guard.message().unwrap_or_default()
             );
             return Ok(exit::GUARD_TRIPPED);
         }
         (None, Some(ApprovalNeed::Policy)) => {
             eprintln!(
-                "error: AwaitingApproval: spec.approval is {:?} and this plan writes{}; nothing was written. Review it (dirsync plan --out plan.csv), then run dirsync apply --approved-preview plan.csv",
+                "error: {}: spec.approval is {:?} and this plan writes{}; nothing was written. Review it (dirsync plan --out plan.csv), then run dirsync apply --approved-preview plan.csv",
+                Reason::AwaitingApproval,
                 s.resource.spec.approval,
                 if planned.plan.deletions() > 0 {
                     " and deletes or deactivates"
@@ -548,15 +546,16 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
         );
     }
     if let Some(e) = &outcome.aborted {
-        let reason = match e {
+        let what = match e {
             DirectoryError::InvalidCredentials(_) => {
-                "InvalidCredentials: the SCIM destination refused the bearer token"
+                "the SCIM destination refused the bearer token"
             }
-            DirectoryError::EndpointNotAllowed(_) => "EndpointNotAllowed",
+            DirectoryError::EndpointNotAllowed(_) => "the SCIM endpoint was refused",
             _ => "the destination stopped accepting writes",
         };
         eprintln!(
-            "error: {reason} mid-run ({}); {} changes were not attempted",
+            "error: {}: {what} mid-run ({}); {} changes were not attempted",
+            Reason::of_directory_error(e, Side::Destination),
             terminal_safe(&e.to_string()),
             outcome.not_attempted
         );
@@ -566,7 +565,8 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
         RunResult::Success | RunResult::NoSourceUsers => exit::DONE,
         RunResult::PartiallyFailed => {
             eprintln!(
-                "error: PartiallyFailed: {} of {total} changes failed (listed above)",
+                "error: {}: {} of {total} changes failed (listed above)",
+                Reason::PartiallyFailed,
                 outcome.failures.len()
             );
             exit::PARTIALLY_FAILED

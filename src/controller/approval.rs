@@ -17,7 +17,7 @@ use crate::controller::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{MAX_PART_BYTES, Objects, Owner};
 use crate::controller::preview::{self, Shelf};
-use crate::controller::status::reasons;
+use crate::controller::status::Reason;
 use crate::crd::{ApprovalPolicy, ApprovalStatus, DirectorySync, PendingApproval};
 use crate::sync::PlannedRun;
 use crate::sync::approval::{ApprovalNeed, ApprovedPreview, Selection, parse_preview};
@@ -31,7 +31,7 @@ pub enum Gate {
     /// `spec.approvedPreview` names the pinned, unexpired, unused preview: apply its rows.
     Apply,
     /// Write nothing, pin the preview, and report `reason`.
-    Wait { reason: &'static str },
+    Wait { reason: Reason },
 }
 
 /// Decides what a run that needs approval (`need`) does, from `status.approval` and
@@ -45,14 +45,14 @@ pub fn gate(
     let Some(approved) = approved else {
         return Gate::Wait {
             reason: match need {
-                ApprovalNeed::GuardTripped => reasons::DELETION_THRESHOLD_EXCEEDED,
-                ApprovalNeed::Policy => reasons::AWAITING_APPROVAL,
+                ApprovalNeed::GuardTripped => Reason::DeletionThresholdExceeded,
+                ApprovalNeed::Policy => Reason::AwaitingApproval,
             },
         };
     };
     if state.consumed.as_deref() == Some(approved) {
         return Gate::Wait {
-            reason: reasons::APPROVAL_CONSUMED,
+            reason: Reason::ApprovalConsumed,
         };
     }
     // Checked before the pin: a plan that did not change is pinned again with the same hash, and
@@ -60,16 +60,16 @@ pub fn gate(
     // until spec.approvedPreview changes ([`forget_refusal`]).
     if state.expired.as_deref() == Some(approved) {
         return Gate::Wait {
-            reason: reasons::APPROVAL_EXPIRED,
+            reason: Reason::ApprovalExpired,
         };
     }
     match &state.pending {
         Some(p) if p.sha256 == approved && p.expires_at.0 > now => Gate::Apply,
         Some(p) if p.sha256 == approved => Gate::Wait {
-            reason: reasons::APPROVAL_EXPIRED,
+            reason: Reason::ApprovalExpired,
         },
         _ => Gate::Wait {
-            reason: reasons::PREVIEW_CHANGED,
+            reason: Reason::PreviewChanged,
         },
     }
 }
@@ -93,7 +93,7 @@ pub enum Gated {
     },
     /// Write nothing: the preview is pinned; record `state`.
     Wait {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         state: ApprovalStatus,
     },
@@ -149,12 +149,12 @@ pub async fn pass_gate(
                 // Pin afresh: the old pin cannot be trusted.
                 Err(why) => {
                     state.pending = None;
-                    (reasons::PREVIEW_CHANGED, Some(why))
+                    (Reason::PreviewChanged, Some(why))
                 }
             }
         }
     };
-    if reason == reasons::APPROVAL_EXPIRED {
+    if reason == Reason::ApprovalExpired {
         state.expired = approved_hash.map(str::to_owned);
     }
     let (pending, wrote) = pin(
@@ -173,8 +173,8 @@ pub async fn pass_gate(
             .write(&objects.kind().as_str().to_ascii_lowercase());
         ctx.metrics.approval("requested");
     }
-    if reason != reasons::AWAITING_APPROVAL && reason != reasons::DELETION_THRESHOLD_EXCEEDED {
-        ctx.metrics.approval(reason);
+    if reason != Reason::AwaitingApproval && reason != Reason::DeletionThresholdExceeded {
+        ctx.metrics.approval(reason.as_str());
     }
     let mut message = waiting_message(
         reason,
@@ -212,7 +212,7 @@ pub fn expire(state: &mut ApprovalStatus, now: Timestamp) -> Option<PendingAppro
 
 /// The status and event message of a run that waits: why, what is pinned, and what to do.
 pub fn waiting_message(
-    reason: &str,
+    reason: Reason,
     policy: ApprovalPolicy,
     pending: &PendingApproval,
     approved: Option<&str>,
@@ -221,22 +221,22 @@ pub fn waiting_message(
     namespace: &str,
 ) -> String {
     let why = match reason {
-        reasons::DELETION_THRESHOLD_EXCEEDED => {
+        Reason::DeletionThresholdExceeded => {
             crate::controller::outcome::guard_message(guard_message.map(str::to_owned))
         }
-        reasons::APPROVAL_CONSUMED => format!(
+        Reason::ApprovalConsumed => format!(
             "spec.approvedPreview {} was already applied once; an approval is used once, and this run wrote nothing.",
             approved.unwrap_or_default()
         ),
-        reasons::APPROVAL_EXPIRED if approved == Some(pending.sha256.as_str()) => format!(
+        Reason::ApprovalExpired if approved == Some(pending.sha256.as_str()) => format!(
             "spec.approvedPreview {} names a pending preview that expired before it was approved; this run wrote nothing. The plan is unchanged and pinned again with the same hash: to approve it, remove spec.approvedPreview, then set it again.",
             approved.unwrap_or_default()
         ),
-        reasons::APPROVAL_EXPIRED => format!(
+        Reason::ApprovalExpired => format!(
             "spec.approvedPreview {} names a pending preview that expired before it was approved; this run wrote nothing.",
             approved.unwrap_or_default()
         ),
-        reasons::PREVIEW_CHANGED => format!(
+        Reason::PreviewChanged => format!(
             "spec.approvedPreview {} is not the pending preview (the plan changed since, or the hash is unknown); this run wrote nothing.",
             approved.unwrap_or_default()
         ),
@@ -245,7 +245,7 @@ pub fn waiting_message(
             policy_name(policy)
         ),
     };
-    let what = if reason == reasons::DELETION_THRESHOLD_EXCEEDED {
+    let what = if reason == Reason::DeletionThresholdExceeded {
         "to apply exactly these deletions"
     } else {
         "to apply"
@@ -390,9 +390,9 @@ mod tests {
         let g = |h: Option<&str>, now: i64| gate(&state, h, ApprovalNeed::Policy, t(now));
         assert_eq!(g(Some("sha256:p"), 50), Gate::Apply);
         let wait = |reason| Gate::Wait { reason };
-        assert_eq!(g(Some("sha256:p"), 100), wait(reasons::APPROVAL_EXPIRED));
-        assert_eq!(g(Some("sha256:e"), 50), wait(reasons::APPROVAL_EXPIRED));
-        assert_eq!(g(Some("sha256:c"), 50), wait(reasons::APPROVAL_CONSUMED));
+        assert_eq!(g(Some("sha256:p"), 100), wait(Reason::ApprovalExpired));
+        assert_eq!(g(Some("sha256:e"), 50), wait(Reason::ApprovalExpired));
+        assert_eq!(g(Some("sha256:c"), 50), wait(Reason::ApprovalConsumed));
         // An expired hash stays refused even when the same plan is pinned again.
         let repinned = ApprovalStatus {
             pending: Some(pending("sha256:e", 100)),
@@ -401,7 +401,7 @@ mod tests {
         };
         assert_eq!(
             gate(&repinned, Some("sha256:e"), ApprovalNeed::Policy, t(50)),
-            wait(reasons::APPROVAL_EXPIRED)
+            wait(Reason::ApprovalExpired)
         );
         let mut cleared = repinned.clone();
         forget_refusal(&mut cleared, Some("sha256:e"));
@@ -413,11 +413,11 @@ mod tests {
             Gate::Apply,
             "set anew after the new pin: applies"
         );
-        assert_eq!(g(Some("sha256:x"), 50), wait(reasons::PREVIEW_CHANGED));
-        assert_eq!(g(None, 50), wait(reasons::AWAITING_APPROVAL));
+        assert_eq!(g(Some("sha256:x"), 50), wait(Reason::PreviewChanged));
+        assert_eq!(g(None, 50), wait(Reason::AwaitingApproval));
         assert_eq!(
             gate(&state, None, ApprovalNeed::GuardTripped, t(50)),
-            wait(reasons::DELETION_THRESHOLD_EXCEEDED),
+            wait(Reason::DeletionThresholdExceeded),
             "a guard trip keeps its reason"
         );
     }
@@ -439,7 +439,7 @@ mod tests {
         let p = pending("sha256:abc", 100);
         assert_eq!(
             waiting_message(
-                reasons::AWAITING_APPROVAL,
+                Reason::AwaitingApproval,
                 ApprovalPolicy::Always,
                 &p,
                 None,
@@ -450,7 +450,7 @@ mod tests {
             "Awaiting approval (spec.approval: Always): this run wrote nothing. Review the pending preview (dirsync preview get example-com -n identity --pending), then set spec.approvedPreview: sha256:abc to apply: 2 adds, 1 updates, 3 deletes. It expires at 1970-01-01T00:01:40Z."
         );
         let guard = waiting_message(
-            reasons::DELETION_THRESHOLD_EXCEEDED,
+            Reason::DeletionThresholdExceeded,
             ApprovalPolicy::Never,
             &p,
             None,
@@ -469,7 +469,7 @@ mod tests {
             "{guard}"
         );
         let used = waiting_message(
-            reasons::APPROVAL_CONSUMED,
+            Reason::ApprovalConsumed,
             ApprovalPolicy::OnDeletes,
             &p,
             Some("sha256:old"),

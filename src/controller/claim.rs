@@ -22,7 +22,7 @@ use crate::controller::metrics::Metrics;
 use crate::controller::objects::Owner;
 use crate::controller::outcome::RunOutcome;
 use crate::controller::schedule::{Decision, Trigger};
-use crate::controller::status::{self, reasons};
+use crate::controller::status::{self, Reason, reasons};
 use crate::controller::timing::{decide, new_run_id, now};
 use crate::crd::{
     ApprovalStatus, DirectorySync, DirectorySyncStatus, RunClaim, RunRecord, SyncMode,
@@ -221,7 +221,7 @@ pub fn status_after_run(
     if outcome.applied
         && matches!(
             outcome.reason,
-            reasons::SYNCED | reasons::PARTIALLY_FAILED | reasons::NO_SOURCE_USERS
+            Reason::Synced | Reason::PartiallyFailed | Reason::NoSourceUsers
         )
     {
         new.applied_generation = record.generation;
@@ -242,7 +242,7 @@ pub fn set_next_and_health(
 ) {
     new.next_run_time = next.map(Time);
     let mut message = outcome.message.clone();
-    if let (Some(n), reasons::PREVIEW_READY) = (next, outcome.reason)
+    if let (Some(n), Reason::PreviewReady) = (next, outcome.reason)
         && mode == SyncMode::Periodic
     {
         message = format!("{message} The next run applies at {n}.");
@@ -250,7 +250,7 @@ pub fn set_next_and_health(
     let generation = new.observed_generation;
     status::set_health(
         &mut new.conditions,
-        outcome.reason,
+        outcome.reason.as_str(),
         &message,
         generation,
         end,
@@ -331,14 +331,13 @@ pub async fn write_run_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::outcome::PlanCounts;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
-    fn outcome(reason: &'static str, applied: bool) -> RunOutcome {
-        let mut o = RunOutcome::planned(PlanCounts::default(), None, Some(4));
+    fn outcome(reason: Reason, applied: bool) -> RunOutcome {
+        let mut o = RunOutcome::planned(&Default::default(), None, Some(4));
         o.reason = reason;
         o.applied = applied;
         o.message = "done".into();
@@ -384,7 +383,7 @@ mod tests {
             consumed: Some("sha256:x".into()),
             ..Default::default()
         });
-        let o = outcome(reasons::SYNCED, true);
+        let o = outcome(Reason::Synced, true);
         let mut last = old.clone();
         for i in 0..12 {
             let record = o.record(
@@ -411,7 +410,7 @@ mod tests {
 
         // A waiting run does not count as applying its generation; an emptied approval
         // status is removed.
-        let mut waiting = outcome(reasons::AWAITING_APPROVAL, true);
+        let mut waiting = outcome(Reason::AwaitingApproval, true);
         waiting.approval = Some(ApprovalStatus::default());
         let record = waiting.record(
             "w",
@@ -433,7 +432,7 @@ mod tests {
             observed_generation: Some(1),
             ..Default::default()
         };
-        let mut o = outcome(reasons::PREVIEW_READY, false);
+        let mut o = outcome(Reason::PreviewReady, false);
         o.message = "Preview ready.".into();
         set_next_and_health(&mut s, &o, Some(t(3600)), SyncMode::Periodic, t(10));
         assert_eq!(s.next_run_time, Some(Time(t(3600))));

@@ -1,11 +1,10 @@
-//! The reconciler's errors, one variant per pipeline step. [`Error::reason`] is the CamelCase
-//! reason used for conditions, events and the `reason` label of metrics; messages never carry
+//! The reconciler's errors, one variant per pipeline step. [`Error::reason`] is the core's
+//! [`Reason`] used for conditions, events and the `reason` label of metrics; messages never carry
 //! a secret (Secret values are never formatted, and directory errors are already cut to a
 //! status and an error code).
 
-use crate::controller::status::reasons;
 use crate::directory::DirectoryError;
-use crate::sync::StoreError;
+use crate::sync::{Reason, Side, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -69,37 +68,29 @@ pub enum Error {
     Kube(#[source] kube::Error),
 }
 
-fn directory_reason(e: &DirectoryError, unavailable: &'static str) -> &'static str {
-    match e {
-        DirectoryError::InvalidCredentials(_) => reasons::INVALID_CREDENTIALS,
-        DirectoryError::EndpointNotAllowed(_) => reasons::ENDPOINT_NOT_ALLOWED,
-        _ => unavailable,
-    }
-}
-
 impl Error {
-    /// CamelCase reason for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The reason for conditions, events and metrics.
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::MissingObjectKey(_) | Error::InvalidSpec(_) => reasons::INVALID_SPEC,
-            Error::LoadSecret(_) => reasons::SECRET_NOT_FOUND,
-            Error::WorkloadIdentity(_) => reasons::INVALID_CREDENTIALS,
-            Error::EndpointPolicy(_) => reasons::ENDPOINT_NOT_ALLOWED,
+            Error::MissingObjectKey(_) | Error::InvalidSpec(_) => Reason::InvalidSpec,
+            Error::LoadSecret(_) => Reason::SecretNotFound,
+            Error::WorkloadIdentity(_) => Reason::InvalidCredentials,
+            Error::EndpointPolicy(_) => Reason::EndpointNotAllowed,
             Error::BuildClient { source, .. } => match source {
-                DirectoryError::InvalidCredentials(_) => reasons::INVALID_CREDENTIALS,
-                DirectoryError::EndpointNotAllowed(_) => reasons::ENDPOINT_NOT_ALLOWED,
-                _ => reasons::INVALID_SPEC,
+                DirectoryError::InvalidCredentials(_) => Reason::InvalidCredentials,
+                DirectoryError::EndpointNotAllowed(_) => Reason::EndpointNotAllowed,
+                _ => Reason::InvalidSpec,
             },
-            Error::FetchSource(e) => directory_reason(e, reasons::SOURCE_UNAVAILABLE),
-            Error::FetchDestination(e) => directory_reason(e, reasons::DESTINATION_UNAVAILABLE),
-            Error::DomainNotFound(_) => reasons::DOMAIN_NOT_FOUND,
-            Error::LoadManagedSet(_) | Error::SaveManagedSet(_) => reasons::MANAGED_SET_UNAVAILABLE,
-            Error::PreviewConflict(_) => reasons::PREVIEW_CONFLICT,
+            Error::FetchSource(e) => Reason::of_directory_error(e, Side::Source),
+            Error::FetchDestination(e) => Reason::of_directory_error(e, Side::Destination),
+            Error::DomainNotFound(_) => Reason::DomainNotFound,
+            Error::LoadManagedSet(_) | Error::SaveManagedSet(_) => Reason::ManagedSetUnavailable,
+            Error::PreviewConflict(_) => Reason::PreviewConflict,
             Error::PublishPreview(_)
             | Error::WriteReport(_)
             | Error::ClaimRun(_)
             | Error::PatchStatus(_)
-            | Error::Kube(_) => reasons::KUBERNETES_API_ERROR,
+            | Error::Kube(_) => Reason::KubernetesApiError,
         }
     }
 

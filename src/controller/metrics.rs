@@ -136,10 +136,10 @@ impl Metrics {
         }
     }
 
-    pub fn run(&self, result: &str) {
+    pub fn run(&self, result: crate::sync::Reason) {
         self.runs
             .get_or_create(&ResultLabels {
-                result: result.to_owned(),
+                result: result.as_str().to_owned(),
             })
             .inc();
     }
@@ -152,10 +152,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn error(&self, reason: &str) {
+    pub fn error(&self, reason: crate::sync::Reason) {
         self.reconcile_errors
             .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
+                reason: reason.as_str().to_owned(),
             })
             .inc();
     }

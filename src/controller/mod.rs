@@ -278,7 +278,7 @@ pub async fn run_controller(
                 match res {
                     Ok((obj, _)) => tracing::debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or_default(), "reconciled"),
                     Err(controller::Error::ReconcilerFailed(e, obj)) => {
-                        warn!(name = %obj.name, reason = e.reason(), error = %e, "reconcile failed")
+                        warn!(name = %obj.name, reason = %e.reason(), error = %e, "reconcile failed")
                     }
                     Err(e) => warn!(error = %e, "controller error"),
                 }

@@ -12,16 +12,15 @@ use crate::controller::Context;
 use crate::controller::error::Error;
 use crate::controller::objects::ObjectKind;
 use crate::controller::schedule::Trigger;
-use crate::controller::status::{self, reasons};
+use crate::controller::status::{self, Reason};
 use crate::crd::{ApprovalStatus, DirectorySync, PreviewStatus, RunRecord, SyncMode};
-use crate::sync::PlannedRun;
 use crate::sync::engine::{ApplyOutcome, RunResult};
-use crate::sync::plan::Action as Row;
+use crate::sync::summary::Counts;
 
 /// What a run produced, for status and events.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunOutcome {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     pub adds: i64,
     pub updates: i64,
@@ -52,53 +51,26 @@ pub fn count(x: usize) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
 }
 
-/// The plan's rows by action.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PlanCounts {
-    pub adds: i64,
-    pub updates: i64,
-    pub deletes: i64,
-    pub conflicts: i64,
-    pub unmanaged: i64,
-}
-
-impl PlanCounts {
-    pub fn of(planned: &PlannedRun) -> Self {
-        let c = |a| count(planned.plan.count(a));
-        PlanCounts {
-            adds: c(Row::Add),
-            updates: c(Row::Update),
-            deletes: c(Row::Delete),
-            conflicts: c(Row::Conflict),
-            unmanaged: c(Row::Unmanaged),
-        }
-    }
-}
-
 impl RunOutcome {
     /// A run that ended in `e`: nothing was applied (unless `e` is about saving after it).
     pub fn failed(e: &Error) -> Self {
         RunOutcome {
             reason: e.reason(),
             message: format!("{} failed: {e}", e.step()),
-            ..RunOutcome::planned(PlanCounts::default(), None, None)
+            ..RunOutcome::planned(&Counts::default(), None, None)
         }
     }
 
     /// A planned run with its preview written: `PreviewReady` until something else is known.
-    pub fn planned(
-        c: PlanCounts,
-        preview: Option<PreviewStatus>,
-        managed_users: Option<i64>,
-    ) -> Self {
+    pub fn planned(c: &Counts, preview: Option<PreviewStatus>, managed_users: Option<i64>) -> Self {
         RunOutcome {
-            reason: reasons::PREVIEW_READY,
+            reason: Reason::PreviewReady,
             message: String::new(),
-            adds: c.adds,
-            updates: c.updates,
-            deletes: c.deletes,
-            conflicts: c.conflicts,
-            unmanaged: c.unmanaged,
+            adds: count(c.add),
+            updates: count(c.update),
+            deletes: count(c.delete),
+            conflicts: count(c.conflict),
+            unmanaged: count(c.unmanaged),
             failed: 0,
             preview,
             managed_users,
@@ -126,7 +98,7 @@ impl RunOutcome {
             applied,
             start_time: Time(start),
             end_time: Some(Time(end)),
-            result: self.reason.to_owned(),
+            result: self.reason.as_str().to_owned(),
             adds: self.adds,
             updates: self.updates,
             deletes: self.deletes,
@@ -144,12 +116,12 @@ impl RunOutcome {
 pub fn preview_message(
     kind: ObjectKind,
     preview_name: &str,
-    c: &PlanCounts,
+    c: &Counts,
     guard_note: Option<&str>,
 ) -> String {
     let mut m = format!(
         "Preview ready in {kind} {preview_name}: {} to add, {} to update, {} to delete, {} conflicts, {} unmanaged.",
-        c.adds, c.updates, c.deletes, c.conflicts, c.unmanaged
+        c.add, c.update, c.delete, c.conflict, c.unmanaged
     );
     if let Some(g) = guard_note {
         m = format!("{m} {g}");
@@ -169,21 +141,21 @@ pub fn no_source_users_message(domain: &str) -> String {
 pub fn applied_reason_and_message(
     outcome: &ApplyOutcome,
     planned_writes: usize,
-    c: &PlanCounts,
+    c: &Counts,
     managed_users: i64,
     report: Option<(ObjectKind, &str)>,
     guard_message: Option<String>,
-) -> (&'static str, String) {
+) -> (Reason, String) {
     let report_text = report
         .map(|(kind, r)| format!(" Run report: {kind} {r}."))
         .unwrap_or_default();
     let applied_text = format!(
         "{} added, {} updated, {} deleted, {} conflicts, {} unmanaged; {managed_users} managed users.",
-        outcome.created, outcome.updated, outcome.deleted, c.conflicts, c.unmanaged,
+        outcome.created, outcome.updated, outcome.deleted, c.conflict, c.unmanaged,
     );
     match outcome.result {
         RunResult::Success => (
-            reasons::SYNCED,
+            Reason::Synced,
             format!("Synced: {applied_text}{report_text}"),
         ),
         RunResult::PartiallyFailed => {
@@ -194,18 +166,18 @@ pub fn applied_reason_and_message(
                 .map(|e| format!(" Writes stopped early: {e}."))
                 .unwrap_or_default();
             (
-                reasons::PARTIALLY_FAILED,
+                Reason::PartiallyFailed,
                 format!(
                     "{failed} of {planned_writes} writes failed or were not attempted; {applied_text}{aborted}{report_text}"
                 ),
             )
         }
         RunResult::GuardTripped => (
-            reasons::DELETION_THRESHOLD_EXCEEDED,
+            Reason::DeletionThresholdExceeded,
             self::guard_message(guard_message),
         ),
         RunResult::NoSourceUsers => (
-            reasons::NO_SOURCE_USERS,
+            Reason::NoSourceUsers,
             "No source users and nothing managed.".to_owned(),
         ),
     }
@@ -214,14 +186,14 @@ pub fn applied_reason_and_message(
 /// One event per run (Warning unless it succeeded), and one per guard verdict that would
 /// cancel a dry run's plan. Counts only, never user data.
 pub fn events_for(outcome: &RunOutcome, applied: bool) -> Vec<Event> {
-    let ok = matches!(outcome.reason, reasons::PREVIEW_READY | reasons::SYNCED);
+    let ok = matches!(outcome.reason, Reason::PreviewReady | Reason::Synced);
     let mut events = vec![Event {
         type_: if ok {
             EventType::Normal
         } else {
             EventType::Warning
         },
-        reason: outcome.reason.to_owned(),
+        reason: outcome.reason.as_str().to_owned(),
         note: Some(status::cut_message(&outcome.message)),
         action: if applied { "Apply" } else { "Preview" }.to_owned(),
         secondary: None,
@@ -229,7 +201,7 @@ pub fn events_for(outcome: &RunOutcome, applied: bool) -> Vec<Event> {
     if let Some(g) = &outcome.guard_note {
         events.push(Event {
             type_: EventType::Warning,
-            reason: reasons::DELETION_THRESHOLD_EXCEEDED.to_owned(),
+            reason: Reason::DeletionThresholdExceeded.as_str().to_owned(),
             note: Some(status::cut_message(&format!(
                 "Dry run (nothing was cancelled): {g}"
             ))),
@@ -262,13 +234,14 @@ mod tests {
     use crate::directory::DirectoryError;
     use crate::sync::engine::UserFailure;
 
-    fn counts() -> PlanCounts {
-        PlanCounts {
-            adds: 3,
-            updates: 2,
-            deletes: 1,
-            conflicts: 4,
+    fn counts() -> Counts {
+        Counts {
+            add: 3,
+            update: 2,
+            delete: 1,
+            conflict: 4,
             unmanaged: 5,
+            ..Counts::default()
         }
     }
 
@@ -308,7 +281,7 @@ mod tests {
             Some((ObjectKind::ConfigMap, "x-report-1")),
             None,
         );
-        assert_eq!(reason, reasons::SYNCED);
+        assert_eq!(reason, Reason::Synced);
         assert_eq!(
             message,
             "Synced: 3 added, 1 updated, 1 deleted, 4 conflicts, 5 unmanaged; 7 managed users. Run report: ConfigMap x-report-1."
@@ -316,13 +289,13 @@ mod tests {
         let mut partial = applied(RunResult::PartiallyFailed);
         partial.failures.push(UserFailure {
             user_name: "a".into(),
-            action: Row::Update,
+            action: crate::sync::plan::Action::Update,
             reason: "HTTP 500".into(),
         });
         partial.not_attempted = 2;
         partial.aborted = Some(DirectoryError::InvalidCredentials("HTTP 401".into()));
         let (reason, message) = applied_reason_and_message(&partial, 8, &counts(), 7, None, None);
-        assert_eq!(reason, reasons::PARTIALLY_FAILED);
+        assert_eq!(reason, Reason::PartiallyFailed);
         assert!(
             message.starts_with("3 of 8 writes failed or were not attempted; 3 added")
                 && message.contains("Writes stopped early: "),
@@ -332,7 +305,7 @@ mod tests {
 
     #[test]
     fn only_successes_are_normal_events_and_a_dry_runs_guard_note_warns() {
-        let mut o = RunOutcome::planned(counts(), None, Some(7));
+        let mut o = RunOutcome::planned(&counts(), None, Some(7));
         o.message = "ok".into();
         let evs = events_for(&o, false);
         assert_eq!(evs.len(), 1);
@@ -341,12 +314,12 @@ mod tests {
         o.guard_note = Some("would cancel".into());
         let evs = events_for(&o, false);
         assert_eq!(evs[1].type_, EventType::Warning);
-        assert_eq!(evs[1].reason, reasons::DELETION_THRESHOLD_EXCEEDED);
+        assert_eq!(evs[1].reason, "DeletionThresholdExceeded");
         assert_eq!(
             evs[1].note.as_deref(),
             Some("Dry run (nothing was cancelled): would cancel")
         );
-        o.reason = reasons::AWAITING_APPROVAL;
+        o.reason = Reason::AwaitingApproval;
         o.guard_note = None;
         let evs = events_for(&o, true);
         assert_eq!(
@@ -358,7 +331,7 @@ mod tests {
     #[test]
     fn a_failed_run_records_its_step_and_no_counts() {
         let o = RunOutcome::failed(&Error::DomainNotFound("example.com".into()));
-        assert_eq!(o.reason, reasons::DOMAIN_NOT_FOUND);
+        assert_eq!(o.reason, Reason::DomainNotFound);
         assert_eq!(
             o.message,
             "FetchSourceUsers failed: the tenant has no domain \"example.com\" (Graph /domains)"

@@ -112,6 +112,16 @@ pub struct Storage {
     pub expires_at: String,
 }
 
+/// `summary.json` as stored: the core's summary, the run, and where the CSV is.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSummary<'a> {
+    #[serde(flatten)]
+    summary: &'a crate::sync::summary::Summary,
+    run_id: &'a str,
+    storage: &'a Storage,
+}
+
 /// A preview laid out in objects, ready to write.
 pub struct Layout {
     pub shelf: Shelf,
@@ -215,17 +225,15 @@ pub fn layout_on(
             }
         }
     }
-    let mut summary_v = serde_json::to_value(&summary).map_err(std::io::Error::other)?;
-    if let serde_json::Value::Object(m) = &mut summary_v {
-        m.insert("runId".into(), serde_json::Value::String(run_id.to_owned()));
-        m.insert(
-            "storage".into(),
-            serde_json::to_value(&storage).map_err(std::io::Error::other)?,
-        );
-    }
+    let stored = StoredSummary {
+        summary: &summary,
+        run_id,
+        storage: &storage,
+    };
+    let summary_v = serde_json::to_value(&stored).map_err(std::io::Error::other)?;
     main_data.insert(
         SUMMARY_KEY.to_owned(),
-        serde_json::to_string_pretty(&summary_v).map_err(std::io::Error::other)?,
+        serde_json::to_string_pretty(&stored).map_err(std::io::Error::other)?,
     );
     let main_obj = OwnedObject {
         metadata: owner.meta(&main, shelf.role(), annotations),

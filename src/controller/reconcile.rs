@@ -39,7 +39,7 @@ pub async fn reconcile(obj: Arc<DirectorySync>, ctx: Arc<Context>) -> Result<Act
 
 /// Requeues failed reconciles (errors outside a run: reading or writing the resource).
 pub fn error_policy(obj: Arc<DirectorySync>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), step = err.step(), reason = err.reason(), error = %err, "reconcile failed");
+    warn!(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), step = err.step(), reason = %err.reason(), error = %err, "reconcile failed");
     match err {
         Error::MissingObjectKey(_) => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(5)),

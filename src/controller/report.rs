@@ -65,7 +65,7 @@ pub fn build(
         "domain": planned.config.domain,
         "startTime": started.to_string(),
         "endTime": now.to_string(),
-        "result": format!("{:?}", outcome.result),
+        "result": outcome.result.reason(),
         "created": outcome.created,
         "updated": outcome.updated,
         "deleted": outcome.deleted,

@@ -19,10 +19,10 @@ use crate::controller::claim::{self, Claim, ClaimedRun};
 use crate::controller::clients::{self, ResourceClients, endpoint_key};
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{MAX_PART_BYTES, Objects, Owner, WriteCheck};
-use crate::controller::outcome::{self, PlanCounts, RunOutcome, count};
+use crate::controller::outcome::{self, RunOutcome, count};
 use crate::controller::preview::{self, Shelf};
 use crate::controller::schedule::Trigger;
-use crate::controller::status::reasons;
+use crate::controller::status::Reason;
 use crate::controller::store::ClusterStore;
 use crate::controller::timing::{add, requeue_for, sync_now_value};
 use crate::controller::{Context, report};
@@ -30,6 +30,7 @@ use crate::crd::{DirectorySync, PreviewStatus};
 use crate::graph::GraphClient;
 use crate::sync::engine::{ApplyObserver, ApplyOptions, OtherResources, RunError};
 use crate::sync::managed::{ManagedSet, ManagedStore};
+use crate::sync::summary::Counts;
 use crate::sync::{PlannedRun, apply_run, plan_run};
 
 /// Claims the run, runs it while keeping the claim, and writes its status and events.
@@ -80,7 +81,7 @@ pub async fn claim_and_run(
         .observe(run_started.elapsed().as_secs_f64());
     let end = crate::controller::timing::now();
     let outcome = result.unwrap_or_else(|e| {
-        warn!(name = %owner.name, namespace = %owner.namespace, run = %run_id, step = e.step(), reason = e.reason(), error = %e, "run failed");
+        warn!(name = %owner.name, namespace = %owner.namespace, run = %run_id, step = e.step(), reason = %e.reason(), error = %e, "run failed");
         RunOutcome::failed(&e)
     });
     let record = outcome.record(
@@ -106,7 +107,7 @@ pub async fn claim_and_run(
     .await?;
     ctx.metrics.run(outcome.reason);
     outcome::publish_events(ctx, fresh, &record, &outcome).await;
-    info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, result = outcome.reason, adds = record.adds, updates = record.updates, deletes = record.deletes, failed = record.failed, "run finished");
+    info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, result = %outcome.reason, adds = record.adds, updates = record.updates, deletes = record.deletes, failed = record.failed, "run finished");
     Ok(requeue_for(
         new_status.next_run_time.as_ref().map(|t| t.0),
         &new_status,
@@ -153,15 +154,15 @@ async fn sync_resource(
     let objects = Objects::new(ctx.client.clone(), &owner.namespace, ctx.settings.store_in);
     let preview_status =
         publish_preview(ctx, owner, &objects, &planned, apply, run_id, now).await?;
-    let counts = PlanCounts::of(&planned);
+    let counts = Counts::of(&planned.plan, planned.skipped);
     let base = RunOutcome::planned(
-        counts,
+        &counts,
         Some(preview_status.clone()),
         Some(count(managed.len())),
     );
     if planned.no_source_users {
         return Ok(RunOutcome {
-            reason: reasons::NO_SOURCE_USERS,
+            reason: Reason::NoSourceUsers,
             message: outcome::no_source_users_message(&planned.config.domain),
             ..base
         });
@@ -230,10 +231,7 @@ async fn plan(
             RunError::Source(d) => Error::FetchSource(d),
             RunError::Destination(d) => Error::FetchDestination(d),
         })?;
-    if planned.no_source_users
-        && let Ok(domains) = graph.list_domains().await
-        && !domains.iter().any(|d| d.eq_ignore_ascii_case(&cfg.domain))
-    {
+    if planned.no_source_users && graph.lacks_domain(&cfg.domain).await {
         return Err(Error::DomainNotFound(cfg.domain.clone()));
     }
     Ok(planned)
@@ -340,15 +338,10 @@ async fn apply_and_report(
             }
         }
     }
-    let counts = PlanCounts {
-        conflicts: base.conflicts,
-        unmanaged: base.unmanaged,
-        ..PlanCounts::default()
-    };
     let (reason, message) = outcome::applied_reason_and_message(
         &applied,
         planned.plan.writes(),
-        &counts,
+        &Counts::of(&planned.plan, planned.skipped),
         managed_users.unwrap_or(0),
         report_name.as_deref().map(|r| (objects.kind(), r)),
         planned.guard.message(),

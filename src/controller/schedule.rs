@@ -21,19 +21,7 @@ use crate::crd::{RunRecord, SyncMode};
 /// Results after which nothing is retried: the run is done for this trigger (a guard trip or
 /// a PartiallyFailed run waits for the next slot, a spec change or `sync-now`).
 pub fn is_settled(result: &str) -> bool {
-    matches!(
-        result,
-        "PreviewReady"
-            | "Synced"
-            | "PartiallyFailed"
-            | "DeletionThresholdExceeded"
-            | "NoSourceUsers"
-            | "DomainNotFound"
-            | "AwaitingApproval"
-            | "ApprovalConsumed"
-            | "ApprovalExpired"
-            | "PreviewChanged"
-    )
+    crate::sync::Reason::parse(result).is_some_and(crate::sync::Reason::is_settled)
 }
 
 /// Why a run starts.

@@ -17,68 +17,41 @@ pub mod types {
     pub const STALLED: &str = "Stalled";
 }
 
-/// Condition and event reasons (CamelCase).
+pub use crate::sync::{Health, Reason};
+
+/// Condition and event reasons as the strings status carries: the names of the core's
+/// [`Reason`] (one vocabulary, `core/src/sync/reason.rs`).
 pub mod reasons {
-    pub const PREVIEW_READY: &str = "PreviewReady";
-    pub const SYNCED: &str = "Synced";
-    pub const PARTIALLY_FAILED: &str = "PartiallyFailed";
-    pub const DELETION_THRESHOLD_EXCEEDED: &str = "DeletionThresholdExceeded";
-    pub const NO_SOURCE_USERS: &str = "NoSourceUsers";
-    pub const DOMAIN_NOT_FOUND: &str = "DomainNotFound";
-    pub const INVALID_CREDENTIALS: &str = "InvalidCredentials";
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
-    pub const DESTINATION_UNAVAILABLE: &str = "DestinationUnavailable";
-    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
-    pub const PREVIEW_CONFLICT: &str = "PreviewConflict";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const MANAGED_SET_UNAVAILABLE: &str = "ManagedSetUnavailable";
-    pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
-    pub const RUNNING: &str = "Running";
-    pub const WAITING: &str = "Waiting";
-    pub const RUN_CLAIMED: &str = "RunClaimedElsewhere";
-    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
-    pub const APPROVAL_CONSUMED: &str = "ApprovalConsumed";
-    pub const APPROVAL_EXPIRED: &str = "ApprovalExpired";
-    pub const PREVIEW_CHANGED: &str = "PreviewChanged";
+    use crate::sync::Reason;
+
+    pub const PREVIEW_READY: &str = Reason::PreviewReady.as_str();
+    pub const SYNCED: &str = Reason::Synced.as_str();
+    pub const PARTIALLY_FAILED: &str = Reason::PartiallyFailed.as_str();
+    pub const DELETION_THRESHOLD_EXCEEDED: &str = Reason::DeletionThresholdExceeded.as_str();
+    pub const NO_SOURCE_USERS: &str = Reason::NoSourceUsers.as_str();
+    pub const DOMAIN_NOT_FOUND: &str = Reason::DomainNotFound.as_str();
+    pub const INVALID_CREDENTIALS: &str = Reason::InvalidCredentials.as_str();
+    pub const SECRET_NOT_FOUND: &str = Reason::SecretNotFound.as_str();
+    pub const SOURCE_UNAVAILABLE: &str = Reason::SourceUnavailable.as_str();
+    pub const DESTINATION_UNAVAILABLE: &str = Reason::DestinationUnavailable.as_str();
+    pub const ENDPOINT_NOT_ALLOWED: &str = Reason::EndpointNotAllowed.as_str();
+    pub const PREVIEW_CONFLICT: &str = Reason::PreviewConflict.as_str();
+    pub const INVALID_SPEC: &str = Reason::InvalidSpec.as_str();
+    pub const MANAGED_SET_UNAVAILABLE: &str = Reason::ManagedSetUnavailable.as_str();
+    pub const KUBERNETES_API_ERROR: &str = Reason::KubernetesApiError.as_str();
+    pub const RUNNING: &str = Reason::Running.as_str();
+    pub const WAITING: &str = Reason::Waiting.as_str();
+    pub const RUN_CLAIMED: &str = Reason::RunClaimedElsewhere.as_str();
+    pub const AWAITING_APPROVAL: &str = Reason::AwaitingApproval.as_str();
+    pub const APPROVAL_CONSUMED: &str = Reason::ApprovalConsumed.as_str();
+    pub const APPROVAL_EXPIRED: &str = Reason::ApprovalExpired.as_str();
+    pub const PREVIEW_CHANGED: &str = Reason::PreviewChanged.as_str();
 }
 
-/// How a reason maps onto the three conditions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Ready=True.
-    Ready,
-    /// Ready=False, Reconciling=True: being retried with backoff (source or destination
-    /// unavailable, API errors), or running.
-    Progressing,
-    /// Ready=False, Stalled=True: needs a person (credentials, Secret, guard, policy, ...).
-    Stalled,
-    /// Ready=False, neither reconciling nor stalled: the run ended with failures and waits for
-    /// the next slot, a spec change or sync-now.
-    Degraded,
-    /// Ready=False, neither reconciling nor stalled: the run wrote nothing and waits for an
-    /// approved preview (Argo CD shows it as Suspended, `argocd/health.lua`).
-    Suspended,
-}
-
-/// The health a run result (a reason) stands for.
+/// The health a run result (a reason's name) stands for; an unknown name is treated as
+/// needing a person.
 pub fn health_of(reason: &str) -> Health {
-    use reasons::*;
-    match reason {
-        PREVIEW_READY | SYNCED => Health::Ready,
-        PARTIALLY_FAILED => Health::Degraded,
-        AWAITING_APPROVAL | APPROVAL_CONSUMED | APPROVAL_EXPIRED | PREVIEW_CHANGED => {
-            Health::Suspended
-        }
-        SOURCE_UNAVAILABLE
-        | DESTINATION_UNAVAILABLE
-        | KUBERNETES_API_ERROR
-        | MANAGED_SET_UNAVAILABLE
-        | RUNNING
-        | WAITING
-        | RUN_CLAIMED => Health::Progressing,
-        _ => Health::Stalled,
-    }
+    Reason::parse(reason).map_or(Health::Stalled, Reason::health)
 }
 
 /// Sets condition `type_` in `list`, keeping `lastTransitionTime` unless the status flips.

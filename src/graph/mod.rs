@@ -193,6 +193,15 @@ impl GraphClient {
         self.inner.tokens.token(&self.http).await.map(|_| ())
     }
 
+    /// The `DomainNotFound` check of a run whose source had no user in `domain` (docs/behaviour.md
+    /// §2.1): true only when the tenant's domain list was read and lacks it (an app without
+    /// `Domain.Read.All` cannot tell, and the run then reports `NoSourceUsers`).
+    pub async fn lacks_domain(&self, domain: &str) -> bool {
+        self.list_domains()
+            .await
+            .is_ok_and(|domains| !domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+    }
+
     /// The tenant's domain names (`GET /v1.0/domains`), for the `DomainNotFound` check.
     pub async fn list_domains(&self) -> Result<Vec<String>, DirectoryError> {
         self.list_domains_inner()

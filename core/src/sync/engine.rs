@@ -16,10 +16,9 @@ use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::guard::{self, GuardVerdict};
 use crate::sync::limiter::ConcurrencyLimit;
 use crate::sync::managed::{ManagedEntry, ManagedSet};
-use crate::sync::mapping::{Skipped, SourceMapper};
-use crate::sync::plan::{
-    self, Action, Plan, PlanContext, PlanItem, UpdateKind, fold_user_name, same_user_name,
-};
+use crate::sync::mapping::{Skipped, SourceMapper, SourceUser};
+use crate::sync::plan::{self, Action, Plan, PlanContext, PlanItem, UpdateKind, fold_user_name};
+use crate::sync::reason::{Reason, Side};
 use crate::sync::summary::Summary;
 
 /// How many hand-over look-ups run at once.
@@ -231,6 +230,29 @@ pub enum RunResult {
     GuardTripped,
     /// The source had no users and nothing is managed.
     NoSourceUsers,
+}
+
+impl RunResult {
+    /// The reason an applied run with this result reports.
+    pub fn reason(self) -> Reason {
+        match self {
+            RunResult::Success => Reason::Synced,
+            RunResult::PartiallyFailed => Reason::PartiallyFailed,
+            RunResult::GuardTripped => Reason::DeletionThresholdExceeded,
+            RunResult::NoSourceUsers => Reason::NoSourceUsers,
+        }
+    }
+}
+
+impl RunError {
+    /// The reason a run that could not be planned reports.
+    pub fn reason(&self) -> Reason {
+        match self {
+            RunError::Config(_) => Reason::InvalidSpec,
+            RunError::Source(e) => Reason::of_directory_error(e, Side::Source),
+            RunError::Destination(e) => Reason::of_directory_error(e, Side::Destination),
+        }
+    }
 }
 
 /// One user a write failed for.
@@ -510,25 +532,20 @@ fn failed(
     }
 }
 
-fn entry(destination_id: &str, source_id: &str, user_name: &str) -> ManagedEntry {
-    ManagedEntry {
-        destination_id: destination_id.to_owned(),
-        source_id: source_id.to_owned(),
-        user_name: user_name.to_owned(),
-    }
-}
-
 async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConfig) -> ItemResult {
     match item {
         PlanItem::Add {
-            source_id, desired, ..
+            source_id,
+            upn,
+            desired,
+            ..
         } => match destination.create_user(desired).await {
             Ok(created) => ItemResult::Created {
                 imm: desired.immutable_id.clone(),
-                entry: entry(&created.id, source_id, &desired.user_name),
+                entry: ManagedEntry::new(&created.id, source_id, &desired.user_name),
             },
             Err(DirectoryError::Conflict(_)) => {
-                replan_after_conflict(desired, source_id, destination, cfg).await
+                replan_after_conflict(source_id, upn, desired, destination, cfg).await
             }
             Err(e) => failed(&desired.user_name, Action::Add, e, None),
         },
@@ -545,7 +562,7 @@ async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConf
             {
                 Ok(()) => ItemResult::Updated {
                     imm: desired.immutable_id.clone(),
-                    entry: entry(&current.id, &u.source_id, &desired.user_name),
+                    entry: ManagedEntry::new(&current.id, &u.source_id, &desired.user_name),
                 },
                 // Gone since planning: forget it if it was ours, so the next run re-creates it.
                 Err(e @ DirectoryError::NotFound(_)) => {
@@ -579,103 +596,108 @@ async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConf
     }
 }
 
-/// A create got a 409: someone holds the userName now. Look again and apply the matching rules
-/// to what is there (docs/behaviour.md §2.4).
+/// A create got a 409: someone holds the userName now. Look again and plan this one user
+/// against what is there, with the planner's own matching rules and messages (docs/behaviour.md
+/// §2.4), then do what that plan says: record our own earlier create, adopt, update — or report
+/// a conflict.
 async fn replan_after_conflict(
-    desired: &DesiredUser,
     source_id: &str,
+    upn: &str,
+    desired: &DesiredUser,
     destination: &dyn Directory,
     cfg: &SyncConfig,
 ) -> ItemResult {
     let name = desired.user_name.as_str();
     let imm = desired.immutable_id.as_str();
-    let conflict = |detail: String| ItemResult::Replanned {
-        replanned: Replanned {
-            user_name: name.to_owned(),
-            action: Action::Conflict,
-            detail,
-        },
-        record: None,
-        wrote: false,
+    let replanned = |action: Action, detail: String| Replanned {
+        user_name: name.to_owned(),
+        action,
+        detail,
     };
     let found = match destination.find_by_user_name(name).await {
         Ok(found) => found,
         Err(e) => return failed(name, Action::Add, e, None),
     };
-    let mut found: Vec<User> = found
-        .into_iter()
-        .filter(|u| same_user_name(&u.user_name, name))
-        .collect();
-    let existing = match found.len() {
-        0 => {
-            return conflict(
+    let source = SourceUser {
+        source_id: source_id.to_owned(),
+        upn: upn.to_owned(),
+        desired: desired.clone(),
+        resource_like: false,
+    };
+    let nobody = ManagedSet::new();
+    let none = HashSet::new();
+    let ctx = PlanContext {
+        managed: &nobody,
+        managed_elsewhere: &none,
+        handed_over: &none,
+    };
+    let plan = plan::plan(cfg, vec![source], found, &ctx);
+    let row = plan
+        .items
+        .iter()
+        .find(|i| !matches!(i, PlanItem::Unmanaged { .. } | PlanItem::Delete { .. }));
+    match row {
+        // Our own earlier create, already as desired: record it.
+        None => match plan.baseline.get(imm) {
+            Some(e) => ItemResult::Replanned {
+                replanned: replanned(
+                    Action::Update,
+                    "409: already created with this externalId; no change".into(),
+                ),
+                record: Some((imm.to_owned(), e.clone())),
+                wrote: false,
+            },
+            None => ItemResult::Replanned {
+                replanned: replanned(
+                    Action::Conflict,
+                    "create refused as a duplicate (409); the user could not be found again".into(),
+                ),
+                record: None,
+                wrote: false,
+            },
+        },
+        Some(PlanItem::Update(u)) => {
+            let how = match u.kind {
+                UpdateKind::Adopt => "adopted a user created meanwhile",
+                _ => "already created with this externalId",
+            };
+            let record = Some((
+                imm.to_owned(),
+                ManagedEntry::new(&u.current.id, source_id, name),
+            ));
+            match destination
+                .update_user(
+                    &u.current.id,
+                    &u.current,
+                    &u.desired,
+                    u.expected_immutable_id.as_deref(),
+                )
+                .await
+            {
+                Ok(()) => ItemResult::Replanned {
+                    replanned: replanned(Action::Update, format!("409: {how}; updated")),
+                    record,
+                    wrote: true,
+                },
+                Err(e) => failed(name, Action::Update, e, None),
+            }
+        }
+        Some(PlanItem::Conflict { reason, .. }) => ItemResult::Replanned {
+            replanned: replanned(
+                Action::Conflict,
+                format!("create refused as a duplicate (409): {reason}"),
+            ),
+            record: None,
+            wrote: false,
+        },
+        Some(_) => ItemResult::Replanned {
+            replanned: replanned(
+                Action::Conflict,
                 "create refused as a duplicate (409) but no user has this userName; another unique attribute collides"
                     .into(),
-            );
-        }
-        1 => found.remove(0),
-        n => {
-            return conflict(format!(
-                "create refused as a duplicate (409); {n} destination users have this userName"
-            ));
-        }
-    };
-    let protected = cfg
-        .protected_user_names
-        .iter()
-        .any(|p| same_user_name(p, &existing.user_name));
-    if protected {
-        return conflict(
-            "create refused as a duplicate (409); the existing user is in protectedUserNames"
-                .into(),
-        );
-    }
-    let existing_ext = existing.immutable_id.as_deref().filter(|e| !e.is_empty());
-    let (expected, how) = match existing_ext {
-        Some(e) if e == imm => (Some(imm), "already created with this externalId"),
-        None if cfg.adopt_existing => (None, "adopted a user created meanwhile"),
-        None => {
-            return conflict(
-                "create refused as a duplicate (409): a user with this userName exists without externalId; set adoptExisting: true to take it over"
-                    .into(),
-            );
-        }
-        Some(other) => {
-            return conflict(format!(
-                "create refused as a duplicate (409): userName is taken by another destination user (externalId {other})"
-            ));
-        }
-    };
-    let record = Some((
-        imm.to_owned(),
-        entry(&existing.id, source_id, &desired.user_name),
-    ));
-    let carry_upn = cfg.upn_attribute().is_some();
-    let changes = plan::diff(&existing, desired, carry_upn);
-    if expected.is_some() && changes.is_empty() {
-        return ItemResult::Replanned {
-            replanned: Replanned {
-                user_name: name.to_owned(),
-                action: Action::Update,
-                detail: format!("409: {how}; no change"),
-            },
-            record,
+            ),
+            record: None,
             wrote: false,
-        };
-    }
-    match destination
-        .update_user(&existing.id, &existing, desired, expected)
-        .await
-    {
-        Ok(()) => ItemResult::Replanned {
-            replanned: Replanned {
-                user_name: name.to_owned(),
-                action: Action::Update,
-                detail: format!("409: {how}; updated"),
-            },
-            record,
-            wrote: true,
         },
-        Err(e) => failed(name, Action::Update, e, None),
     }
 }

@@ -31,6 +31,16 @@ pub struct ManagedEntry {
     pub user_name: String,
 }
 
+impl ManagedEntry {
+    pub fn new(destination_id: &str, source_id: &str, user_name: &str) -> Self {
+        ManagedEntry {
+            destination_id: destination_id.to_owned(),
+            source_id: source_id.to_owned(),
+            user_name: user_name.to_owned(),
+        }
+    }
+}
+
 /// Managed users by Immutable ID. A hash map, because planning looks every user up several
 /// times; serialization sorts, so that it stays deterministic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

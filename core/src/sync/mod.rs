@@ -18,6 +18,7 @@ pub mod limiter;
 pub mod managed;
 pub mod mapping;
 pub mod plan;
+pub mod reason;
 pub mod summary;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -31,3 +32,4 @@ pub use engine::{
     apply_run, plan_run,
 };
 pub use managed::{ManagedEntry, ManagedSet, ManagedStore, StoreError};
+pub use reason::{Health, Reason, Side};

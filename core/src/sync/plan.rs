@@ -631,7 +631,7 @@ pub fn plan(
                 if !fresh {
                     baseline.insert(
                         imm,
-                        entry_for(&current.id, &s.source_id, &current.user_name),
+                        ManagedEntry::new(&current.id, &s.source_id, &current.user_name),
                     );
                 }
             }
@@ -884,14 +884,6 @@ fn sort_rows(mut items: Vec<PlanItem>) -> Vec<PlanItem> {
         }
     }
     items
-}
-
-fn entry_for(destination_id: &str, source_id: &str, user_name: &str) -> ManagedEntry {
-    ManagedEntry {
-        destination_id: destination_id.to_owned(),
-        source_id: source_id.to_owned(),
-        user_name: user_name.to_owned(),
-    }
 }
 
 fn internal_conflict(s: &SourceUser) -> PlanItem {
