@@ -388,7 +388,7 @@ pub struct RunRecord {
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
-pub enum ObjectKind {
+pub enum StoreKind {
     /// ConfigMaps (readable by the `view` role).
     #[default]
     ConfigMap,
@@ -396,24 +396,24 @@ pub enum ObjectKind {
     Secret,
 }
 
-impl ObjectKind {
+impl StoreKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            ObjectKind::ConfigMap => "ConfigMap",
-            ObjectKind::Secret => "Secret",
+            StoreKind::ConfigMap => "ConfigMap",
+            StoreKind::Secret => "Secret",
         }
     }
 
     /// The other kind (where objects written before a change of `--store-in` are).
-    pub fn other(self) -> ObjectKind {
+    pub fn other(self) -> StoreKind {
         match self {
-            ObjectKind::ConfigMap => ObjectKind::Secret,
-            ObjectKind::Secret => ObjectKind::ConfigMap,
+            StoreKind::ConfigMap => StoreKind::Secret,
+            StoreKind::Secret => StoreKind::ConfigMap,
         }
     }
 }
 
-impl std::fmt::Display for ObjectKind {
+impl std::fmt::Display for StoreKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -425,10 +425,11 @@ impl std::fmt::Display for ObjectKind {
 pub struct PreviewStatus {
     /// The objects holding it, the first one carrying summary.json: ConfigMaps, or Secrets
     /// when `kind` is Secret (the field keeps its first name for compatibility).
-    pub config_maps: Vec<String>,
+    #[serde(rename = "configMaps")]
+    pub objects: Vec<String>,
     /// The kind of the objects in configMaps (absent in older statuses: ConfigMap).
     #[serde(default)]
-    pub kind: ObjectKind,
+    pub kind: StoreKind,
     /// Data rows in the CSV.
     pub rows: i64,
     /// SHA-256 (hex) of the CSV bytes.
@@ -467,7 +468,7 @@ pub struct PendingApproval {
     pub objects: Vec<String>,
     /// Their kind.
     #[serde(default)]
-    pub kind: ObjectKind,
+    pub kind: StoreKind,
     /// Users it would add.
     pub adds: i64,
     /// Users it would update (deactivations included).

@@ -5,19 +5,17 @@
 //!   the user model and the `Directory` trait, mapping, plan, guard, CSV, approvals, managed set
 //!   and engine, with no Kubernetes and no HTTP in it;
 //! - [`crd`]: the `DirectorySync` resource types (the CRD is generated from them);
-//! - [`http`]: the outbound HTTP rules shared by both clients (timeouts, caps, retries);
-//! - [`graph`], [`scim`]: the Microsoft Graph and SCIM 2.0 clients implementing `Directory`;
-//! - [`controller`]: the Kubernetes operator (schedule, status, previews, managed set, leader election);
-//! - [`cli`]: the command line.
+//! - [`clients`]: the Microsoft Graph and SCIM 2.0 clients implementing `Directory`, and the
+//!   outbound HTTP rules they share (timeouts, caps, retries);
+//! - [`controller`]: the Kubernetes operator (pipeline, schedule, status, previews, managed set,
+//!   approvals, endpoint policy, leader election);
+//! - [`cli`]: the command line (plan, apply and its state file, preview get, the operator's
+//!   flags).
 
 pub mod cli;
+pub mod clients;
 pub mod controller;
 pub mod crd;
 pub mod duration;
-pub mod graph;
-pub mod http;
-pub mod policy;
-pub mod scim;
-pub mod state_file;
 
 pub use dirsync_core::{directory, sync};

@@ -787,7 +787,7 @@ fn forbidden_lines(log: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_with_the_charts_service_account_previews_and_syncs() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let started = Instant::now();
     let cp = control_plane().await;
     let ns = cp.namespace("chart-install").await;
@@ -957,11 +957,11 @@ fn can_i(cp: &ControlPlane, ns: &str, user: &str, verb: &str, resource: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_previews_in_secrets_the_charts_service_account_is_enough_and_view_cannot_read_them() {
-    use dirsync::controller::objects::{ObjectKind, Objects, Owner};
+    use dirsync::controller::objects::{Objects, Owner, StoreKind};
     use dirsync::sync::ManagedStore as _;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let started = Instant::now();
     let cp = control_plane().await;
     let ns = cp.namespace("chart-secrets").await;
@@ -997,10 +997,10 @@ async fn with_previews_in_secrets_the_charts_service_account_is_enough_and_view_
     // What an operator with ConfigMaps left (written here as the admin): a preview and a
     // managed set. The Secret setting must move or remove them with the chart's RBAC.
     let owner = Owner::of(&d).unwrap();
-    let in_cms = Objects::new(ns.client(), ns.name(), ObjectKind::ConfigMap);
+    let in_cms = Objects::new(ns.client(), ns.name(), StoreKind::ConfigMap);
     let old = dirsync::controller::preview::layout(
         &owner,
-        ObjectKind::ConfigMap,
+        StoreKind::ConfigMap,
         4096,
         &dirsync::sync::plan_run(
             &dirsync::sync::testing::FakeDirectory::with_users(
@@ -1024,10 +1024,10 @@ async fn with_previews_in_secrets_the_charts_service_account_is_enough_and_view_
     dirsync::controller::preview::publish(&in_cms, &owner, &old)
         .await
         .unwrap();
-    dirsync::controller::store::ClusterStore::new(
+    dirsync::controller::store::ManagedSetObjects::new(
         ns.client(),
         owner.clone(),
-        ObjectKind::ConfigMap,
+        StoreKind::ConfigMap,
     )
     .save(&dirsync::sync::ManagedSet::new())
     .await
@@ -1075,8 +1075,8 @@ async fn with_previews_in_secrets_the_charts_service_account_is_enough_and_view_
     let d = wait_reason(&ns, "example-com", "PreviewReady", &op).await;
     let p = status(&d).preview.expect("preview");
     assert_eq!(
-        (p.kind, p.config_maps.clone()),
-        (ObjectKind::Secret, vec!["example-com-preview".to_string()])
+        (p.kind, p.objects.clone()),
+        (StoreKind::Secret, vec!["example-com-preview".to_string()])
     );
     assert_eq!(
         labelled("ConfigMap").await,

@@ -11,12 +11,12 @@ use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use dirsync::directory::{Directory, DirectoryError, ListScope};
-use dirsync::graph::{
+use dirsync::clients::graph::{
     AssertionAlgorithm, AssertionFn, ClientCertificate, FederatedTokenFile, GraphClient,
     GraphConfig, GraphCredential,
 };
-use dirsync::http::{HttpConfig, RetryPolicy};
+use dirsync::clients::outbound::{HttpConfig, RetryPolicy};
+use dirsync::directory::{Directory, DirectoryError, ListScope};
 use entra_emulator::faults::{FaultKind, FaultSpec};
 use entra_emulator::{
     Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator, RunningEmulator,
@@ -57,7 +57,7 @@ fn secret() -> GraphCredential {
 }
 
 async fn start_emulator(users: usize) -> RunningEmulator {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let mut cfg = Config::generated(users, DOMAIN, 7).https();
     let cert = entra_emulator::fixture::parse_certificate(CERT_PEM).unwrap();
     cfg.tenants[0].applications[0].certificates.push(cert);

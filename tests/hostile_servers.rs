@@ -12,10 +12,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use dirsync::clients::graph::{GraphClient, GraphConfig, GraphCredential};
+use dirsync::clients::outbound::{EndpointRefused, HttpConfig, RetryPolicy};
+use dirsync::clients::scim::{ScimClient, ScimConfig};
 use dirsync::directory::{DesiredUser, Directory, DirectoryError, ListScope};
-use dirsync::graph::{GraphClient, GraphConfig, GraphCredential};
-use dirsync::http::{EndpointRefused, HttpConfig, RetryPolicy};
-use dirsync::scim::{ScimClient, ScimConfig};
 use futures::StreamExt as _;
 use secrecy::SecretString;
 use serde_json::json;
@@ -24,7 +24,7 @@ use url::Url;
 const MIB: usize = 1024 * 1024;
 
 fn http(request_timeout: Duration) -> HttpConfig {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     HttpConfig {
         request_timeout,
         run_timeout: Some(Duration::from_secs(60)),

@@ -95,7 +95,7 @@ fn metric(text: &str, line_start: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_deletes_waits_for_a_delete_and_its_approval_applies_once() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-approval").await;
     let emu = emulator(&four_users()).await;
@@ -266,7 +266,7 @@ async fn on_deletes_waits_for_a_delete_and_its_approval_applies_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_approval_writes_nothing_and_an_approved_guard_trip_applies() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-approval-guard").await;
     let emu = emulator(&four_users()).await;

@@ -39,7 +39,7 @@ fn lines(csv: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_publishes_the_exact_preview_writes_nothing_and_reruns_on_sync_now() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-dryrun").await;
     let emu = emulator(&small_tenant()).await;
@@ -88,7 +88,7 @@ async fn dry_run_publishes_the_exact_preview_writes_nothing_and_reruns_on_sync_n
     assert_eq!(st.history.len(), 1);
     assert_eq!(st.next_run_time, None, "DryRun has no next run");
     let p = st.preview.clone().expect("status.preview");
-    assert_eq!(p.config_maps, vec!["example-com-preview".to_string()]);
+    assert_eq!(p.objects, vec!["example-com-preview".to_string()]);
     assert_eq!(p.rows, 3);
 
     // The exact CSV: BOM, CRLF, Add rows by userName, then Unmanaged; formula-like cells quoted.
@@ -228,7 +228,7 @@ async fn dry_run_publishes_the_exact_preview_writes_nothing_and_reruns_on_sync_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-once").await;
     let emu = emulator(&small_tenant()).await;
@@ -343,7 +343,7 @@ async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_cancels_the_run_before_any_write_and_the_plan_stays_readable() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-guard").await;
     let fixture = tenant(

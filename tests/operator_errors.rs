@@ -28,7 +28,7 @@ fn failures(d: &dirsync::crd::DirectorySync, reason: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_client_secret_is_reported_retried_and_recovers_when_fixed() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-badsecret").await;
     let emu = emulator(&fixture()).await;
@@ -125,7 +125,7 @@ async fn a_wrong_client_secret_is_reported_retried_and_recovers_when_fixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_is_reported_and_creating_it_recovers() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-nosecret").await;
     let emu = emulator(&fixture()).await;
@@ -179,7 +179,7 @@ async fn a_missing_secret_is_reported_and_creating_it_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_scim_server_is_retried_until_it_answers() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-noscim").await;
     let emu = emulator(&fixture()).await;

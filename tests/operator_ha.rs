@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-leader").await;
     let fixture = tenant(
@@ -103,7 +103,7 @@ async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_releases_the_lease() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-sigterm").await;
     let mut a = Operator::start(cp, ns.name(), "replica-a", &[]);
@@ -167,7 +167,7 @@ async fn sync_now(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_moved_between_two_domains_is_handed_over_whichever_resource_runs_first() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-handover").await;
     let fixture = tenant(
@@ -254,7 +254,7 @@ async fn a_user_moved_between_two_domains_is_handed_over_whichever_resource_runs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_operator_mid_apply_then_restarting_ends_right_without_duplicates() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-crash").await;
     let emu = emulator_generated(1500, "example.com").await;
@@ -343,7 +343,7 @@ async fn killing_the_operator_mid_apply_then_restarting_ends_right_without_dupli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_claim_is_exclusive_and_a_live_foreign_claim_is_respected() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-claim").await;
     let fixture = tenant(
@@ -413,7 +413,7 @@ async fn a_run_claim_is_exclusive_and_a_live_foreign_claim_is_respected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_apply_finishes_the_run_and_its_status_first() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-term-apply").await;
     let emu = emulator_generated(600, "example.com").await;
@@ -459,7 +459,7 @@ async fn sigterm_during_an_apply_finishes_the_run_and_its_status_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_lease_stops_the_operator() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-leaselost").await;
     let mut a = Operator::start(cp, ns.name(), "replica-a", &[]);

@@ -22,7 +22,7 @@ fn fixture() -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn previews_and_run_reports_expire() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-expiry").await;
     let emu = emulator(&fixture()).await;
@@ -78,7 +78,7 @@ async fn previews_and_run_reports_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_configmap_with_the_preview_name_is_left_untouched() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-conflict").await;
     let emu = emulator(&fixture()).await;

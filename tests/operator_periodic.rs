@@ -18,7 +18,7 @@ fn ts(t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Times
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_previews_at_once_then_applies_at_each_offset_slot() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-periodic").await;
     let fixture = tenant(

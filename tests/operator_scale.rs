@@ -13,7 +13,7 @@ use sha2::Digest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pinned_for_approval() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-bigpreview").await;
     let emu = emulator_generated(56_000, "example.com").await;
@@ -36,11 +36,11 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pin
     assert!(run.adds >= 50_000, "at least 50,000 adds, got {}", run.adds);
     let p = st.preview.clone().expect("preview");
     assert!(
-        p.config_maps.len() >= 3,
+        p.objects.len() >= 3,
         "the main ConfigMap and at least two parts: {:?}",
-        p.config_maps
+        p.objects
     );
-    assert_eq!(p.config_maps[0], "example-com-preview");
+    assert_eq!(p.objects[0], "example-com-preview");
     let main = configmap(&ns, "example-com-preview").await.expect("main");
     let summary: serde_json::Value = serde_json::from_str(
         main.data
@@ -50,7 +50,7 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pin
     )
     .expect("json");
     assert_eq!(summary["storage"]["layout"], "gzip-parts");
-    for name in &p.config_maps[1..] {
+    for name in &p.objects[1..] {
         let part = configmap(&ns, name).await.expect("part");
         let bytes = part
             .binary_data
@@ -138,7 +138,7 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_while_previewing_100_000_users() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-memory").await;
     let emu = emulator_generated(100_000, "example.com").await;

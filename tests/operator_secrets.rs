@@ -13,7 +13,7 @@ mod operator_common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dirsync::controller::objects::{ObjectKind, Objects, Owner};
+use dirsync::controller::objects::{Objects, Owner, StoreKind};
 use dirsync::controller::preview;
 use dirsync::crd::DirectorySync;
 use dirsync::sync::testing::{FakeDirectory, entra_user};
@@ -81,7 +81,7 @@ fn sha(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_secrets_the_operator_writes_no_configmap() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-secrets").await;
     let emu = emulator(&two_users()).await;
@@ -96,8 +96,8 @@ async fn with_secrets_the_operator_writes_no_configmap() {
     .await;
     let d = wait_for_reason(&ns, "example-com", "PreviewReady", T, Some(&op)).await;
     let p = status(&d).preview.expect("status.preview");
-    assert_eq!(p.kind, ObjectKind::Secret);
-    assert_eq!(p.config_maps, vec!["example-com-preview".to_string()]);
+    assert_eq!(p.kind, StoreKind::Secret);
+    assert_eq!(p.objects, vec!["example-com-preview".to_string()]);
     let msg = condition(&d, "Ready").map(|c| c.2).unwrap_or_default();
     assert!(
         msg.contains("Preview ready in Secret example-com-preview"),
@@ -235,7 +235,7 @@ async fn planned(n: u128) -> dirsync::sync::PlannedRun {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap_one() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-secret-parts").await;
     let emu = emulator(&two_users()).await;
@@ -251,13 +251,13 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
     let later = now + k8s_openapi::jiff::SignedDuration::from_hours(1);
     // Parts of 4 KiB stand in for 900 KiB ones (the layout is the same at any size).
     let max = 4096;
-    let in_cms = Objects::new(ns.client(), ns.name(), ObjectKind::ConfigMap);
-    let in_secrets = Objects::new(ns.client(), ns.name(), ObjectKind::Secret);
+    let in_cms = Objects::new(ns.client(), ns.name(), StoreKind::ConfigMap);
+    let in_secrets = Objects::new(ns.client(), ns.name(), StoreKind::Secret);
 
     // What an operator with ConfigMaps left: a preview in parts.
     let old = preview::layout(
         &owner,
-        ObjectKind::ConfigMap,
+        StoreKind::ConfigMap,
         max,
         &run,
         true,
@@ -276,7 +276,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
     let later2 = later + k8s_openapi::jiff::SignedDuration::from_secs(1);
     let new = preview::layout(
         &owner,
-        ObjectKind::Secret,
+        StoreKind::Secret,
         max,
         &run,
         true,
@@ -286,11 +286,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
     )
     .expect("layout");
     assert_eq!(new.summary["storage"]["layout"], "gzip-parts");
-    assert!(
-        new.status.config_maps.len() >= 3,
-        "{:?}",
-        new.status.config_maps
-    );
+    assert!(new.status.objects.len() >= 3, "{:?}", new.status.objects);
     preview::publish(&in_secrets, &owner, &new)
         .await
         .expect("publish Secrets");
@@ -300,10 +296,10 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
         Vec::<String>::new(),
         "the ConfigMap preview is removed"
     );
-    let mut want = new.status.config_maps.clone();
+    let mut want = new.status.objects.clone();
     want.sort();
     assert_eq!(secrets, want);
-    for name in &new.status.config_maps[1..] {
+    for name in &new.status.objects[1..] {
         let part = secret(&ns, name).await.expect("part");
         let n = part
             .data
@@ -344,7 +340,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
         .expect("foreign ConfigMap");
     let small = preview::layout(
         &owner,
-        ObjectKind::Secret,
+        StoreKind::Secret,
         1 << 20,
         &run,
         true,
@@ -380,7 +376,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
         .expect("delete the foreign ConfigMap");
     let newer = preview::layout(
         &owner,
-        ObjectKind::ConfigMap,
+        StoreKind::ConfigMap,
         max,
         &planned(5).await,
         true,
@@ -418,7 +414,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
     .await;
     let l = preview::layout(
         &other_owner,
-        ObjectKind::Secret,
+        StoreKind::Secret,
         max,
         &run,
         true,
@@ -474,7 +470,7 @@ fn user_names(users: &[serde_json::Value]) -> Vec<(String, String)> {
 /// remaining users would be adopted again and the one who left would only be Unmanaged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_to_secrets_and_back_keeps_the_managed_set() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let started = Instant::now();
     let cp = control_plane().await;
     let ns = cp.namespace("op-switch").await;
@@ -544,10 +540,7 @@ async fn switching_to_secrets_and_back_keeps_the_managed_set() {
         users[..2].to_vec(),
         "alice and bob untouched (same ids, no duplicate)"
     );
-    assert_eq!(
-        st.preview.as_ref().map(|p| p.kind),
-        Some(ObjectKind::Secret)
-    );
+    assert_eq!(st.preview.as_ref().map(|p| p.kind), Some(StoreKind::Secret));
     assert!(
         configmap(&ns, "example-com-preview").await.is_none(),
         "old preview removed"
@@ -604,7 +597,7 @@ async fn switching_to_secrets_and_back_keeps_the_managed_set() {
     );
     assert_eq!(
         status(&d).preview.map(|p| p.kind),
-        Some(ObjectKind::ConfigMap)
+        Some(StoreKind::ConfigMap)
     );
     let (cms, secrets) = owned(&ns, &uid).await;
     assert!(

@@ -78,7 +78,7 @@ async fn everything(ns: &TestNamespace, name: &str, op: &Operator) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_identity_presents_the_api_servers_token_and_is_never_borrowed() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-wi").await;
     let other = cp.namespace("op-wi-other").await;
@@ -235,7 +235,7 @@ async fn workload_identity_presents_the_api_servers_token_and_is_never_borrowed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_trust_stores_are_per_resource() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let a = cp.namespace("op-iso-a").await;
     let b = cp.namespace("op-iso-b").await;
@@ -364,7 +364,7 @@ async fn serve(router: Router) -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_endpoints_on_denied_addresses_are_refused_without_a_connection() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-policy").await;
     let emu = emulator(&fixture()).await;
@@ -464,7 +464,7 @@ async fn scim_endpoints_on_denied_addresses_are_refused_without_a_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scim_redirect_is_not_followed() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-redirect").await;
     // A SCIM endpoint that redirects everything to a listener that counts connections.
@@ -533,7 +533,7 @@ async fn a_scim_redirect_is_not_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_next_link_to_another_host_aborts_the_run() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-nextlink").await;
     // A Graph emulator that writes its links for "localhost" while the resource calls it as
@@ -605,7 +605,7 @@ async fn echo_handler(headers: HeaderMap) -> impl IntoResponse {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoed_secrets_and_hostile_display_names_never_escape_and_logs_stay_json() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let cp = control_plane().await;
     let ns = cp.namespace("op-hostile").await;
     let hostile =

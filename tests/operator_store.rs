@@ -6,8 +6,8 @@
 
 mod operator_common;
 
-use dirsync::controller::objects::{ObjectKind, Owner};
-use dirsync::controller::store::ClusterStore;
+use dirsync::controller::objects::{Owner, StoreKind};
+use dirsync::controller::store::ManagedSetObjects;
 use dirsync::sync::{ManagedEntry, ManagedSet, ManagedStore};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -70,14 +70,14 @@ async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     let ns = cp.namespace("op-store").await;
     let emu = emulator(&tenant(&["example.com"], vec![])).await;
     let owner = owner_in(&ns, &emu).await;
-    let store = ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap);
+    let store = ManagedSetObjects::new(ns.client(), owner.clone(), StoreKind::ConfigMap);
     assert_eq!(store.load().await.expect("empty load"), ManagedSet::new());
 
     let big = set(100_000);
     store.save(&big).await.expect("save 100k");
     let p = parts(&ns).await;
     assert!(p.len() >= 2, "a 100k set spans several ConfigMaps: {p:?}");
-    let fresh = ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap);
+    let fresh = ManagedSetObjects::new(ns.client(), owner.clone(), StoreKind::ConfigMap);
     assert_eq!(
         fresh.load().await.expect("load 100k"),
         big,
@@ -105,7 +105,7 @@ async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     fresh.save(&small).await.expect("save 10");
     assert!(parts(&ns).await.is_empty(), "old parts removed");
     assert_eq!(
-        ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap)
+        ManagedSetObjects::new(ns.client(), owner.clone(), StoreKind::ConfigMap)
             .load()
             .await
             .expect("load 10"),
@@ -121,7 +121,7 @@ async fn a_large_managed_set_is_split_read_back_and_shrinks_cleanly() {
     .await;
     let mut foreign = Owner::of(&other).expect("owner");
     foreign.name = "example-com".into();
-    let err = ClusterStore::new(ns.client(), foreign, ObjectKind::ConfigMap)
+    let err = ManagedSetObjects::new(ns.client(), foreign, StoreKind::ConfigMap)
         .load()
         .await
         .expect_err("refused");
@@ -177,8 +177,8 @@ async fn switching_kinds_moves_the_managed_set_and_never_prefers_a_stale_copy() 
     let ns = cp.namespace("op-store-kinds").await;
     let emu = emulator(&tenant(&["example.com"], vec![])).await;
     let owner = owner_in(&ns, &emu).await;
-    let in_cms = || ClusterStore::new(ns.client(), owner.clone(), ObjectKind::ConfigMap);
-    let in_secrets = || ClusterStore::new(ns.client(), owner.clone(), ObjectKind::Secret);
+    let in_cms = || ManagedSetObjects::new(ns.client(), owner.clone(), StoreKind::ConfigMap);
+    let in_secrets = || ManagedSetObjects::new(ns.client(), owner.clone(), StoreKind::Secret);
 
     // Saved in ConfigMaps, big enough for parts.
     let big = set(40_000);

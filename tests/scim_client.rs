@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use dirsync::clients::outbound::{HttpConfig, RetryPolicy};
+use dirsync::clients::scim::{ENTERPRISE_USER, ScimCapabilities, ScimClient, ScimConfig};
 use dirsync::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
-use dirsync::http::{HttpConfig, RetryPolicy};
-use dirsync::scim::{ENTERPRISE_USER, ScimCapabilities, ScimClient, ScimConfig};
 use dirsync_testenv::Scim2Server;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -73,7 +73,7 @@ async fn post_raw(server: &Scim2Server, body: Value) -> Value {
 }
 
 fn start() -> Scim2Server {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     Scim2Server::start(TOKEN)
 }
 
@@ -312,7 +312,7 @@ async fn find_by_user_name_encodes_plus_and_quotes() {
 
 #[tokio::test]
 async fn put_fallback_when_patch_is_unsupported_keeps_unmanaged_attributes() {
-    dirsync::http::init_crypto();
+    dirsync::clients::outbound::init_crypto();
     let dir = tempfile::tempdir().unwrap();
     let spc = dir.path().join("spc.json");
     std::fs::write(

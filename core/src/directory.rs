@@ -103,13 +103,13 @@ pub enum DirectoryError {
 pub trait UserSink: Send {
     /// The listing announced about `n` users in all (e.g. Graph's `@odata.count`), so room can
     /// be made once. Only a hint: more or fewer may come.
-    fn expect(&mut self, _n: usize) {}
+    fn size_hint(&mut self, _n: usize) {}
 
     fn push(&mut self, user: User);
 }
 
 impl UserSink for Vec<User> {
-    fn expect(&mut self, n: usize) {
+    fn size_hint(&mut self, n: usize) {
         self.reserve_exact(n.saturating_sub(self.len()));
     }
 
@@ -140,7 +140,7 @@ pub trait Directory: Send + Sync {
         sink: &mut dyn UserSink,
     ) -> Result<(), DirectoryError> {
         let users = self.list_users(scope).await?;
-        sink.expect(users.len());
+        sink.size_hint(users.len());
         for user in users {
             sink.push(user);
         }

@@ -9,6 +9,7 @@ pub mod inputs;
 pub mod operator;
 pub mod preview;
 pub mod standalone;
+pub mod state_file;
 
 /// Exit codes of the command line (docs/behaviour.md §5).
 pub mod exit {

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::controller::clients::{ClientSettings, EndpointPolicy};
 use crate::controller::leader::{self, LeaseConfig};
 use crate::controller::metrics::Metrics;
-use crate::controller::objects::ObjectKind;
+use crate::controller::objects::StoreKind;
 use crate::controller::schedule::Backoff;
 use crate::controller::{Context, Scope, Settings, admin, run_controller};
 use crate::directory::ListingLimits;
@@ -34,10 +34,10 @@ pub enum StoreIn {
 }
 
 impl StoreIn {
-    pub fn kind(self) -> ObjectKind {
+    pub fn kind(self) -> StoreKind {
         match self {
-            StoreIn::Configmaps => ObjectKind::ConfigMap,
-            StoreIn::Secrets => ObjectKind::Secret,
+            StoreIn::Configmaps => StoreKind::ConfigMap,
+            StoreIn::Secrets => StoreKind::Secret,
         }
     }
 }
@@ -195,7 +195,7 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
 /// Runs the operator until SIGTERM (exit 0) or a fatal error (exit 1).
 pub async fn run(args: OperatorArgs) -> ExitCode {
     init_logging(args.log_format);
-    crate::http::init_crypto();
+    crate::clients::outbound::init_crypto();
     let policy = match EndpointPolicy::from_flags(
         &args.allowed_authority_hosts,
         &args.allowed_graph_hosts,

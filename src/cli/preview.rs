@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use kube::Client;
 
-use crate::controller::objects::{ObjectKind, Objects};
+use crate::controller::objects::{Objects, StoreKind};
 use crate::controller::preview;
 
 #[derive(Subcommand, Debug, Clone)]
@@ -40,7 +40,7 @@ pub async fn run(cmd: PreviewCommand) -> ExitCode {
 }
 
 async fn get(a: GetArgs) -> ExitCode {
-    crate::http::init_crypto();
+    crate::clients::outbound::init_crypto();
     let client = match Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -52,7 +52,7 @@ async fn get(a: GetArgs) -> ExitCode {
         Some(ns) => ns.clone(),
         None => client.default_namespace().to_owned(),
     };
-    let objects = Objects::new(client, &namespace, ObjectKind::ConfigMap);
+    let objects = Objects::new(client, &namespace, StoreKind::ConfigMap);
     let shelf = if a.pending {
         preview::Shelf::Pending
     } else {
@@ -65,7 +65,7 @@ async fn get(a: GetArgs) -> ExitCode {
                     "layout {} in {}s {:?}: {} rows, {} bytes, sha256 {} (checked), expires {}",
                     storage.layout,
                     storage.kind,
-                    storage.config_maps,
+                    storage.objects,
                     storage.rows,
                     storage.csv_bytes,
                     storage.sha256,

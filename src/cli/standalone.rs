@@ -13,14 +13,14 @@ use url::Url;
 
 use super::exit;
 use super::inputs::{InputError, Secrets, load_resource};
-use crate::crd::DirectorySync;
-use crate::directory::{DirectoryError, ListingLimits};
-use crate::graph::{
+use crate::cli::state_file::{ResourceIdentity, StateFile};
+use crate::clients::graph::{
     ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential,
 };
-use crate::http::HttpConfig;
-use crate::scim::{ScimClient, ScimConfig};
-use crate::state_file::{ResourceIdentity, StateFile};
+use crate::clients::outbound::HttpConfig;
+use crate::clients::scim::{ScimClient, ScimConfig};
+use crate::crd::DirectorySync;
+use crate::directory::{DirectoryError, ListingLimits};
 use crate::sync::approval::{ApprovalNeed, ApprovedPreview, approval_need, parse_preview, select};
 use crate::sync::csv::write_preview_csv;
 use crate::sync::display::terminal_safe;
@@ -128,7 +128,7 @@ struct Setup {
 }
 
 fn setup(args: &RunArgs) -> Result<Setup, Failure> {
-    crate::http::init_crypto();
+    crate::clients::outbound::init_crypto();
     let resource = load_resource(&args.resource)?;
     let namespace = resource
         .metadata

@@ -321,7 +321,7 @@ pub async fn pin(
     preview::publish(objects, owner, &layout).await?;
     let pending = PendingApproval {
         sha256: fresh,
-        objects: layout.status.config_maps.clone(),
+        objects: layout.status.objects.clone(),
         kind: objects.kind(),
         adds: count(planned, Action::Add),
         updates: count(planned, Action::Update),

@@ -1,5 +1,5 @@
 //! Credentials from the resource's own namespace (Secrets, or a workload identity token), the
-//! outbound endpoint policy ([`crate::policy`]) applied to them, and the per-resource Graph and
+//! outbound endpoint policy ([`crate::controller::endpoint_policy`]) applied to them, and the per-resource Graph and
 //! SCIM clients (docs/behaviour.md §8: per resource, keyed by its uid and a hash
 //! of its credential and CA; `caBundleRef` only adds trust).
 
@@ -16,15 +16,15 @@ use url::Url;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::clients::graph::{ClientCertificate, GraphClient, GraphConfig, GraphCredential};
+use crate::clients::outbound::{HttpConfig, RetryPolicy};
+use crate::clients::scim::{ScimClient, ScimConfig};
 use crate::controller::error::{Error, Result};
 use crate::controller::workload_identity::{self, ServiceAccountToken};
 use crate::crd::{DirectorySyncSpec, SecretKeyRef};
 use crate::directory::ListingLimits;
-use crate::graph::{ClientCertificate, GraphClient, GraphConfig, GraphCredential};
-use crate::http::{HttpConfig, RetryPolicy};
-use crate::scim::{ScimClient, ScimConfig};
 
-pub use crate::policy::EndpointPolicy;
+pub use crate::controller::endpoint_policy::EndpointPolicy;
 
 /// Settings for the clients the operator builds.
 #[derive(Clone, Debug)]

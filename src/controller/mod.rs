@@ -16,6 +16,7 @@ pub mod admin;
 pub mod approval;
 pub mod claim;
 pub mod clients;
+pub mod endpoint_policy;
 pub mod error;
 pub mod housekeeping;
 pub mod leader;
@@ -82,7 +83,7 @@ pub struct Settings {
     /// Reconciles in flight at once.
     pub concurrency: u16,
     /// The kind of the objects it writes: previews, run reports, managed sets.
-    pub store_in: objects::ObjectKind,
+    pub store_in: objects::StoreKind,
 }
 
 impl Default for Settings {
@@ -98,7 +99,7 @@ impl Default for Settings {
             checkpoint_every: 500,
             clients: ClientSettings::default(),
             concurrency: 4,
-            store_in: objects::ObjectKind::ConfigMap,
+            store_in: objects::StoreKind::ConfigMap,
         }
     }
 }
@@ -244,8 +245,8 @@ pub async fn run_controller(
             objects::MANAGED_BY
         ));
         let controller = match ctx.settings.store_in {
-            objects::ObjectKind::ConfigMap => controller.owns(cms, owned),
-            objects::ObjectKind::Secret => controller.owns(secrets.clone(), owned),
+            objects::StoreKind::ConfigMap => controller.owns(cms, owned),
+            objects::StoreKind::Secret => controller.owns(secrets.clone(), owned),
         };
         let store = controller.store();
         stores.push(store.clone());

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::controller::error::{Error, Result};
 use crate::crd::DirectorySync;
-pub use crate::crd::ObjectKind;
+pub use crate::crd::StoreKind;
 
 /// Field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "dirsync-operator";
@@ -236,13 +236,13 @@ impl OwnedObject {
 /// Reads and writes [`OwnedObject`]s in one namespace as ConfigMaps or Secrets.
 #[derive(Clone)]
 pub struct Objects {
-    kind: ObjectKind,
+    kind: StoreKind,
     configmaps: Api<ConfigMap>,
     secrets: Api<Secret>,
 }
 
 impl Objects {
-    pub fn new(client: kube::Client, namespace: &str, kind: ObjectKind) -> Objects {
+    pub fn new(client: kube::Client, namespace: &str, kind: StoreKind) -> Objects {
         Objects {
             kind,
             configmaps: Api::namespaced(client.clone(), namespace),
@@ -250,7 +250,7 @@ impl Objects {
         }
     }
 
-    pub fn kind(&self) -> ObjectKind {
+    pub fn kind(&self) -> StoreKind {
         self.kind
     }
 
@@ -270,12 +270,12 @@ impl Objects {
     /// Reads one object; `None` when absent.
     pub async fn get(&self, name: &str) -> Result<Option<OwnedObject>, kube::Error> {
         Ok(match self.kind {
-            ObjectKind::ConfigMap => self
+            StoreKind::ConfigMap => self
                 .configmaps
                 .get_opt(name)
                 .await?
                 .map(OwnedObject::from_configmap),
-            ObjectKind::Secret => self
+            StoreKind::Secret => self
                 .secrets
                 .get_opt(name)
                 .await?
@@ -286,8 +286,8 @@ impl Objects {
     /// Reads one object's metadata; `None` when absent.
     pub async fn get_metadata(&self, name: &str) -> Result<Option<ObjectMeta>, kube::Error> {
         match self.kind {
-            ObjectKind::ConfigMap => get_metadata_in(&self.configmaps, name).await,
-            ObjectKind::Secret => get_metadata_in(&self.secrets, name).await,
+            StoreKind::ConfigMap => get_metadata_in(&self.configmaps, name).await,
+            StoreKind::Secret => get_metadata_in(&self.secrets, name).await,
         }
     }
 
@@ -311,7 +311,7 @@ impl Objects {
         metadata.resource_version = None;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match self.kind {
-            ObjectKind::ConfigMap => {
+            StoreKind::ConfigMap => {
                 let cm = obj.to_configmap();
                 let value = serde_json::json!({
                     "apiVersion": "v1",
@@ -324,7 +324,7 @@ impl Objects {
                     .patch(&name, &params, &Patch::Apply(&value))
                     .await?;
             }
-            ObjectKind::Secret => {
+            StoreKind::Secret => {
                 let s = obj.to_secret();
                 let value = serde_json::json!({
                     "apiVersion": "v1",
@@ -344,8 +344,8 @@ impl Objects {
     /// Deletes `name` if this resource controls it (a gone object is fine).
     pub async fn delete_owned(&self, owner: &Owner, name: &str) -> Result<bool, kube::Error> {
         match self.kind {
-            ObjectKind::ConfigMap => delete_owned_in(&self.configmaps, owner, name).await,
-            ObjectKind::Secret => delete_owned_in(&self.secrets, owner, name).await,
+            StoreKind::ConfigMap => delete_owned_in(&self.configmaps, owner, name).await,
+            StoreKind::Secret => delete_owned_in(&self.secrets, owner, name).await,
         }
     }
 
@@ -356,8 +356,8 @@ impl Objects {
         role: &str,
     ) -> Result<Vec<(String, ObjectMeta)>, kube::Error> {
         match self.kind {
-            ObjectKind::ConfigMap => list_names_in(&self.configmaps, owner, role).await,
-            ObjectKind::Secret => list_names_in(&self.secrets, owner, role).await,
+            StoreKind::ConfigMap => list_names_in(&self.configmaps, owner, role).await,
+            StoreKind::Secret => list_names_in(&self.secrets, owner, role).await,
         }
     }
 }

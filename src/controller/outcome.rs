@@ -10,7 +10,7 @@ use tracing::warn;
 
 use crate::controller::Context;
 use crate::controller::error::Error;
-use crate::controller::objects::ObjectKind;
+use crate::controller::objects::StoreKind;
 use crate::controller::schedule::Trigger;
 use crate::controller::status::{self, Reason};
 use crate::crd::{ApprovalStatus, DirectorySync, PreviewStatus, RunRecord, SyncMode};
@@ -114,7 +114,7 @@ impl RunOutcome {
 
 /// A dry run's message: where the preview is and what it holds (and the guard's note).
 pub fn preview_message(
-    kind: ObjectKind,
+    kind: StoreKind,
     preview_name: &str,
     c: &Counts,
     guard_note: Option<&str>,
@@ -143,7 +143,7 @@ pub fn applied_reason_and_message(
     planned_writes: usize,
     c: &Counts,
     managed_users: i64,
-    report: Option<(ObjectKind, &str)>,
+    report: Option<(StoreKind, &str)>,
     guard_message: Option<String>,
 ) -> (Reason, String) {
     let report_text = report
@@ -262,11 +262,11 @@ mod tests {
     #[test]
     fn a_preview_says_where_it_is_and_what_it_holds() {
         assert_eq!(
-            preview_message(ObjectKind::ConfigMap, "x-preview", &counts(), None),
+            preview_message(StoreKind::ConfigMap, "x-preview", &counts(), None),
             "Preview ready in ConfigMap x-preview: 3 to add, 2 to update, 1 to delete, 4 conflicts, 5 unmanaged."
         );
         assert!(
-            preview_message(ObjectKind::Secret, "x-preview", &counts(), Some("Careful."))
+            preview_message(StoreKind::Secret, "x-preview", &counts(), Some("Careful."))
                 .ends_with("5 unmanaged. Careful.")
         );
     }
@@ -278,7 +278,7 @@ mod tests {
             6,
             &counts(),
             7,
-            Some((ObjectKind::ConfigMap, "x-report-1")),
+            Some((StoreKind::ConfigMap, "x-report-1")),
             None,
         );
         assert_eq!(reason, Reason::Synced);

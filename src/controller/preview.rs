@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use crate::controller::error::{Error, Result};
-use crate::controller::objects::{ObjectKind, Objects, OwnedObject, Owner, WriteCheck};
+use crate::controller::objects::{Objects, OwnedObject, Owner, StoreKind, WriteCheck};
 use crate::crd::PreviewStatus;
 use crate::sync::PlannedRun;
 
@@ -95,11 +95,13 @@ impl Shelf {
 pub struct Storage {
     /// `csv` (data.preview.csv), `gzip` (binaryData.preview.csv.gz) or `gzip-parts`.
     pub layout: String,
-    /// The objects holding the CSV bytes, in order (the main one for `csv` and `gzip`).
-    pub config_maps: Vec<String>,
+    /// The objects holding the CSV bytes, in order (the main one for `csv` and `gzip`); the
+    /// field keeps its first name in summary.json.
+    #[serde(rename = "configMaps")]
+    pub objects: Vec<String>,
     /// Their kind (absent in previews made before Secrets were an option: ConfigMap).
     #[serde(default)]
-    pub kind: ObjectKind,
+    pub kind: StoreKind,
     /// Size of the CSV in bytes (BOM included).
     pub csv_bytes: u64,
     /// Size of the gzip stream, when compressed.
@@ -136,7 +138,7 @@ pub struct Layout {
 #[allow(clippy::too_many_arguments)]
 pub fn layout(
     owner: &Owner,
-    kind: ObjectKind,
+    kind: StoreKind,
     max_part: usize,
     planned: &PlannedRun,
     dry_run: bool,
@@ -162,7 +164,7 @@ pub fn layout(
 pub fn layout_on(
     shelf: Shelf,
     owner: &Owner,
-    kind: ObjectKind,
+    kind: StoreKind,
     max_part: usize,
     planned: &PlannedRun,
     dry_run: bool,
@@ -181,7 +183,7 @@ pub fn layout_on(
     ]);
     let mut storage = Storage {
         layout: "csv".into(),
-        config_maps: vec![main.clone()],
+        objects: vec![main.clone()],
         kind,
         csv_bytes: stats.bytes,
         gzip_bytes: None,
@@ -211,10 +213,10 @@ pub fn layout_on(
             main_binary.insert(GZ_KEY.to_owned(), gz);
         } else {
             storage.layout = "gzip-parts".into();
-            storage.config_maps.clear();
+            storage.objects.clear();
             for (i, chunk) in gz.chunks(max_part.max(1)).enumerate() {
                 let name = shelf.part_name(&owner.name, i + 1);
-                storage.config_maps.push(name.clone());
+                storage.objects.push(name.clone());
                 let mut ann = annotations.clone();
                 ann.insert("dirsync.io/part".into(), format!("{}", i + 1));
                 parts.push(OwnedObject {
@@ -240,8 +242,8 @@ pub fn layout_on(
         text: main_data,
         binary: main_binary,
     };
-    let mut config_maps = vec![main.clone()];
-    config_maps.extend(parts.iter().filter_map(|p| p.metadata.name.clone()));
+    let mut names = vec![main.clone()];
+    names.extend(parts.iter().filter_map(|p| p.metadata.name.clone()));
     let mut objects = parts;
     // The main object last: it is the one readers start from.
     objects.push(main_obj);
@@ -249,7 +251,7 @@ pub fn layout_on(
         shelf,
         objects,
         status: PreviewStatus {
-            config_maps,
+            objects: names,
             kind,
             rows: stats.rows as i64,
             sha256: stats.sha256,
@@ -280,12 +282,7 @@ pub async fn publish(objects: &Objects, owner: &Owner, layout: &Layout) -> Resul
     for obj in &layout.objects {
         objects.apply(obj).await.map_err(Error::PublishPreview)?;
     }
-    let keep: Vec<&str> = layout
-        .status
-        .config_maps
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let keep: Vec<&str> = layout.status.objects.iter().map(String::as_str).collect();
     for (name, _) in objects
         .list_names(owner, layout.shelf.part_role())
         .await
@@ -308,7 +305,7 @@ pub async fn publish(objects: &Objects, owner: &Owner, layout: &Layout) -> Resul
 async fn remove_other_kind(shelf: Shelf, objects: &Objects, owner: &Owner) {
     let other = objects.other();
     if let Err(e) = remove_kind(shelf, &other, owner).await {
-        warn!(name = %owner.name, namespace = %owner.namespace, kind = %other.kind(), error = %crate::http::cut(&e.to_string()), "could not remove the preview of the other kind (left by a change of --store-in)");
+        warn!(name = %owner.name, namespace = %owner.namespace, kind = %other.kind(), error = %crate::clients::outbound::cut(&e.to_string()), "could not remove the preview of the other kind (left by a change of --store-in)");
     }
 }
 
@@ -412,7 +409,7 @@ pub async fn read(
     };
     let mut parts = Vec::new();
     if storage.layout == "gzip-parts" {
-        for name in &storage.config_maps {
+        for name in &storage.objects {
             let part = kind
                 .get(name)
                 .await
@@ -452,15 +449,15 @@ pub fn assemble(
             gunzip(gz)?
         }
         "gzip-parts" => {
-            if parts.len() != storage.config_maps.len() {
+            if parts.len() != storage.objects.len() {
                 return Err(ReadError::Malformed(format!(
                     "{} parts listed, {} found",
-                    storage.config_maps.len(),
+                    storage.objects.len(),
                     parts.len()
                 )));
             }
             let mut gz = Vec::new();
-            for (name, part) in storage.config_maps.iter().zip(parts) {
+            for (name, part) in storage.objects.iter().zip(parts) {
                 if part.name() != name {
                     return Err(ReadError::Malformed(format!(
                         "part {name:?} is out of order"
@@ -573,7 +570,7 @@ mod tests {
         ] {
             let l = layout(
                 &owner(),
-                ObjectKind::ConfigMap,
+                StoreKind::ConfigMap,
                 max,
                 &p,
                 true,
@@ -586,8 +583,8 @@ mod tests {
             assert_eq!(l.summary["storage"]["layout"], layout_name);
             assert_eq!(l.status.rows, 300);
             assert_eq!(l.status.sha256, stats.sha256);
-            assert_eq!(l.status.config_maps.len(), objects);
-            assert_eq!(l.status.config_maps[0], "example-com-preview");
+            assert_eq!(l.status.objects.len(), objects);
+            assert_eq!(l.status.objects[0], "example-com-preview");
             let main = main_of(&l);
             assert_eq!(main.metadata.name.as_deref(), Some("example-com-preview"));
             assert!(l.objects.iter().all(|o| {
@@ -626,7 +623,7 @@ mod tests {
         let p = planned(300).await;
         let l = layout(
             &owner(),
-            ObjectKind::ConfigMap,
+            StoreKind::ConfigMap,
             2000,
             &p,
             true,
@@ -655,7 +652,7 @@ mod tests {
         let p = planned(3).await;
         let l = layout(
             &owner(),
-            ObjectKind::Secret,
+            StoreKind::Secret,
             1 << 20,
             &p,
             true,
@@ -664,7 +661,7 @@ mod tests {
             t(200),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(l.status.kind, ObjectKind::Secret);
+        assert_eq!(l.status.kind, StoreKind::Secret);
         assert_eq!(l.summary["storage"]["kind"], "Secret");
         let mut main = main_of(&l).clone();
         if let Some(csv) = main.text.get_mut(CSV_KEY) {

@@ -14,6 +14,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::clients::graph::GraphClient;
 use crate::controller::approval::{self, Gated};
 use crate::controller::claim::{self, Claim, ClaimedRun};
 use crate::controller::clients::{self, ResourceClients, endpoint_key};
@@ -23,11 +24,10 @@ use crate::controller::outcome::{self, RunOutcome, count};
 use crate::controller::preview::{self, Shelf};
 use crate::controller::schedule::Trigger;
 use crate::controller::status::Reason;
-use crate::controller::store::ClusterStore;
+use crate::controller::store::ManagedSetObjects;
 use crate::controller::timing::{add, requeue_for, sync_now_value};
 use crate::controller::{Context, report};
 use crate::crd::{DirectorySync, PreviewStatus};
-use crate::graph::GraphClient;
 use crate::sync::engine::{ApplyObserver, ApplyOptions, OtherResources, RunError};
 use crate::sync::managed::{ManagedSet, ManagedStore};
 use crate::sync::summary::Counts;
@@ -141,7 +141,7 @@ async fn sync_resource(
     // One run at a time per destination (held until this run's managed set is saved).
     let lock = ctx.destination_lock(&obj.spec.destination.scim.endpoint);
     let _destination = lock.lock().await;
-    let store = Arc::new(ClusterStore::new(
+    let store = Arc::new(ManagedSetObjects::new(
         ctx.client.clone(),
         owner.clone(),
         ctx.settings.store_in,
@@ -219,7 +219,7 @@ async fn sync_resource(
 async fn plan(
     obj: &DirectorySync,
     graph: &GraphClient,
-    scim: &crate::scim::ScimClient,
+    scim: &crate::clients::scim::ScimClient,
     managed: &ManagedSet,
     others: &OtherResources,
 ) -> Result<PlannedRun> {
@@ -272,8 +272,8 @@ async fn apply_and_report(
     ctx: &Context,
     owner: &Owner,
     objects: &Objects,
-    store: &Arc<ClusterStore>,
-    scim: &crate::scim::ScimClient,
+    store: &Arc<ManagedSetObjects>,
+    scim: &crate::clients::scim::ScimClient,
     planned: PlannedRun,
     approved: Option<(String, crate::crd::ApprovalStatus)>,
     base: RunOutcome,
@@ -366,7 +366,7 @@ async fn apply_and_report(
 
 /// Saves the managed set every `checkpoint_every` writes of a long apply.
 struct Checkpointer {
-    store: Arc<ClusterStore>,
+    store: Arc<ManagedSetObjects>,
     name: String,
 }
 
@@ -404,10 +404,15 @@ async fn other_resources(
                 .synced_domains
                 .push(other.spec.domain.to_ascii_lowercase());
         }
-        let set =
-            ClusterStore::load_foreign(ctx.client.clone(), &ns, &name, uid, ctx.settings.store_in)
-                .await
-                .map_err(Error::LoadManagedSet)?;
+        let set = ManagedSetObjects::load_foreign(
+            ctx.client.clone(),
+            &ns,
+            &name,
+            uid,
+            ctx.settings.store_in,
+        )
+        .await
+        .map_err(Error::LoadManagedSet)?;
         others
             .managed_elsewhere
             .extend(set.iter().map(|(imm, _)| imm.to_owned()));

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::controller::objects::{
-    self, MAX_PART_BYTES, ObjectKind, Objects, OwnedObject, Owner, WriteCheck,
+    self, MAX_PART_BYTES, Objects, OwnedObject, Owner, StoreKind, WriteCheck,
 };
 use crate::sync::managed::{ManagedSet, ManagedStore, StoreError};
 
@@ -40,7 +40,7 @@ fn part_name(resource: &str, save: u64, i: usize) -> String {
 }
 
 fn io(e: kube::Error) -> StoreError {
-    StoreError::Io(crate::http::cut(&e.to_string()))
+    StoreError::Io(crate::clients::outbound::cut(&e.to_string()))
 }
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -63,7 +63,7 @@ fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
 }
 
 /// One resource's managed set in its namespace.
-pub struct ClusterStore {
+pub struct ManagedSetObjects {
     objects: Objects,
     owner: Owner,
     /// The sha256 of the set's JSON as last loaded or saved, to skip saving an unchanged set.
@@ -74,12 +74,12 @@ pub struct ClusterStore {
 struct Loaded {
     set: ManagedSet,
     sha: Option<String>,
-    kind: ObjectKind,
+    kind: StoreKind,
 }
 
-impl ClusterStore {
+impl ManagedSetObjects {
     /// The store of `owner`, writing objects of `kind`.
-    pub fn new(client: kube::Client, owner: Owner, kind: ObjectKind) -> Self {
+    pub fn new(client: kube::Client, owner: Owner, kind: StoreKind) -> Self {
         Self {
             objects: Objects::new(client, &owner.namespace, kind),
             owner,
@@ -93,7 +93,7 @@ impl ClusterStore {
         namespace: &str,
         resource: &str,
         uid: &str,
-        kind: ObjectKind,
+        kind: StoreKind,
     ) -> Result<ManagedSet, StoreError> {
         let objects = Objects::new(client, namespace, kind);
         read(&objects, resource, uid).await.map(|l| l.set)
@@ -183,7 +183,7 @@ impl ClusterStore {
             // The set is safe in the configured kind now; a copy left behind is harmless to
             // loads (an older save) but keeps directory data where it should no longer be.
             if let Err(e) = remove_all(&other, &self.owner, &head_name).await {
-                warn!(name = %self.owner.name, namespace = %self.owner.namespace, kind = %other.kind(), error = %crate::http::cut(&e.to_string()), "could not remove the managed set of the other kind (left by a change of --store-in)");
+                warn!(name = %self.owner.name, namespace = %self.owner.namespace, kind = %other.kind(), error = %crate::clients::outbound::cut(&e.to_string()), "could not remove the managed set of the other kind (left by a change of --store-in)");
             } else {
                 info!(name = %self.owner.name, namespace = %self.owner.namespace, from = %other.kind(), to = %self.objects.kind(), "moved the managed set");
             }
@@ -285,7 +285,7 @@ async fn read(objects: &Objects, resource: &str, uid: &str) -> Result<Loaded, St
 }
 
 #[async_trait]
-impl ManagedStore for ClusterStore {
+impl ManagedStore for ManagedSetObjects {
     async fn load(&self) -> Result<ManagedSet, StoreError> {
         let loaded = read(&self.objects, &self.owner.name, &self.owner.uid).await?;
         if loaded.kind != self.objects.kind() {

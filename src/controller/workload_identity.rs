@@ -20,8 +20,8 @@ use kube::api::PostParams;
 use prometheus_client::metrics::counter::Counter;
 use secrecy::SecretString;
 
+use crate::clients::graph::AssertionProvider;
 use crate::directory::DirectoryError;
-use crate::graph::AssertionProvider;
 
 /// The annotation Azure Workload Identity puts on a ServiceAccount.
 pub const CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
@@ -88,7 +88,7 @@ pub struct ServiceAccountToken {
 impl AssertionProvider for ServiceAccountToken {
     async fn assertion(&self) -> Result<SecretString, DirectoryError> {
         let unavailable = |e: kube::Error| {
-            DirectoryError::Unavailable(crate::http::cut(&format!(
+            DirectoryError::Unavailable(crate::clients::outbound::cut(&format!(
                 "workloadIdentity: Kubernetes API: {}",
                 kube_error_summary(&e)
             )))
@@ -112,7 +112,7 @@ impl AssertionProvider for ServiceAccountToken {
             .await
             .map_err(|e| match &e {
                 kube::Error::Api(s) if s.code == 403 || s.code == 404 => {
-                    DirectoryError::InvalidCredentials(crate::http::cut(&format!(
+                    DirectoryError::InvalidCredentials(crate::clients::outbound::cut(&format!(
                         "workloadIdentity: the API server refused a token for ServiceAccount {:?}: HTTP {} {}",
                         self.name, s.code, s.reason
                     )))

@@ -16,7 +16,7 @@ use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::guard::{self, GuardVerdict};
 use crate::sync::limiter::ConcurrencyLimit;
 use crate::sync::managed::{ManagedEntry, ManagedSet};
-use crate::sync::mapping::{Skipped, SourceMapper, SourceUser};
+use crate::sync::mapping::{MappedUser, Skipped, SourceMapper};
 use crate::sync::plan::{self, Action, Plan, PlanContext, PlanItem, UpdateKind, fold_user_name};
 use crate::sync::reason::{Reason, Side};
 use crate::sync::summary::Summary;
@@ -135,7 +135,7 @@ async fn resolve_hand_overs(
     cfg: &SyncConfig,
     managed: &ManagedSet,
     others: &OtherResources,
-    mapped: &[crate::sync::mapping::SourceUser],
+    mapped: &[crate::sync::mapping::MappedUser],
     destination: &[User],
 ) -> Result<HashSet<String>, RunError> {
     let own = cfg.domain.to_ascii_lowercase();
@@ -618,7 +618,7 @@ async fn replan_after_conflict(
         Ok(found) => found,
         Err(e) => return failed(name, Action::Add, e, None),
     };
-    let source = SourceUser {
+    let source = MappedUser {
         source_id: source_id.to_owned(),
         upn: upn.to_owned(),
         desired: desired.clone(),

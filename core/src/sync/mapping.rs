@@ -6,7 +6,7 @@ use crate::sync::immutable_id::{ImmutableIdError, immutable_id};
 
 /// A source user after mapping: what the destination should hold, plus what the preview shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceUser {
+pub struct MappedUser {
     /// The user's id in the source (Entra object id), kept in the managed set so a user who
     /// left the domain can be looked up again (hand-over).
     pub source_id: String,
@@ -32,7 +32,7 @@ pub struct Skipped {
 /// The result of mapping a whole source listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MappedSource {
-    pub users: Vec<SourceUser>,
+    pub users: Vec<MappedUser>,
     pub skipped: Skipped,
 }
 
@@ -43,7 +43,7 @@ pub struct MappedSource {
 )]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mapped {
-    User(SourceUser),
+    User(MappedUser),
     Guest,
     ResourceLikeExcluded,
     OutOfDomain,
@@ -56,7 +56,7 @@ pub fn map_source_users(
     users: Vec<User>,
 ) -> Result<MappedSource, ImmutableIdError> {
     let mut mapper = SourceMapper::new(cfg);
-    mapper.expect(users.len());
+    mapper.size_hint(users.len());
     for user in users {
         mapper.push(user);
     }
@@ -98,7 +98,7 @@ impl<'a> SourceMapper<'a> {
 }
 
 impl UserSink for SourceMapper<'_> {
-    fn expect(&mut self, n: usize) {
+    fn size_hint(&mut self, n: usize) {
         let users = &mut self.out.users;
         users.reserve_exact(n.saturating_sub(users.len()));
     }
@@ -183,7 +183,7 @@ fn map_with_suffix(
         immutable_id,
         upn: cfg.upn_attribute().map(|_| upn.clone()),
     };
-    Ok(Mapped::User(SourceUser {
+    Ok(Mapped::User(MappedUser {
         source_id: user.id,
         upn,
         desired,
@@ -219,7 +219,7 @@ mod tests {
         }
     }
 
-    fn mapped(cfg: &SyncConfig, user: User) -> SourceUser {
+    fn mapped(cfg: &SyncConfig, user: User) -> MappedUser {
         match map_source_user(cfg, user) {
             Ok(Mapped::User(u)) => u,
             other => panic!("expected a user, got {other:?}"),
@@ -396,7 +396,7 @@ mod tests {
     fn a_listing_is_mapped_as_it_is_read() {
         let c = cfg(UpnMode::Enabled);
         let mut mapper = SourceMapper::new(&c);
-        mapper.expect(10);
+        mapper.size_hint(10);
         let mut bad = graph_user("bad@example.com");
         bad.id = "not-a-guid".into();
         let mut worse = graph_user("worse@example.com");
@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(err.object_id, "not-a-guid", "the first error is kept");
 
         let mut mapper = SourceMapper::new(&c);
-        mapper.expect(10);
+        mapper.size_hint(10);
         for u in [graph_user("a@example.com"), graph_user("x@other.org")] {
             mapper.push(u);
         }

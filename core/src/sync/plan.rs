@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::directory::{DesiredUser, User};
 use crate::sync::config::{DeletionPolicy, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::managed::{ManagedEntry, ManagedSet};
-use crate::sync::mapping::SourceUser;
+use crate::sync::mapping::MappedUser;
 
 /// A preview row's action, in the order the preview lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -135,7 +135,7 @@ pub struct RowValues {
 }
 
 impl RowValues {
-    fn from_source(s: &SourceUser) -> Self {
+    fn from_source(s: &MappedUser) -> Self {
         let d = &s.desired;
         Self {
             user_name: d.user_name.clone(),
@@ -552,7 +552,7 @@ enum MissingDecision {
 /// their strings move into the plan.
 pub fn plan(
     cfg: &SyncConfig,
-    source: Vec<SourceUser>,
+    source: Vec<MappedUser>,
     destination: Vec<User>,
     ctx: &PlanContext<'_>,
 ) -> Plan {
@@ -886,7 +886,7 @@ fn sort_rows(mut items: Vec<PlanItem>) -> Vec<PlanItem> {
     items
 }
 
-fn internal_conflict(s: &SourceUser) -> PlanItem {
+fn internal_conflict(s: &MappedUser) -> PlanItem {
     PlanItem::Conflict {
         shown: RowValues::from_source(s),
         reason: "destination user is matched more than once; not changed".into(),
@@ -930,7 +930,7 @@ fn deactivation(current: User, managed: &ManagedSet) -> PlanItem {
 #[allow(clippy::too_many_arguments)]
 fn decide_source(
     cfg: &SyncConfig,
-    s: &SourceUser,
+    s: &MappedUser,
     dup: Duplicate,
     managed_here: bool,
     destination: &[User],

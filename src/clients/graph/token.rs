@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::clients::outbound::{HttpClient, HttpResponse, Redactor, cut, error_code};
 use crate::directory::DirectoryError;
-use crate::http::{HttpClient, HttpResponse, Redactor, cut, error_code};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Lifetime of a certificate client assertion.
@@ -447,9 +447,9 @@ pub fn aadsts_head(desc: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    const PKCS8: &[u8] = include_bytes!("../../tests/fixtures/client-cert-pkcs8.pem");
-    const PKCS1: &[u8] = include_bytes!("../../tests/fixtures/client-cert-pkcs1.pem");
-    const MISMATCHED: &[u8] = include_bytes!("../../tests/fixtures/client-cert-mismatched.pem");
+    const PKCS8: &[u8] = include_bytes!("../../../tests/fixtures/client-cert-pkcs8.pem");
+    const PKCS1: &[u8] = include_bytes!("../../../tests/fixtures/client-cert-pkcs1.pem");
+    const MISMATCHED: &[u8] = include_bytes!("../../../tests/fixtures/client-cert-mismatched.pem");
 
     fn b64json(part: &str) -> serde_json::Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()

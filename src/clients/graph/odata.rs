@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use url::Url;
 
+use crate::clients::outbound::{cut, encode_component};
 use crate::directory::DirectoryError;
-use crate::http::{cut, encode_component};
 
 /// The user properties every read selects: exactly the ones the plan depends on.
 pub const USER_SELECT: &str = "id,userPrincipalName,displayName,givenName,surname,mail,proxyAddresses,accountEnabled,onPremisesImmutableId,userType";
@@ -34,7 +34,7 @@ pub fn upn_filter(upn: &str) -> String {
 /// The query string of a users listing. System query option names keep their literal `$`;
 /// values are percent-encoded whole, so `#`, `+`, `&` and spaces in a literal stay data.
 /// `$count=true` is always asked for: the listing is checked against `@odata.count`
-/// (see `ListingCount` in `src/graph/mod.rs`).
+/// (see `ListingCount` in `src/clients/graph/mod.rs`).
 pub fn users_query(filter: Option<&str>) -> String {
     let mut q = format!("$select={USER_SELECT}&$top={PAGE_SIZE}");
     if let Some(f) = filter {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use url::{Host, Url};
 
-use crate::http::EndpointRefused;
+use crate::clients::outbound::EndpointRefused;
 
 /// Authority hosts of Microsoft's clouds, allowed by default.
 pub const DEFAULT_AUTHORITY_HOSTS: &[&str] = &[
@@ -356,7 +356,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
                 .collect();
             for a in &addrs {
                 if let Err(why) = policy.check_ip(a.ip()) {
-                    let host = crate::http::cut(&host);
+                    let host = crate::clients::outbound::cut(&host);
                     return Err(Box::new(EndpointRefused(format!(
                         "the SCIM endpoint's host {host} resolves to {why}"
                     )))

@@ -33,11 +33,11 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User};
-use crate::http::{
+use crate::clients::outbound::{
     HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id,
     status_error,
 };
+use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User};
 
 pub use model::{
     CORE_USER, ENTERPRISE_USER, PATCH_OP, RawUser, UpnAttribute, create_body, filter_literal,
@@ -367,7 +367,7 @@ impl ScimClient {
         }
         let value: Value = resp.json(what)?;
         let user = serde_json::from_value::<RawUser>(value.clone())
-            .map_err(|e| crate::http::json_error(what, &e))?
+            .map_err(|e| crate::clients::outbound::json_error(what, &e))?
             .into_user(self.inner.upn.as_ref())?;
         let version = resp
             .headers

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dirsync::directory::DirectoryError> {
-//! use dirsync::graph::{GraphClient, GraphConfig, GraphCredential};
+//! use dirsync::clients::graph::{GraphClient, GraphConfig, GraphCredential};
 //! let cfg = GraphConfig::new("tenant-guid", "client-guid", GraphCredential::ClientSecret("s3cret".into()));
 //! let graph = GraphClient::new(cfg)?;
 //! # Ok(()) }
@@ -24,12 +24,12 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use crate::directory::{
-    DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User, UserSink,
-};
-use crate::http::{
+use crate::clients::outbound::{
     HttpClient, HttpConfig, HttpResponse, Redactor, check_base_url, encode_component, encode_id,
     json_error, status_error,
+};
+use crate::directory::{
+    DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User, UserSink,
 };
 
 pub use odata::{
@@ -403,9 +403,9 @@ impl IdKey {
 
 impl Listing<'_> {
     /// Room for `n` users, in the duplicate check and in the sink.
-    fn expect(&mut self, n: usize) {
+    fn size_hint(&mut self, n: usize) {
         self.seen.reserve(n.saturating_sub(self.seen.len()));
-        self.sink.expect(n);
+        self.sink.size_hint(n);
     }
 
     fn add(&mut self, user: User) {
@@ -497,7 +497,7 @@ impl<'de> Visitor<'de> for &mut UsersPage<'_, '_> {
                         let count = usize::try_from(count)
                             .unwrap_or(usize::MAX)
                             .min(MAX_PRESIZED_USERS);
-                        self.listing.expect(count);
+                        self.listing.size_hint(count);
                     }
                 }
                 PageField::Value => has_value = map.next_value_seed(UserRecords(&mut *self))?,
