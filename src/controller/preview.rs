@@ -9,22 +9,17 @@
 //! Secret's `data` carries both payloads), and writing a preview removes this resource's
 //! preview of the other kind, so directory data never stays readable where it should not be.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-
-use flate2::Compression;
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use tracing::warn;
 
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{Objects, OwnedObject, Owner, StoreKind, WriteCheck};
 use crate::crd::PreviewStatus;
-use crate::sync::PlannedRun;
+use crate::sync::{PlannedRun, gzip};
 
 pub const ROLE: &str = "preview";
 pub const PART_ROLE: &str = "preview-part";
@@ -203,10 +198,8 @@ pub fn layout_on(
             String::from_utf8(csv).map_err(std::io::Error::other)?,
         );
     } else {
-        let mut enc = GzEncoder::new(Vec::with_capacity(csv.len() / 4), Compression::default());
-        enc.write_all(&csv)?;
+        let gz = gzip::gzip(&csv, gzip::Level::Default);
         drop(csv);
-        let gz = enc.finish()?;
         storage.gzip_bytes = Some(gz.len() as u64);
         if gz.len() <= max_part {
             storage.layout = "gzip".into();
@@ -214,7 +207,7 @@ pub fn layout_on(
         } else {
             storage.layout = "gzip-parts".into();
             storage.objects.clear();
-            for (i, chunk) in gz.chunks(max_part.max(1)).enumerate() {
+            for (i, chunk) in gzip::split(&gz, max_part).into_iter().enumerate() {
                 let name = shelf.part_name(&owner.name, i + 1);
                 storage.objects.push(name.clone());
                 let mut ann = annotations.clone();
@@ -489,16 +482,7 @@ pub fn assemble(
 
 fn gunzip(gz: &[u8]) -> Result<Vec<u8>, ReadError> {
     // A preview of 100k users is ~25 MB; refuse absurd sizes rather than exhaust memory.
-    const MAX: u64 = 1 << 30;
-    let mut out = Vec::new();
-    GzDecoder::new(gz)
-        .take(MAX + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ReadError::Malformed(format!("gzip: {e}")))?;
-    if out.len() as u64 > MAX {
-        return Err(ReadError::Malformed("the CSV is larger than 1 GiB".into()));
-    }
-    Ok(out)
+    gzip::gunzip(gz, 1 << 30).map_err(|e| ReadError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -556,11 +540,7 @@ mod tests {
         let mut csv = Vec::new();
         let stats = crate::sync::csv::write_preview_csv(&p.plan, &mut csv)
             .unwrap_or_else(|e| panic!("{e}"));
-        let gz_len = {
-            let mut enc = GzEncoder::new(Vec::new(), Compression::default());
-            enc.write_all(&csv).unwrap_or_else(|e| panic!("{e}"));
-            enc.finish().unwrap_or_default().len()
-        };
+        let gz_len = gzip::gzip(&csv, gzip::Level::Default).len();
         assert!(gz_len < csv.len());
         for (max, layout_name, objects) in [
             (csv.len(), "csv", 1),

@@ -7,14 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
 use crate::controller::objects::{MAX_PART_BYTES, Objects, OwnedObject, Owner};
-use crate::sync::PlannedRun;
 use crate::sync::engine::ApplyOutcome;
+use crate::sync::{PlannedRun, gzip};
 
 pub const ROLE: &str = "report";
 pub const REPORT_KEY: &str = "report.json";
@@ -83,11 +81,10 @@ pub fn build(
         serde_json::to_string_pretty(&report).unwrap_or_default(),
     )]);
     let mut binary = BTreeMap::new();
-    let mut csv = GzEncoder::new(Vec::new(), Compression::default());
+    let mut csv = Vec::new();
     let rows = planned.plan.items.iter().filter(|i| i.is_write());
-    if crate::sync::csv::write_rows(rows, &mut csv).is_ok()
-        && let Ok(gz) = csv.finish()
-    {
+    if crate::sync::csv::write_rows(rows, &mut csv).is_ok() {
+        let gz = gzip::gzip(&csv, gzip::Level::Default);
         if gz.len() <= MAX_PART_BYTES {
             binary.insert(APPLIED_KEY.to_owned(), gz);
         } else {

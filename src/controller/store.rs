@@ -123,7 +123,7 @@ impl ManagedSetObjects {
             .max(other_head.as_ref().map(save_number).unwrap_or(0))
             + 1;
         let gz = set.to_gzip();
-        let chunks: Vec<&[u8]> = gz.chunks(MAX_PART_BYTES).collect();
+        let chunks = crate::sync::gzip::split(&gz, MAX_PART_BYTES);
         let mut ann = BTreeMap::from([
             (SAVE_ANNOTATION.to_owned(), save.to_string()),
             (PARTS_ANNOTATION.to_owned(), chunks.len().max(1).to_string()),

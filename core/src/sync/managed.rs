@@ -4,13 +4,12 @@
 //! and splits into parts for stores with a per-object size limit.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 
 use async_trait::async_trait;
-use flate2::Compression;
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize, Serializer};
+
+use crate::sync::gzip;
 
 /// The format tag of the serialized set; a reader refuses anything else.
 pub const MANAGED_SET_FORMAT: &str = "dirsync.io/managed-set";
@@ -130,30 +129,22 @@ impl ManagedSet {
         // One large write: the encoder is slow with serde's many small ones. Level 1 is several
         // times faster than the default for ~1.5x the size (1.6 MB for 100k users), which suits
         // a set saved at every checkpoint of a long apply.
-        let json = self.to_json_vec();
-        let mut enc = GzEncoder::new(Vec::with_capacity(json.len() / 6), Compression::fast());
-        // Writing into a Vec-backed encoder cannot fail.
-        let _ = enc.write_all(&json);
-        enc.finish().unwrap_or_default()
+        gzip::gzip(&self.to_json_vec(), gzip::Level::Fast)
     }
 
     pub fn from_gzip(bytes: &[u8]) -> Result<Self, ManagedSetError> {
-        let mut json = Vec::new();
-        GzDecoder::new(bytes)
-            .take(MAX_DECOMPRESSED_BYTES + 1)
-            .read_to_end(&mut json)
-            .map_err(|e| ManagedSetError::Compression(e.to_string()))?;
-        if json.len() as u64 > MAX_DECOMPRESSED_BYTES {
-            return Err(ManagedSetError::TooLarge);
-        }
+        let json = gzip::gunzip(bytes, MAX_DECOMPRESSED_BYTES).map_err(|e| match e {
+            gzip::GunzipError::TooLarge(_) => ManagedSetError::TooLarge,
+            gzip::GunzipError::Corrupt(m) => ManagedSetError::Compression(m),
+        })?;
         Self::from_json_slice(&json)
     }
 
     /// One gzip stream cut into parts of at most `max_part_bytes` bytes (at least one part,
     /// even for an empty set). Reassemble with [`ManagedSet::from_parts`] in the same order.
     pub fn to_gzip_parts(&self, max_part_bytes: usize) -> Vec<Vec<u8>> {
-        self.to_gzip()
-            .chunks(max_part_bytes.max(1))
+        gzip::split(&self.to_gzip(), max_part_bytes)
+            .into_iter()
             .map(<[u8]>::to_vec)
             .collect()
     }

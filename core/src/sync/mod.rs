@@ -13,6 +13,7 @@ pub mod csv;
 pub mod display;
 pub mod engine;
 pub mod guard;
+pub mod gzip;
 pub mod immutable_id;
 pub mod limiter;
 pub mod managed;
