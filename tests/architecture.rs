@@ -63,6 +63,7 @@ fn the_clients_use_only_the_core_model_and_outbound_rules() {
         "src/clients",
         &[
             "crate::sync",
+            "dirsync_core::sync",
             "crate::controller",
             "crate::cli",
             "crate::crd",
