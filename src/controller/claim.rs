@@ -444,3 +444,274 @@ mod tests {
         assert_eq!(s.conditions[0].message, "Preview ready.");
     }
 }
+
+/// The claim protocol against a mocked API server (kube's `tower-test` pattern): the requests
+/// it sends, in order, and what it does with 409s and foreign claims. The real control plane
+/// tests (tests/operator_ha.rs) stay; these run in milliseconds.
+#[cfg(test)]
+mod api_tests {
+    use std::pin::pin;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+    use tower_test::mock::{self, Handle};
+
+    use super::*;
+    use crate::controller::Settings;
+    use crate::controller::outcome::RunOutcome;
+
+    const PATH: &str =
+        "/apis/dirsync.io/v1alpha1/namespaces/identity/directorysyncs/example-com/status";
+
+    fn resource(status: Value, resource_version: &str) -> Value {
+        json!({
+            "apiVersion": "dirsync.io/v1alpha1", "kind": "DirectorySync",
+            "metadata": {"name": "example-com", "namespace": "identity", "uid": "uid-1",
+                         "generation": 1, "resourceVersion": resource_version},
+            "spec": {"domain": "example.com", "upnMode": "Enabled", "maxAllowedDeletions": 10,
+                     "mode": "Once",
+                     "source": {"entraID": {"tenantID": "7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d",
+                        "clientID": "3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c",
+                        "clientSecretRef": {"name": "a", "key": "b"}}},
+                     "destination": {"scim": {"endpoint": "https://scim.example.net/v2",
+                        "bearerTokenRef": {"name": "c", "key": "d"}}}},
+            "status": status,
+        })
+    }
+
+    fn typed(v: &Value) -> DirectorySync {
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn context(client: kube::Client) -> Context {
+        let settings = Settings {
+            identity: "op-a".into(),
+            ..Settings::default()
+        };
+        Context::new(client, settings, Arc::new(Metrics::new()))
+    }
+
+    fn reply(status: StatusCode, body: &Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn conflict() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+               "message": "the object has been modified", "code": 409})
+    }
+
+    /// The next request: its method, path and JSON body (Null when it has none).
+    async fn next(
+        handle: &mut std::pin::Pin<&mut Handle<Request<Body>, Response<Body>>>,
+    ) -> (
+        Method,
+        String,
+        Value,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.unwrap_or_default();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.method, parts.uri.path().to_owned(), json, send)
+    }
+
+    fn now_t() -> Timestamp {
+        Timestamp::from_second(1_780_000_000).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_one_patch_under_the_resource_version_read_just_before() {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(kube::Client::new(service, "identity"));
+        let obj = resource(Value::Null, "41");
+        let server = tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let (m, path, _, send) = next(&mut handle).await;
+            assert_eq!((m, path.as_str()), (Method::GET, PATH));
+            send.send_response(reply(StatusCode::OK, &resource(json!({}), "42")));
+            let (m, path, body, send) = next(&mut handle).await;
+            assert_eq!((m, path.as_str()), (Method::PATCH, PATH));
+            assert_eq!(body["metadata"]["resourceVersion"], "42", "{body}");
+            assert_eq!(body["status"]["claim"]["holder"], "op-a");
+            assert_eq!(body["status"]["conditions"][0]["reason"], "Running");
+            let claimed = resource(body["status"].clone(), "43");
+            send.send_response(reply(StatusCode::OK, &claimed));
+            body["status"]["claim"]["runId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        });
+        let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), "identity");
+        let d = typed(&obj);
+        let owner = Owner::of(&d).unwrap_or_else(|e| panic!("{e}"));
+        let claim = claim_run(&api, &d, &ctx, &owner, Trigger::SpecChange, true, now_t())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let run_id = server.await.unwrap_or_default();
+        match claim {
+            Claim::Claimed(run) => {
+                assert_eq!(run.run_id, run_id);
+                assert!(run.apply, "Once applies on a new generation");
+            }
+            Claim::NotNow(a) => panic!("not claimed: {a:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_and_a_fresh_foreign_claim_write_nothing_more() {
+        // 409 on the claim: requeue, no error.
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(kube::Client::new(service, "identity"));
+        let server = tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let (_, _, _, send) = next(&mut handle).await;
+            send.send_response(reply(StatusCode::OK, &resource(json!({}), "42")));
+            let (m, _, _, send) = next(&mut handle).await;
+            assert_eq!(m, Method::PATCH);
+            send.send_response(reply(StatusCode::CONFLICT, &conflict()));
+        });
+        let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), "identity");
+        let d = typed(&resource(Value::Null, "41"));
+        let owner = Owner::of(&d).unwrap_or_else(|e| panic!("{e}"));
+        let r = claim_run(&api, &d, &ctx, &owner, Trigger::SpecChange, true, now_t()).await;
+        assert!(matches!(r, Ok(Claim::NotNow(_))));
+        server.await.unwrap_or_else(|e| panic!("{e}"));
+
+        // Another replica's claim, 10 s old (TTL 60 s): wait, no PATCH at all.
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(kube::Client::new(service, "identity"));
+        let since =
+            Time(Timestamp::from_second(1_780_000_000 - 10).unwrap_or(Timestamp::UNIX_EPOCH));
+        let held = json!({"claim": {"holder": "op-b", "runId": "r0", "since": since}});
+        let server = tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let (m, _, _, send) = next(&mut handle).await;
+            assert_eq!(m, Method::GET);
+            send.send_response(reply(StatusCode::OK, &resource(held, "42")));
+            // The claimant must not send anything else.
+            let more =
+                tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+            assert!(
+                more.is_err() || more.is_ok_and(|r| r.is_none()),
+                "a request after a foreign claim"
+            );
+        });
+        let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), "identity");
+        let r = claim_run(&api, &d, &ctx, &owner, Trigger::SpecChange, true, now_t()).await;
+        match r {
+            Ok(Claim::NotNow(a)) => assert_eq!(a, Action::requeue(Duration::from_secs(51))),
+            _ => panic!("expected to wait for the other replica"),
+        }
+        drop(api);
+        drop(ctx);
+        server.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test]
+    async fn the_run_status_is_written_only_while_the_claim_is_ours_and_retried_on_conflict() {
+        let ours = json!({"claim": {"holder": "op-a", "runId": "r1", "since": Time(now_t())}});
+        let theirs = json!({"claim": {"holder": "op-b", "runId": "r9", "since": Time(now_t())}});
+        let d = typed(&resource(ours.clone(), "42"));
+        let owner = Owner::of(&d).unwrap_or_else(|e| panic!("{e}"));
+        let mut outcome = RunOutcome::planned(&Default::default(), None, Some(3));
+        outcome.reason = Reason::Synced;
+        outcome.applied = true;
+        let record = outcome.record(
+            "r1",
+            SyncMode::Once,
+            true,
+            now_t(),
+            now_t(),
+            1,
+            &Trigger::SpecChange,
+        );
+
+        // Conflict once, then written: GET, PATCH (409), GET, PATCH (200), each under the
+        // version just read, releasing the claim.
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(kube::Client::new(service, "identity"));
+        let (o1, o2) = (ours.clone(), ours.clone());
+        let server = tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let mut versions = Vec::new();
+            for (rv, status, code) in [("50", o1, StatusCode::CONFLICT), ("51", o2, StatusCode::OK)]
+            {
+                let (m, _, _, send) = next(&mut handle).await;
+                assert_eq!(m, Method::GET);
+                send.send_response(reply(StatusCode::OK, &resource(status, rv)));
+                let (m, _, body, send) = next(&mut handle).await;
+                assert_eq!(m, Method::PATCH);
+                versions.push(body["metadata"]["resourceVersion"].clone());
+                assert_eq!(
+                    body["status"]["claim"],
+                    Value::Null,
+                    "the claim is released: {body}"
+                );
+                assert_eq!(body["status"]["lastRun"]["result"], "Synced");
+                let answer = if code == StatusCode::OK {
+                    resource(body["status"].clone(), "52")
+                } else {
+                    conflict()
+                };
+                send.send_response(reply(code, &answer));
+            }
+            versions
+        });
+        let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), "identity");
+        let new = write_run_status(
+            &ctx,
+            &api,
+            &owner,
+            "r1",
+            &record,
+            &outcome,
+            None,
+            &d,
+            now_t(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(new.claim, None);
+        assert_eq!(new.managed_users, Some(3));
+        assert_eq!(server.await.unwrap_or_default(), [json!("50"), json!("51")]);
+
+        // The claim changed hands: nothing is written.
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(kube::Client::new(service, "identity"));
+        let server = tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let (m, _, _, send) = next(&mut handle).await;
+            assert_eq!(m, Method::GET);
+            send.send_response(reply(StatusCode::OK, &resource(theirs, "60")));
+            let more =
+                tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+            assert!(
+                more.is_err() || more.is_ok_and(|r| r.is_none()),
+                "a write after losing the claim"
+            );
+        });
+        let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), "identity");
+        let kept = write_run_status(
+            &ctx,
+            &api,
+            &owner,
+            "r1",
+            &record,
+            &outcome,
+            None,
+            &d,
+            now_t(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kept.claim.map(|c| c.holder).as_deref(), Some("op-b"));
+        drop(api);
+        drop(ctx);
+        server.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
