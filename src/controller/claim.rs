@@ -447,7 +447,7 @@ mod tests {
 
 /// The claim protocol against a mocked API server (kube's `tower-test` pattern): the requests
 /// it sends, in order, and what it does with 409s and foreign claims. The real control plane
-/// tests (tests/operator_ha.rs) stay; these run in milliseconds.
+/// tests (tests/operator/ha.rs) stay; these run in milliseconds.
 #[cfg(test)]
 mod api_tests {
     use std::pin::pin;

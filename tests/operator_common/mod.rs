@@ -499,3 +499,39 @@ impl Drop for Operator {
         self.kill();
     }
 }
+
+/// What most operator tests start with: the shared control plane, a fresh namespace, the Graph
+/// emulator with the test's tenant, an empty scim2-server, the Secrets a resource refers to, and
+/// an operator watching the namespace.
+pub struct Scenario {
+    pub cp: &'static ControlPlane,
+    pub ns: TestNamespace,
+    pub emu: RunningEmulator,
+    pub scim: Scim2Server,
+    pub op: Operator,
+}
+
+impl Scenario {
+    /// Starts it all: namespace `ns_prefix-…`, the emulator `emu`, an operator with identity
+    /// `identity` and the test-friendly flags of [`Operator::start`] plus `operator_args`.
+    pub async fn start(
+        ns_prefix: &str,
+        emu: RunningEmulator,
+        identity: &str,
+        operator_args: &[&str],
+    ) -> Scenario {
+        dirsync::clients::outbound::init_crypto();
+        let cp = control_plane().await;
+        let ns = cp.namespace(ns_prefix).await;
+        let scim = scim();
+        secrets(&ns, &emu, CLIENT_SECRET).await;
+        let op = Operator::start(cp, ns.name(), identity, operator_args);
+        Scenario {
+            cp,
+            ns,
+            emu,
+            scim,
+            op,
+        }
+    }
+}

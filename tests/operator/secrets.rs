@@ -8,11 +8,10 @@
 //!   set: the next run writes nothing to the destination, and what the old setting left is
 //!   moved or removed.
 
-mod operator_common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use dirsync::controller::objects::{Objects, Owner, StoreKind};
 use dirsync::controller::preview;
 use dirsync::crd::DirectorySync;
@@ -22,7 +21,6 @@ use dirsync_testenv::TestNamespace;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use operator_common::*;
 use serde_json::json;
 use sha2::Digest;
 
@@ -81,13 +79,19 @@ fn sha(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_secrets_the_operator_writes_no_configmap() {
-    dirsync::clients::outbound::init_crypto();
-    let cp = control_plane().await;
-    let ns = cp.namespace("op-secrets").await;
-    let emu = emulator(&two_users()).await;
-    let scim = scim();
-    secrets(&ns, &emu, CLIENT_SECRET).await;
-    let op = Operator::start(cp, ns.name(), "op-a", &["--store-in", "secrets"]);
+    let Scenario {
+        cp,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start(
+        "op-secrets",
+        emulator(&two_users()).await,
+        "op-a",
+        &["--store-in", "secrets"],
+    )
+    .await;
     create(
         &ns,
         "example-com",

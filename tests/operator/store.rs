@@ -4,14 +4,12 @@
 //! resource is refused. Kept in Secrets (`--store-in=secrets`), the same; and a change of kind
 //! moves the set without losing it, never prefers a stale copy and ignores a foreign one.
 
-mod operator_common;
-
+use crate::common::*;
 use dirsync::controller::objects::{Owner, StoreKind};
 use dirsync::controller::store::ManagedSetObjects;
 use dirsync::sync::{ManagedEntry, ManagedSet, ManagedStore};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use operator_common::*;
 
 fn set(n: usize) -> ManagedSet {
     (0..n)

@@ -3,23 +3,27 @@
 //! pinned for approval too, whose hash `dirsync preview get --pending | sha256sum` gives. And
 //! the operator's memory while previewing 100,000 users.
 
-mod operator_common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use operator_common::*;
+use crate::common::*;
 use sha2::Digest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pinned_for_approval() {
-    dirsync::clients::outbound::init_crypto();
-    let cp = control_plane().await;
-    let ns = cp.namespace("op-bigpreview").await;
-    let emu = emulator_generated(56_000, "example.com").await;
-    let scim = scim();
-    secrets(&ns, &emu, CLIENT_SECRET).await;
-    let op = Operator::start(cp, ns.name(), "op-a", &[]);
+    let Scenario {
+        cp,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start(
+        "op-bigpreview",
+        emulator_generated(56_000, "example.com").await,
+        "op-a",
+        &[],
+    )
+    .await;
     let mut s = spec("example.com", "Once", &emu, &scim.base_url());
     s["approval"] = serde_json::json!("Always");
     create(&ns, "example-com", s).await;
@@ -138,13 +142,19 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_while_previewing_100_000_users() {
-    dirsync::clients::outbound::init_crypto();
-    let cp = control_plane().await;
-    let ns = cp.namespace("op-memory").await;
-    let emu = emulator_generated(100_000, "example.com").await;
-    let scim = scim();
-    secrets(&ns, &emu, CLIENT_SECRET).await;
-    let op = Operator::start(cp, ns.name(), "op-a", &[]);
+    let Scenario {
+        cp: _,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start(
+        "op-memory",
+        emulator_generated(100_000, "example.com").await,
+        "op-a",
+        &[],
+    )
+    .await;
     op.wait_ready(Duration::from_secs(30)).await;
     let idle_rss = op.peak_rss();
     let started = Instant::now();

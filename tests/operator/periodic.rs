@@ -2,13 +2,11 @@
 //! applies at consecutive slots of the (shortened) interval, shifted by the per-resource
 //! offset; the second slot picks up a change made in the emulator; `nextRunTime` is right.
 
-mod operator_common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use dirsync::controller::schedule::{next_slot_after, slot_offset};
 use k8s_openapi::jiff::Timestamp;
-use operator_common::*;
 
 const INTERVAL: Duration = Duration::from_secs(12);
 

@@ -3,12 +3,11 @@
 //! tokens and trust stores between resources, the outbound endpoint policy, and what remote
 //! text and user data may reach status, events and logs.
 
-mod operator_common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -17,7 +16,6 @@ use dirsync_testenv::TestNamespace;
 use entra_emulator::{Config, Emulator, RunningEmulator};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
-use operator_common::*;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);

@@ -4,14 +4,12 @@
 //! Unknown, used and expired hashes write nothing; an approved guard trip applies exactly its
 //! deletions.
 
-mod operator_common;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use dirsync::crd::{DirectorySync, PendingApproval};
 use dirsync_testenv::TestNamespace;
-use operator_common::*;
 use serde_json::json;
 use sha2::Digest;
 
@@ -95,13 +93,13 @@ fn metric(text: &str, line_start: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_deletes_waits_for_a_delete_and_its_approval_applies_once() {
-    dirsync::clients::outbound::init_crypto();
-    let cp = control_plane().await;
-    let ns = cp.namespace("op-approval").await;
-    let emu = emulator(&four_users()).await;
-    let scim = scim();
-    secrets(&ns, &emu, CLIENT_SECRET).await;
-    let op = Operator::start(cp, ns.name(), "op-a", &[]);
+    let Scenario {
+        cp,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start("op-approval", emulator(&four_users()).await, "op-a", &[]).await;
     let mut s = spec("example.com", "Once", &emu, &scim.base_url());
     s["approval"] = json!("OnDeletes");
     s["maxAllowedDeletions"] = json!(100);
@@ -266,13 +264,19 @@ async fn on_deletes_waits_for_a_delete_and_its_approval_applies_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_approval_writes_nothing_and_an_approved_guard_trip_applies() {
-    dirsync::clients::outbound::init_crypto();
-    let cp = control_plane().await;
-    let ns = cp.namespace("op-approval-guard").await;
-    let emu = emulator(&four_users()).await;
-    let scim = scim();
-    secrets(&ns, &emu, CLIENT_SECRET).await;
-    let op = Operator::start(cp, ns.name(), "op-a", &["--preview-ttl", "6s"]);
+    let Scenario {
+        cp,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start(
+        "op-approval-guard",
+        emulator(&four_users()).await,
+        "op-a",
+        &["--preview-ttl", "6s"],
+    )
+    .await;
     create(
         &ns,
         "example-com",

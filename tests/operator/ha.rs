@@ -4,12 +4,10 @@
 //! first; killing the operator in the middle of an apply and starting another ends in the
 //! right state with no duplicate users.
 
-mod operator_common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use operator_common::*;
+use crate::common::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);

@@ -2,11 +2,9 @@
 //! DryRun previews (exact CSV, sync-now), Once syncs (and the zero-write second reconcile),
 //! the deletion guard.
 
-mod operator_common;
-
 use std::time::Duration;
 
-use operator_common::*;
+use crate::common::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -228,13 +226,13 @@ async fn dry_run_publishes_the_exact_preview_writes_nothing_and_reruns_on_sync_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
-    dirsync::clients::outbound::init_crypto();
-    let cp = control_plane().await;
-    let ns = cp.namespace("op-once").await;
-    let emu = emulator(&small_tenant()).await;
-    let scim = scim();
-    secrets(&ns, &emu, CLIENT_SECRET).await;
-    let op = Operator::start(cp, ns.name(), "op-a", &[]);
+    let Scenario {
+        cp: _,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start("op-once", emulator(&small_tenant()).await, "op-a", &[]).await;
     create(
         &ns,
         "example-com",

@@ -2,14 +2,12 @@
 //! after `--report-retention`; a same-named ConfigMap it does not own is left untouched
 //! (`PreviewConflict`).
 
-mod operator_common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, PostParams};
-use operator_common::*;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -22,18 +20,19 @@ fn fixture() -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn previews_and_run_reports_expire() {
-    dirsync::clients::outbound::init_crypto();
-    let cp = control_plane().await;
-    let ns = cp.namespace("op-expiry").await;
-    let emu = emulator(&fixture()).await;
-    let scim = scim();
-    secrets(&ns, &emu, CLIENT_SECRET).await;
-    let op = Operator::start(
-        cp,
-        ns.name(),
+    let Scenario {
+        cp: _,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start(
+        "op-expiry",
+        emulator(&fixture()).await,
         "op-a",
         &["--preview-ttl", "6s", "--report-retention", "6s"],
-    );
+    )
+    .await;
     create(
         &ns,
         "example-com",

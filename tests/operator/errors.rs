@@ -2,11 +2,9 @@
 //! missing Secret, an unreachable SCIM server. The right reason on the conditions, a message
 //! without the secret, retries with backoff, and recovery once fixed.
 
-mod operator_common;
-
 use std::time::Duration;
 
-use operator_common::*;
+use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
 const WRONG_SECRET: &str = "Wr0ng-Client-Secret-Value";
