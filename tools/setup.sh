@@ -227,7 +227,7 @@ fi
 
 # --- issue 7 (chart, supply chain): lua-check and cargo-deny ------------------------------------
 # bin/lua-check: runs argocd/health.lua in gopher-lua (Argo CD's interpreter) against
-# argocd/testdata (tests/chart.rs). Pinned by tools/lua-check/go.mod + go.sum.
+# argocd/testdata (tests/chart/argocd.rs). Pinned by tools/lua-check/go.mod + go.sum.
 LUA_HASH=$(hash_files "$ROOT/tools/lua-check/go.mod" "$ROOT/tools/lua-check/go.sum" "$ROOT/tools/lua-check/main.go")
 STAMP="lua-check $LUA_HASH $GOV"
 if [ "$DEMO" = 1 ]; then
