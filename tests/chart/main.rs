@@ -345,6 +345,23 @@ async fn wait_reason(
 
 fn forbidden_lines(log: &str) -> Vec<&str> {
     log.lines()
-        .filter(|l| l.contains("forbidden") || l.contains("Forbidden") || l.contains("403"))
+        .filter(|l| l.contains("forbidden") || l.contains("Forbidden") || has_403(l))
         .collect()
+}
+
+/// A status 403 in `line`: "403" not inside a longer number (the operator logs its random admin
+/// port, which can end in 403).
+fn has_403(line: &str) -> bool {
+    let b = line.as_bytes();
+    line.match_indices("403").any(|(i, _)| {
+        !(i > 0 && b[i - 1].is_ascii_digit()) && !b.get(i + 3).is_some_and(u8::is_ascii_digit)
+    })
+}
+
+#[test]
+fn a_port_ending_in_403_is_not_a_refusal() {
+    assert!(forbidden_lines("admin endpoints listening addresses=[127.0.0.1:42403]").is_empty());
+    assert!(forbidden_lines("listening on 127.0.0.1:40301").is_empty());
+    assert_eq!(forbidden_lines("GET /x: HTTP 403").len(), 1);
+    assert_eq!(forbidden_lines("ErrorResponse { code: 403 }").len(), 1);
 }
