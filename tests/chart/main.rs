@@ -354,7 +354,9 @@ fn forbidden_lines(log: &str) -> Vec<&str> {
 fn has_403(line: &str) -> bool {
     let b = line.as_bytes();
     line.match_indices("403").any(|(i, _)| {
-        !(i > 0 && b[i - 1].is_ascii_digit()) && !b.get(i + 3).is_some_and(u8::is_ascii_digit)
+        let digit_before = i > 0 && b[i - 1].is_ascii_digit();
+        let digit_after = b.get(i + 3).is_some_and(u8::is_ascii_digit);
+        !(digit_before || digit_after)
     })
 }
 
