@@ -356,3 +356,78 @@ async fn an_expired_approval_writes_nothing_and_an_approved_guard_trip_applies()
     assert_eq!(users[0]["userName"], "user4@example.com");
     assert_eq!(status(&d).managed_users, Some(1));
 }
+
+/// Periodic with `approval: Always`: every slot re-plans and waits; while the plan stays the same
+/// the pin stays exactly as the first waiting run made it; approving applies at once (the spec
+/// change does not wait for the next slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_slots_keep_an_unchanged_pin_and_an_approval_applies_at_once() {
+    let Scenario {
+        cp: _,
+        ns,
+        emu,
+        scim,
+        op,
+    } = Scenario::start(
+        "op-approval-periodic",
+        emulator(&four_users()).await,
+        "op-a",
+        &[],
+    )
+    .await;
+    let mut s = spec("example.com", "Periodic", &emu, &scim.base_url());
+    s["approval"] = json!("Always");
+    s["interval"] = json!("2s");
+    create(&ns, "example-com", s).await;
+    let waiting = |d: &DirectorySync| {
+        status(d)
+            .history
+            .into_iter()
+            .filter(|r| r.result == "AwaitingApproval")
+            .collect::<Vec<_>>()
+    };
+    let d = wait_for(
+        &ns,
+        "example-com",
+        "three slots waiting for approval",
+        T,
+        Some(&op),
+        |d| waiting(d).len() >= 3,
+    )
+    .await;
+    let p = pending(&d);
+    assert_eq!((p.adds, p.deletes), (4, 0));
+    let runs = waiting(&d);
+    assert!(
+        runs.iter().all(|r| r.trigger.as_deref() == Some("Slot")),
+        "{runs:?}"
+    );
+    assert_eq!(
+        Some(p.run_id.as_str()),
+        runs.last().map(|r| r.id.as_str()),
+        "pinned by the first waiting slot and kept by the later ones"
+    );
+    assert!(
+        scim_users(&scim.base_url()).await.is_empty(),
+        "nothing written"
+    );
+
+    patch_spec(&ns, json!({"approvedPreview": p.sha256})).await;
+    let d = wait_for(
+        &ns,
+        "example-com",
+        "the approval applied",
+        T,
+        Some(&op),
+        |d| ready_reason(d).as_deref() == Some("Synced"),
+    )
+    .await;
+    let last = status(&d).last_run.expect("lastRun");
+    assert_eq!(
+        last.trigger.as_deref(),
+        Some("SpecChange"),
+        "at once, not at a slot"
+    );
+    assert_eq!(last.adds, 4);
+    assert_eq!(scim_users(&scim.base_url()).await.len(), 4);
+}
