@@ -445,9 +445,11 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
             eprintln!(
                 "dirsync: approved preview {} ({}): {} rows to apply, {} stale (skipped), {} not approved (not applied)",
                 approved.hash,
-                approved_path
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                terminal_safe(
+                    &approved_path
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
                 sel.approved,
                 sel.stale,
                 sel.not_approved

@@ -11,13 +11,14 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::controller::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{MAX_PART_BYTES, Objects, Owner};
 use crate::controller::preview::{self, Shelf};
 use crate::controller::status::Reason;
+use crate::controller::timing::add;
 use crate::crd::{ApprovalPolicy, ApprovalStatus, DirectorySync, PendingApproval};
 use crate::sync::PlannedRun;
 use crate::sync::approval::{ApprovalNeed, ApprovedPreview, Selection, parse_preview};
@@ -270,13 +271,6 @@ pub fn applied_note(hash: &str, s: &Selection) -> String {
         "Applied the approved preview {hash}: {} rows applied, {} stale (skipped), {} not approved (they wait for the next preview).",
         s.approved, s.stale, s.not_approved
     )
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
 }
 
 fn count(planned: &PlannedRun, a: Action) -> i64 {

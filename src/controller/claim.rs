@@ -520,6 +520,15 @@ mod api_tests {
         (parts.method, parts.uri.path().to_owned(), json, send)
     }
 
+    /// No further request arrives (the client side is done or dropped).
+    async fn assert_silent(
+        handle: &mut std::pin::Pin<&mut Handle<Request<Body>, Response<Body>>>,
+        what: &str,
+    ) {
+        let more = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+        assert!(more.is_err() || more.is_ok_and(|r| r.is_none()), "{what}");
+    }
+
     fn now_t() -> Timestamp {
         Timestamp::from_second(1_780_000_000).unwrap_or(Timestamp::UNIX_EPOCH)
     }
@@ -594,12 +603,7 @@ mod api_tests {
             assert_eq!(m, Method::GET);
             send.send_response(reply(StatusCode::OK, &resource(held, "42")));
             // The claimant must not send anything else.
-            let more =
-                tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
-            assert!(
-                more.is_err() || more.is_ok_and(|r| r.is_none()),
-                "a request after a foreign claim"
-            );
+            assert_silent(&mut handle, "a request after a foreign claim").await;
         });
         let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), "identity");
         let r = claim_run(&api, &d, &ctx, &owner, Trigger::SpecChange, true, now_t()).await;
@@ -688,12 +692,7 @@ mod api_tests {
             let (m, _, _, send) = next(&mut handle).await;
             assert_eq!(m, Method::GET);
             send.send_response(reply(StatusCode::OK, &resource(theirs, "60")));
-            let more =
-                tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
-            assert!(
-                more.is_err() || more.is_ok_and(|r| r.is_none()),
-                "a write after losing the claim"
-            );
+            assert_silent(&mut handle, "a write after losing the claim").await;
         });
         let api: Api<DirectorySync> = Api::namespaced(ctx.client.clone(), "identity");
         let kept = write_run_status(

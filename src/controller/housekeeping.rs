@@ -19,8 +19,8 @@ use crate::controller::timing::requeue_for;
 use crate::controller::{Context, report};
 use crate::crd::DirectorySync;
 
-/// Nothing due: keep `nextRunTime` right, remove an expired preview and old reports, and
-/// write only if that changed something.
+/// Nothing due: keep `nextRunTime` right, remove an expired preview, an expired pending preview
+/// and old reports, and write only if that changed something.
 pub async fn tidy_idle(
     obj: &DirectorySync,
     ctx: &Context,

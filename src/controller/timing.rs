@@ -15,10 +15,12 @@ use crate::crd::{DirectorySync, DirectorySyncStatus, SYNC_NOW_ANNOTATION};
 /// Longest wait between two looks at an idle resource (an idle look writes nothing).
 pub const RESYNC: Duration = Duration::from_secs(3600);
 
+/// Now, to the second (what status keeps).
 pub fn now() -> Timestamp {
     whole_seconds(Timestamp::now())
 }
 
+/// `t + d`, saturating at the end of time.
 pub fn add(t: Timestamp, d: Duration) -> Timestamp {
     SignedDuration::try_from(d)
         .ok()
@@ -33,6 +35,7 @@ pub fn effective_interval(spec_interval: &str, min: Duration) -> Duration {
         .max(min)
 }
 
+/// The `dirsync.io/sync-now` annotation's value, when set and not empty.
 pub fn sync_now_value(obj: &DirectorySync) -> Option<String> {
     obj.annotations()
         .get(SYNC_NOW_ANNOTATION)
@@ -40,6 +43,7 @@ pub fn sync_now_value(obj: &DirectorySync) -> Option<String> {
         .cloned()
 }
 
+/// What the schedule (`schedule.rs`) decides for `obj` at `now`.
 pub fn decide(obj: &DirectorySync, ctx: &Context, uid: &str, now: Timestamp) -> Decision {
     let status = obj.status.clone().unwrap_or_default();
     let interval = effective_interval(&obj.spec.interval, ctx.settings.min_interval);

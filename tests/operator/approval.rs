@@ -4,7 +4,6 @@
 //! Unknown, used and expired hashes write nothing; an approved guard trip applies exactly its
 //! deletions.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
@@ -64,17 +63,7 @@ fn pending(d: &DirectorySync) -> PendingApproval {
 
 /// `dirsync preview get example-com -n NS --pending`: the CSV bytes.
 fn pending_csv(cp: &dirsync_testenv::ControlPlane, ns: &str) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(["preview", "get", "example-com", "-n", ns, "--pending"])
-        .env("KUBECONFIG", cp.kubeconfig())
-        .output()
-        .expect("dirsync preview get --pending runs");
-    assert!(
-        out.status.success(),
-        "preview get --pending failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    preview_get(cp, ns, "example-com", &["--pending"]).0
 }
 
 fn sha256sum(b: &[u8]) -> String {

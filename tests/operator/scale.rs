@@ -3,7 +3,6 @@
 //! pinned for approval too, whose hash `dirsync preview get --pending | sha256sum` gives. And
 //! the operator's memory while previewing 100,000 users.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -66,17 +65,7 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pin
     }
 
     // `dirsync preview get` reassembles it, checks the sha256, and prints the whole CSV.
-    let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(["preview", "get", "example-com", "-n", ns.name()])
-        .env("KUBECONFIG", cp.kubeconfig())
-        .output()
-        .expect("dirsync preview get runs");
-    assert!(
-        out.status.success(),
-        "preview get failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let csv = out.stdout;
+    let (csv, _) = preview_get(cp, ns.name(), "example-com", &[]);
     assert_eq!(
         dirsync::sync::csv::hex(&sha2::Sha256::digest(&csv)),
         p.sha256
@@ -104,32 +93,16 @@ async fn a_preview_of_50_000_adds_is_stored_in_parts_and_read_back_whole_and_pin
     assert!(pending.objects.len() >= 3, "{:?}", pending.objects);
     assert_eq!(pending.objects[0], "example-com-pending");
     assert_eq!(pending.adds, run.adds);
-    let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args([
-            "preview",
-            "get",
-            "example-com",
-            "-n",
-            ns.name(),
-            "--pending",
-        ])
-        .env("KUBECONFIG", cp.kubeconfig())
-        .output()
-        .expect("dirsync preview get --pending runs");
-    assert!(
-        out.status.success(),
-        "preview get --pending failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (pinned, _) = preview_get(cp, ns.name(), "example-com", &["--pending"]);
     assert_eq!(
         format!(
             "sha256:{}",
-            dirsync::sync::csv::hex(&sha2::Sha256::digest(&out.stdout))
+            dirsync::sync::csv::hex(&sha2::Sha256::digest(&pinned))
         ),
         pending.sha256
     );
     assert_eq!(
-        out.stdout,
+        pinned,
         text.as_bytes(),
         "the pinned plan is the previewed plan"
     );

@@ -8,7 +8,6 @@
 //!   set: the next run writes nothing to the destination, and what the old setting left is
 //!   moved or removed.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -61,16 +60,13 @@ fn uid(d: &DirectorySync) -> String {
     d.metadata.uid.clone().unwrap_or_default()
 }
 
-/// `dirsync preview get NAME -n NS [--verbose]` with the admin kubeconfig: (stdout, stderr).
-fn preview_get(cp: &dirsync_testenv::ControlPlane, ns: &str, name: &str) -> (Vec<u8>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(["preview", "get", name, "-n", ns, "--verbose"])
-        .env("KUBECONFIG", cp.kubeconfig())
-        .output()
-        .expect("dirsync preview get runs");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "preview get failed: {err}");
-    (out.stdout, err)
+/// `dirsync preview get NAME -n NS --verbose`: (stdout, stderr).
+fn preview_get_verbose(
+    cp: &dirsync_testenv::ControlPlane,
+    ns: &str,
+    name: &str,
+) -> (Vec<u8>, String) {
+    preview_get(cp, ns, name, &["--verbose"])
 }
 
 fn sha(b: &[u8]) -> String {
@@ -135,7 +131,7 @@ async fn with_secrets_the_operator_writes_no_configmap() {
     assert_eq!(summary["storage"]["layout"], "csv");
 
     // `dirsync preview get` finds it without being told the kind, and checks the sha256.
-    let (out, err) = preview_get(cp, ns.name(), "example-com");
+    let (out, err) = preview_get_verbose(cp, ns.name(), "example-com");
     assert_eq!(out, csv);
     assert!(String::from_utf8_lossy(&out).contains("\r\nAdd,alice@example.com,"));
     assert!(
@@ -321,7 +317,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
             Some("preview-part")
         );
     }
-    let (csv, err) = preview_get(cp, ns.name(), "example-com");
+    let (csv, err) = preview_get_verbose(cp, ns.name(), "example-com");
     assert_eq!(sha(&csv), new.status.sha256);
     assert!(err.contains("layout gzip-parts in Secrets"), "{err}");
     assert_eq!(
@@ -370,7 +366,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
         "the smaller preview drops its parts"
     );
     // preview get passes over the ConfigMap, which is no preview, and reads the Secret.
-    let (csv, err) = preview_get(cp, ns.name(), "example-com");
+    let (csv, err) = preview_get_verbose(cp, ns.name(), "example-com");
     assert_eq!(sha(&csv), small.status.sha256);
     assert!(err.contains("layout csv in Secrets"), "{err}");
     // With a real preview in both kinds (a switch not yet cleaned up), the newer is read.
@@ -392,7 +388,7 @@ async fn a_preview_in_gzip_parts_is_stored_as_secrets_and_replaces_the_configmap
     for o in &newer.objects {
         in_cms.apply(o).await.expect("apply");
     }
-    let (csv, err) = preview_get(cp, ns.name(), "example-com");
+    let (csv, err) = preview_get_verbose(cp, ns.name(), "example-com");
     assert_eq!(sha(&csv), newer.status.sha256);
     assert!(err.contains("in ConfigMaps"), "{err}");
     preview::remove(&in_cms, &owner).await.expect("remove");

@@ -535,3 +535,17 @@ impl Scenario {
         }
     }
 }
+
+/// `dirsync preview get NAME -n NS` plus `extra` (`--pending`, `--verbose`) with the admin
+/// kubeconfig: (stdout, stderr). Fails the test when the command fails.
+pub fn preview_get(cp: &ControlPlane, ns: &str, name: &str, extra: &[&str]) -> (Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(["preview", "get", name, "-n", ns])
+        .args(extra)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()
+        .expect("dirsync preview get runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "preview get {extra:?} failed: {err}");
+    (out.stdout, err)
+}
