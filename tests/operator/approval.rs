@@ -263,7 +263,7 @@ async fn an_expired_approval_writes_nothing_and_an_approved_guard_trip_applies()
         "op-approval-guard",
         emulator(&four_users()).await,
         "op-a",
-        &["--preview-ttl", "6s"],
+        &["--preview-ttl", "10s"],
     )
     .await;
     create(
