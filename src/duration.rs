@@ -1,7 +1,7 @@
 //! The one duration grammar of dirsync: Go's (`time.ParseDuration`, as Kubernetes and kubectl
 //! write durations) restricted to the units a sync schedule needs — `ms`, `s`, `m`, `h`, with
 //! decimals and sums (`1h30m`, `1.5h`, `500ms`). It is the grammar of `spec.interval` (whose CRD
-//! pattern in `src/crd.rs` admits exactly these), of the operator's duration flags and of the
+//! pattern in `src/crd/mod.rs` admits exactly these), of the operator's duration flags and of the
 //! scheduler, so validation and the reconciler can never disagree about a value.
 
 use std::time::Duration;
