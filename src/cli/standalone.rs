@@ -466,9 +466,9 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
         }
         (None, Some(ApprovalNeed::Policy)) => {
             eprintln!(
-                "error: {}: spec.approval is {:?} and this plan writes{}; nothing was written. Review it (dirsync plan --out plan.csv), then run dirsync apply --approved-preview plan.csv",
+                "error: {}: spec.approval is {} and this plan writes{}; nothing was written. Review it (dirsync plan --out plan.csv), then run dirsync apply --approved-preview plan.csv",
                 Reason::AwaitingApproval,
-                s.resource.spec.approval,
+                s.resource.spec.approval.as_str(),
                 if planned.plan.deletions() > 0 {
                     " and deletes or deactivates"
                 } else {

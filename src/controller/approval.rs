@@ -16,13 +16,14 @@ use k8s_openapi::jiff::Timestamp;
 use crate::controller::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{MAX_PART_BYTES, Objects, Owner};
+use crate::controller::outcome::count;
 use crate::controller::preview::{self, Shelf};
 use crate::controller::status::Reason;
 use crate::controller::timing::add;
 use crate::crd::{ApprovalPolicy, ApprovalStatus, DirectorySync, PendingApproval};
 use crate::sync::PlannedRun;
 use crate::sync::approval::{ApprovalNeed, ApprovedPreview, Selection, parse_preview};
-use crate::sync::plan::Action;
+use crate::sync::summary::Counts;
 
 pub use crate::sync::approval::approval_need;
 
@@ -170,8 +171,7 @@ pub async fn pass_gate(
     )
     .await?;
     if wrote {
-        ctx.metrics
-            .write(&objects.kind().as_str().to_ascii_lowercase());
+        ctx.metrics.write(&objects.write_verb());
         ctx.metrics.approval("requested");
     }
     if reason != Reason::AwaitingApproval && reason != Reason::DeletionThresholdExceeded {
@@ -243,7 +243,7 @@ pub fn waiting_message(
         ),
         _ => format!(
             "Awaiting approval (spec.approval: {}): this run wrote nothing.",
-            policy_name(policy)
+            policy.as_str()
         ),
     };
     let what = if reason == Reason::DeletionThresholdExceeded {
@@ -257,24 +257,12 @@ pub fn waiting_message(
     )
 }
 
-fn policy_name(p: ApprovalPolicy) -> &'static str {
-    match p {
-        ApprovalPolicy::Never => "Never",
-        ApprovalPolicy::OnDeletes => "OnDeletes",
-        ApprovalPolicy::Always => "Always",
-    }
-}
-
 /// The part of an approved run's message that says what the approval covered.
 pub fn applied_note(hash: &str, s: &Selection) -> String {
     format!(
         "Applied the approved preview {hash}: {} rows applied, {} stale (skipped), {} not approved (they wait for the next preview).",
         s.approved, s.stale, s.not_approved
     )
-}
-
-fn count(planned: &PlannedRun, a: Action) -> i64 {
-    i64::try_from(planned.plan.count(a)).unwrap_or(i64::MAX)
 }
 
 /// Pins `planned`'s preview as pending, unless the same preview is already pinned and
@@ -313,13 +301,14 @@ pub async fn pin(
     )
     .map_err(|e| Error::InvalidSpec(format!("rendering the pending preview: {e}")))?;
     preview::publish(objects, owner, &layout).await?;
+    let counts = Counts::of(&planned.plan, planned.skipped);
     let pending = PendingApproval {
         sha256: fresh,
         objects: layout.status.objects.clone(),
         kind: objects.kind(),
-        adds: count(planned, Action::Add),
-        updates: count(planned, Action::Update),
-        deletes: count(planned, Action::Delete),
+        adds: count(counts.add),
+        updates: count(counts.update),
+        deletes: count(counts.delete),
         guard_tripped: planned.guard.tripped,
         run_id: run_id.to_owned(),
         since: Time(now),

@@ -250,6 +250,12 @@ impl Objects {
         }
     }
 
+    /// The `verb` label of `dirsync_kube_writes_total` for a write of this kind (`configmap`,
+    /// `secret`).
+    pub fn write_verb(&self) -> String {
+        self.kind.as_str().to_ascii_lowercase()
+    }
+
     pub fn kind(&self) -> StoreKind {
         self.kind
     }

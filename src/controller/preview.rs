@@ -38,11 +38,6 @@ pub fn main_name(resource: &str) -> String {
     Shelf::Latest.main_name(resource)
 }
 
-/// The name of part `i` (1-based).
-pub fn part_name(resource: &str, i: usize) -> String {
-    Shelf::Latest.part_name(resource, i)
-}
-
 /// Which preview: the latest run's (`<name>-preview`), or the one pinned until it is approved
 /// (`<name>-pending`, docs/behaviour.md §9). Both have the same layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -259,8 +259,7 @@ async fn publish_preview(
     )
     .map_err(|e| Error::InvalidSpec(format!("rendering the preview: {e}")))?;
     preview::publish(objects, owner, &layout).await?;
-    ctx.metrics
-        .write(&objects.kind().as_str().to_ascii_lowercase());
+    ctx.metrics.write(&objects.write_verb());
     Ok(layout.status)
 }
 
@@ -329,8 +328,7 @@ async fn apply_and_report(
         {
             WriteCheck::Ok => {
                 objects.apply(&obj).await.map_err(Error::WriteReport)?;
-                ctx.metrics
-                    .write(&objects.kind().as_str().to_ascii_lowercase());
+                ctx.metrics.write(&objects.write_verb());
                 report_name = obj.metadata.name.clone();
             }
             WriteCheck::Foreign => {

@@ -139,7 +139,8 @@ pub fn next_slot_after(t: Timestamp, interval: Duration, offset: Duration) -> Ti
         .unwrap_or(Timestamp::MAX)
 }
 
-fn add(t: Timestamp, d: Duration) -> Timestamp {
+/// `t + d`, saturating at the end of time.
+pub fn add(t: Timestamp, d: Duration) -> Timestamp {
     SignedDuration::try_from(d)
         .ok()
         .and_then(|d| t.checked_add(d).ok())

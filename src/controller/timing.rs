@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 use crate::controller::Context;
+pub use crate::controller::schedule::add;
 use crate::controller::schedule::{self, Decision};
 use crate::controller::status::whole_seconds;
 use crate::crd::{DirectorySync, DirectorySyncStatus, SYNC_NOW_ANNOTATION};
@@ -18,14 +19,6 @@ pub const RESYNC: Duration = Duration::from_secs(3600);
 /// Now, to the second (what status keeps).
 pub fn now() -> Timestamp {
     whole_seconds(Timestamp::now())
-}
-
-/// `t + d`, saturating at the end of time.
-pub fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
 }
 
 /// The interval a resource runs at: its spec, bounded below by `--min-interval`.

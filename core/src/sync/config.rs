@@ -41,6 +41,17 @@ pub enum ApprovalPolicy {
     Always,
 }
 
+impl ApprovalPolicy {
+    /// The name the resource spells it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalPolicy::Never => "Never",
+            ApprovalPolicy::OnDeletes => "OnDeletes",
+            ApprovalPolicy::Always => "Always",
+        }
+    }
+}
+
 /// The settings a run plans and applies with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
