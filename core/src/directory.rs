@@ -118,6 +118,45 @@ impl UserSink for Vec<User> {
     }
 }
 
+/// One entry of a delta read (docs/behaviour.md §7): a user as it is now, or a user removed from
+/// the directory (soft-deleted or gone for good; both mean "no longer a source user").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeltaItem {
+    Changed(User),
+    Removed { id: String },
+}
+
+/// What following a delta link gave: every change since the link was issued (at most one item
+/// per id, the last one seen), and the link that continues from here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeltaRead {
+    pub items: Vec<DeltaItem>,
+    pub link: String,
+}
+
+/// Why a delta link could not be followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeltaError {
+    /// The directory no longer accepts the link (expired, reset, any 4xx): a full run is due,
+    /// and nothing is wrong with the directory.
+    #[error("delta link refused: {0}")]
+    Rejected(String),
+    /// The read failed as any read can; the run fails with it.
+    #[error(transparent)]
+    Read(#[from] DirectoryError),
+}
+
+/// A source that can say what changed since a point in time (Graph's `/users/delta`).
+#[async_trait]
+pub trait DeltaSource: Send + Sync {
+    /// A link that will return every change made from now on (`$deltatoken=latest`); taken
+    /// before a full read, so that nothing changed during the read is missed.
+    async fn delta_link_now(&self) -> Result<String, DirectoryError>;
+
+    /// Follows `link` to its end.
+    async fn read_delta(&self, link: &str) -> Result<DeltaRead, DeltaError>;
+}
+
 /// A directory of users that a run can read from and write to.
 ///
 /// Writes take the Immutable ID the caller expects the target to carry right now
@@ -151,6 +190,11 @@ pub trait Directory: Send + Sync {
     /// left this resource's domain for another synced domain (handed over, never deleted)
     /// from one who left the tenant.
     async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError>;
+
+    /// The directory's change feed, when it has one (incremental runs, docs/behaviour.md §7).
+    fn delta(&self) -> Option<&dyn DeltaSource> {
+        None
+    }
 
     /// Finds users by exact user name (case-insensitive), e.g. to re-plan after a 409 on create.
     async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError>;

@@ -256,6 +256,7 @@ mod tests {
             replanned: Vec::new(),
             not_attempted: 0,
             aborted: None,
+            met_changed_destination: false,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod guard;
 pub mod gzip;
 pub mod immutable_id;
+pub mod incremental;
 pub mod limiter;
 pub mod managed;
 pub mod mapping;
@@ -32,5 +33,6 @@ pub use engine::{
     ApplyObserver, ApplyOptions, ApplyOutcome, OtherResources, PlannedRun, RunError, RunResult,
     apply_run, plan_run,
 };
+pub use incremental::{DeltaState, FullReason, RunKind};
 pub use managed::{ManagedEntry, ManagedSet, ManagedStore, StoreError};
 pub use reason::{Health, Reason, Side};

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sync::csv::CsvStats;
 use crate::sync::guard::GuardVerdict;
+use crate::sync::incremental::RunKind;
 use crate::sync::mapping::Skipped;
 use crate::sync::plan::{Action, Plan, PlanItem, UpdateKind};
 
@@ -92,6 +93,17 @@ pub struct Summary {
     /// sha256 of the CSV bytes, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// `Full` or `Incremental` (docs/behaviour.md §7): an incremental preview holds only the
+    /// rows of the users that changed, and no Unmanaged rows.
+    #[serde(default = "full")]
+    pub kind: String,
+    /// Why the run was full (a [`crate::sync::incremental::FullReason`] name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_reason: Option<String>,
+}
+
+fn full() -> String {
+    "Full".to_owned()
 }
 
 impl Summary {
@@ -122,6 +134,17 @@ impl Summary {
                 .collect(),
             rows: plan.items.len(),
             sha256: None,
+            kind: full(),
+            full_reason: None,
+        }
+    }
+
+    /// Records the run's kind.
+    pub fn with_kind(self, kind: RunKind) -> Self {
+        Self {
+            kind: kind.as_str().to_owned(),
+            full_reason: kind.full_reason().map(|r| r.as_str().to_owned()),
+            ..self
         }
     }
 

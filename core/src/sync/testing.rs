@@ -7,7 +7,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::directory::{DesiredUser, Directory, DirectoryError, ListScope, User};
+use crate::directory::{
+    DeltaError, DeltaItem, DeltaRead, DeltaSource, DesiredUser, Directory, DirectoryError,
+    ListScope, User,
+};
 use crate::sync::config::ends_with_ignore_ascii_case;
 use crate::sync::plan::same_user_name;
 
@@ -20,6 +23,8 @@ pub struct Calls {
     pub creates: usize,
     pub updates: usize,
     pub deletes: usize,
+    /// Delta reads (links followed) and links taken.
+    pub deltas: usize,
 }
 
 impl Calls {
@@ -41,6 +46,19 @@ struct State {
     write_errors: HashMap<String, DirectoryError>,
     /// Creating this userName (lower-case) first inserts the user (someone else raced us).
     create_races: HashMap<String, User>,
+    /// Every change, as (sequence number, user id): the change feed of [`DeltaSource`].
+    log: Vec<(u64, String)>,
+    seq: u64,
+    /// Delta links below this sequence number are refused.
+    delta_floor: u64,
+}
+
+impl State {
+    fn changed(&mut self, id: &str) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.log.push((seq, id.to_owned()));
+    }
 }
 
 /// An in-memory directory.
@@ -85,11 +103,22 @@ impl FakeDirectory {
     }
 
     pub fn insert(&self, user: User) {
-        self.lock().users.insert(user.id.clone(), user);
+        let mut s = self.lock();
+        s.changed(&user.id);
+        s.users.insert(user.id.clone(), user);
     }
 
     pub fn remove(&self, id: &str) -> Option<User> {
-        self.lock().users.remove(id)
+        let mut s = self.lock();
+        s.changed(id);
+        s.users.remove(id)
+    }
+
+    /// Every delta link taken so far is refused from now on (an expired token).
+    pub fn expire_delta_links(&self) {
+        let mut s = self.lock();
+        s.delta_floor = s.seq + 1;
+        s.seq += 1;
     }
 
     pub fn calls(&self) -> Calls {
@@ -206,6 +235,7 @@ impl Directory for FakeDirectory {
             immutable_id: Some(user.immutable_id.clone()),
             guest: false,
         };
+        s.changed(&id);
         s.users.insert(id, created.clone());
         Ok(created)
     }
@@ -234,6 +264,10 @@ impl Directory for FakeDirectory {
         {
             return Err(DirectoryError::Conflict("409 uniqueness".into()));
         }
+        if !s.users.contains_key(id) {
+            return Err(DirectoryError::NotFound("404".into()));
+        }
+        s.changed(id);
         let Some(u) = s.users.get_mut(id) else {
             return Err(DirectoryError::NotFound("404".into()));
         };
@@ -275,8 +309,55 @@ impl Directory for FakeDirectory {
                 "externalId changed".into(),
             ));
         }
+        s.changed(id);
         s.users.remove(id);
         Ok(())
+    }
+
+    fn delta(&self) -> Option<&dyn DeltaSource> {
+        Some(self)
+    }
+}
+
+/// Links are `fake-delta:<sequence number>`; a read returns each user changed since, as it is
+/// now (or removed), once.
+#[async_trait]
+impl DeltaSource for FakeDirectory {
+    async fn delta_link_now(&self) -> Result<String, DirectoryError> {
+        let mut s = self.lock();
+        s.calls.deltas += 1;
+        Ok(format!("fake-delta:{}", s.seq))
+    }
+
+    async fn read_delta(&self, link: &str) -> Result<DeltaRead, DeltaError> {
+        let mut s = self.lock();
+        s.calls.deltas += 1;
+        let since: u64 = link
+            .strip_prefix("fake-delta:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| DeltaError::Rejected("not a fake delta link".into()))?;
+        if since < s.delta_floor {
+            return Err(DeltaError::Rejected("400 syncStateNotFound".into()));
+        }
+        let mut ids: Vec<&String> = s
+            .log
+            .iter()
+            .filter(|(n, _)| *n > since)
+            .map(|(_, id)| id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let items = ids
+            .into_iter()
+            .map(|id| match s.users.get(id) {
+                Some(u) => DeltaItem::Changed(u.clone()),
+                None => DeltaItem::Removed { id: id.clone() },
+            })
+            .collect();
+        Ok(DeltaRead {
+            items,
+            link: format!("fake-delta:{}", s.seq),
+        })
     }
 }
 

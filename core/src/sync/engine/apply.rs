@@ -59,6 +59,10 @@ pub struct ApplyOutcome {
     pub not_attempted: usize,
     /// The error that stopped further writes, if one did.
     pub aborted: Option<DirectoryError>,
+    /// A write found its destination user gone or no longer carrying the expected externalId:
+    /// the destination changed behind the plan, so the next run reads it whole
+    /// (docs/behaviour.md §7).
+    pub met_changed_destination: bool,
 }
 
 /// Knobs for [`apply_run`].
@@ -125,6 +129,7 @@ enum ItemResult {
         failure: UserFailure,
         forget: Option<String>,
         fatal: Option<DirectoryError>,
+        changed_destination: bool,
     },
     NotAttempted,
 }
@@ -150,6 +155,7 @@ pub async fn apply_run(
         replanned: Vec::new(),
         not_attempted: 0,
         aborted: None,
+        met_changed_destination: false,
     };
     if planned.guard.tripped {
         outcome.result = RunResult::GuardTripped;
@@ -230,7 +236,9 @@ pub async fn apply_run(
                 failure,
                 forget,
                 fatal,
+                changed_destination,
             } => {
+                outcome.met_changed_destination |= changed_destination;
                 if let Some(imm) = forget {
                     managed.remove(&imm);
                 }
@@ -279,6 +287,10 @@ fn failed(
     forget: Option<String>,
 ) -> ItemResult {
     let fatal = is_fatal(&e).then(|| e.clone());
+    let changed_destination = matches!(
+        e,
+        DirectoryError::NotFound(_) | DirectoryError::PreconditionFailed(_)
+    );
     let reason = match &e {
         DirectoryError::PreconditionFailed(_) => {
             format!("{e} (the user's externalId changed since planning; nothing was written)")
@@ -293,6 +305,7 @@ fn failed(
         },
         forget,
         fatal,
+        changed_destination,
     }
 }
 

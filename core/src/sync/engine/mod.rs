@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::directory::{Directory, DirectoryError, ListScope, User};
 use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::guard::{self, GuardVerdict};
+use crate::sync::incremental::{FullReason, RunKind};
 use crate::sync::managed::{ManagedEntry, ManagedSet};
 use crate::sync::mapping::{Skipped, SourceMapper};
 use crate::sync::plan::{self, Plan, PlanContext};
@@ -56,6 +57,9 @@ pub struct PlannedRun {
     /// Users read, before mapping.
     pub source_users_read: usize,
     pub destination_users_read: usize,
+    /// Full (and why) or incremental (docs/behaviour.md §7). [`plan_run`] plans a full run and
+    /// says `NoDeltaLink`; a caller that chose the kind for another reason sets it.
+    pub kind: RunKind,
 }
 
 impl PlannedRun {
@@ -69,6 +73,12 @@ impl PlannedRun {
             dry_run,
             self.no_source_users,
         )
+        .with_kind(self.kind)
+    }
+
+    /// The same run, of kind `kind`.
+    pub fn with_kind(self, kind: RunKind) -> Self {
+        Self { kind, ..self }
     }
 }
 
@@ -94,7 +104,8 @@ pub async fn plan_run(
     let (mapped, source_users_read) = mapper
         .finish()
         .map_err(|e| RunError::Source(DirectoryError::Protocol(e.to_string())))?;
-    let handed_over = resolve_hand_overs(source, cfg, managed, others, &mapped.users, &dst).await?;
+    let handed_over =
+        resolve_hand_overs(source, cfg, managed, others, &mapped.users, &dst, true).await?;
 
     let source_empty = mapped.users.is_empty();
     let ctx = PlanContext {
@@ -113,6 +124,7 @@ pub async fn plan_run(
         no_source_users,
         source_users_read,
         destination_users_read,
+        kind: RunKind::Full(FullReason::NoDeltaLink),
     })
 }
 
@@ -124,14 +136,17 @@ pub async fn plan_run(
 /// by themselves, and — for an empty source read — at the first such user, because an empty
 /// listing contradicted by a user still in the domain is a bad read that must count as deleting
 /// everyone (docs/behaviour.md §2.6), not cost one look-up per managed user. Either way the guard trips and
-/// nothing is written, so the cut cannot cause a wrong deletion.
-async fn resolve_hand_overs(
+/// nothing is written, so the cut cannot cause a wrong deletion. `whole_read`: `mapped` is the
+/// whole source; an incremental run's part may be empty for good reasons, so it never stops
+/// early on that.
+pub(crate) async fn resolve_hand_overs(
     source: &dyn Directory,
     cfg: &SyncConfig,
     managed: &ManagedSet,
     others: &OtherResources,
     mapped: &[crate::sync::mapping::MappedUser],
     destination: &[User],
+    whole_read: bool,
 ) -> Result<HashSet<String>, RunError> {
     let own = cfg.domain.to_ascii_lowercase();
     let suffixes: Vec<String> = others
@@ -189,7 +204,9 @@ async fn resolve_hand_overs(
             continue;
         }
         definite_deletes += 1;
-        if mapped.is_empty() || guard::check(definite_deletes, managed_present, max).tripped {
+        if whole_read
+            && (mapped.is_empty() || guard::check(definite_deletes, managed_present, max).tripped)
+        {
             break;
         }
     }

@@ -260,6 +260,32 @@ pub fn plan(
         }
     }
 
+    // userNames this plan frees: deleted users, and users renamed away from their name.
+    let mut freed: HashSet<Cow<'_, str>> = HashSet::new();
+    for m in &missing {
+        if let MissingDecision::Delete { dest: i } = m {
+            freed.insert(fold_user_name(&destination[*i].user_name));
+        }
+    }
+    for (s, d) in source.iter().zip(&decisions) {
+        if let SourceDecision::Update { dest: i, .. } = d
+            && !same_user_name(&destination[*i].user_name, &s.desired.user_name)
+        {
+            freed.insert(fold_user_name(&destination[*i].user_name));
+        }
+    }
+    let mut retry_source_ids: Vec<String> = source
+        .iter()
+        .zip(&decisions)
+        .filter(|(s, d)| {
+            matches!(d, SourceDecision::Conflict { .. })
+                && freed.contains(fold_user_name(&s.desired.user_name).as_ref())
+        })
+        .map(|(s, _)| s.source_id.clone())
+        .collect();
+    retry_source_ids.sort();
+    drop(freed);
+
     drop(by_ext);
     drop(by_name);
     drop(src_ext);
@@ -370,6 +396,7 @@ pub fn plan(
         managed_present,
         managed_gone,
         baseline,
+        retry_source_ids,
     }
 }
 

@@ -390,6 +390,10 @@ pub struct Plan {
     /// hand-overs and vanished users released, unchanged re-taken users recorded. Applying
     /// starts from it and records each write that succeeds.
     pub baseline: ManagedSet,
+    /// Source ids of users left in Conflict only because the destination user holding their
+    /// userName is deleted or renamed by this very plan: the next run settles them, so an
+    /// incremental next run reads them again although they did not change (docs/behaviour.md §7).
+    pub retry_source_ids: Vec<String>,
 }
 
 impl Plan {

@@ -9,6 +9,7 @@ mod engine_failures;
 mod engine_progress;
 mod guard;
 mod handover;
+mod incremental;
 mod matching;
 mod ordering;
 mod plan_actions;
