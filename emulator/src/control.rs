@@ -119,6 +119,57 @@ fn parse_app(m: &Map<String, Value>) -> Result<Application, String> {
     })
 }
 
+/// `GET /_emulator/settings` (and the answer to a PATCH); `now` is the shifted clock.
+fn settings(state: &AppState) -> Value {
+    json!({
+        "tokenLifetime": state.token_lifetime(),
+        "deltaReplay": state.delta_replay(),
+        "clockOffset": state.clock_offset(),
+        "now": state.now(),
+    })
+}
+
+/// Apply a settings patch: every field is checked before any is applied, and an unknown
+/// name is refused (a misspelt setting would otherwise leave a test running on defaults).
+fn patch_settings(state: &AppState, m: &Map<String, Value>) -> Result<(), String> {
+    if let Some(k) = m
+        .keys()
+        .find(|k| !["tokenLifetime", "deltaReplay", "clockOffset"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown setting '{k}': tokenLifetime, deltaReplay and clockOffset can be set"
+        ));
+    }
+    let lifetime = match m.get("tokenLifetime") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Some(n),
+            _ => return Err("'tokenLifetime' must be a positive number of seconds".into()),
+        },
+    };
+    let replay = match m.get("deltaReplay") {
+        None => None,
+        Some(v) => Some(v.as_bool().ok_or("'deltaReplay' must be true or false")?),
+    };
+    let offset = match m.get("clockOffset") {
+        None => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or("'clockOffset' must be a whole number of seconds (may be negative)")?,
+        ),
+    };
+    if let Some(n) = lifetime {
+        state.token_lifetime.store(n, Ordering::Relaxed);
+    }
+    if let Some(b) = replay {
+        state.delta_replay.store(b, Ordering::Relaxed);
+    }
+    if let Some(n) = offset {
+        state.clock_offset.store(n, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 pub async fn handle(
     state: &AppState,
     method: &Method,
@@ -176,27 +227,19 @@ pub async fn handle(
             }
             state.faults.clear();
             state.stats.reset();
+            state.clock_offset.store(0, Ordering::Relaxed);
             json_response(StatusCode::OK, &json!({"reset": true}))
         }
-        (Method::GET, ["settings"]) => json_response(
-            StatusCode::OK,
-            &json!({"tokenLifetime": state.token_lifetime()}),
-        ),
+        (Method::GET, ["settings"]) => json_response(StatusCode::OK, &settings(state)),
         (Method::PATCH, ["settings"]) => {
             let m = match body_object(body) {
                 Ok(m) => m,
                 Err(r) => return r,
             };
-            if let Some(v) = m.get("tokenLifetime") {
-                match v.as_u64() {
-                    Some(n) if n > 0 => state.token_lifetime.store(n, Ordering::Relaxed),
-                    _ => return bad("'tokenLifetime' must be a positive number of seconds"),
-                }
+            match patch_settings(state, &m) {
+                Ok(()) => json_response(StatusCode::OK, &settings(state)),
+                Err(e) => bad(&e),
             }
-            json_response(
-                StatusCode::OK,
-                &json!({"tokenLifetime": state.token_lifetime()}),
-            )
         }
         (Method::GET, ["faults"]) => {
             json_response(StatusCode::OK, &json!({"faults": state.faults.list()}))

@@ -66,6 +66,8 @@ pub struct Config {
     pub trust_ca_pems: Vec<String>,
     /// Base URL to write into links instead of the bound address (e.g. behind a proxy).
     pub public_url: Option<String>,
+    /// Start with the `deltaReplay` setting on (duplicates and replays in delta rounds).
+    pub delta_replay: bool,
 }
 
 impl Config {
@@ -80,6 +82,7 @@ impl Config {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             trust_ca_pems: Vec::new(),
             public_url: None,
+            delta_replay: false,
         }
     }
 
@@ -121,6 +124,11 @@ impl Config {
 
     pub fn trust_ca(mut self, pem: &str) -> Config {
         self.trust_ca_pems.push(pem.to_string());
+        self
+    }
+
+    pub fn delta_replay(mut self, on: bool) -> Config {
+        self.delta_replay = on;
         self
     }
 }
@@ -204,6 +212,9 @@ impl Emulator {
             federation,
             epoch,
         ));
+        state
+            .delta_replay
+            .store(config.delta_replay, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server::run(listener, tls, state.clone(), rx));
         Ok(RunningEmulator {

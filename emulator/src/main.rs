@@ -68,6 +68,10 @@ struct Args {
     /// Base URL to write into links instead of the bound address.
     #[arg(long)]
     public_url: Option<String>,
+    /// Start with the deltaReplay setting on: delta change rounds serve their first user twice
+    /// and their deltaLinks replay the round's changes once.
+    #[arg(long)]
+    delta_replay: bool,
 }
 
 fn build_config(a: &Args) -> Result<Config, String> {
@@ -76,6 +80,7 @@ fn build_config(a: &Args) -> Result<Config, String> {
     cfg.allow_remote = a.allow_remote;
     cfg.token_lifetime = a.token_lifetime;
     cfg.public_url = a.public_url.clone();
+    cfg.delta_replay = a.delta_replay;
     cfg.tls = a.tls_ca_out.is_some();
     cfg.tls_names = a.tls_name.clone();
     if a.token_lifetime == 0 {

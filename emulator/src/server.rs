@@ -44,6 +44,26 @@ pub fn classify(path: &str) -> Endpoint {
     }
 }
 
+/// Which request of a delta query this is, for the `byDeltaKind` counters (stats.rs): the
+/// first request of a round (`initial`), `$deltatoken=latest` (`latest`), a page of a round
+/// (`nextLink`, `$skiptoken`) or the start of a change round (`deltaLink`, `$deltatoken`).
+pub fn delta_kind(query: Option<&str>) -> &'static str {
+    let mut kind = "initial";
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k.eq_ignore_ascii_case("$deltatoken") {
+            return if v.eq_ignore_ascii_case("latest") {
+                "latest"
+            } else {
+                "deltaLink"
+            };
+        }
+        if k.eq_ignore_ascii_case("$skiptoken") {
+            kind = "nextLink";
+        }
+    }
+    kind
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -289,7 +309,7 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
     let ctx = Ctx {
         request_id,
         client_request_id,
-        now: time::now_secs(),
+        now: state.now(),
         base_url: state.base_url.clone(),
     };
     let ep = classify(&path);
@@ -300,7 +320,9 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let r = control::handle(&state, &parts.method, &path, query.as_deref(), &bytes).await;
+        let mut r = control::handle(&state, &parts.method, &path, query.as_deref(), &bytes).await;
+        // After the handler: a settings change to `clockOffset` shows in its own answer.
+        set_header(&mut r, "date", &time::http_date(state.now()));
         return Ok(r);
     }
 
@@ -348,6 +370,8 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
         }
     }
     set_header(&mut resp, "client-request-id", &ctx.client_request_id);
+    // hyper would write the real clock; this one follows `clockOffset` (state.rs).
+    set_header(&mut resp, "date", &time::http_date(ctx.now));
     if let Some(f) = &fault {
         match f.kind {
             FaultKind::DropConnection => resp = truncate(resp, f.bytes).await,
@@ -364,6 +388,7 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
             None => path.clone(),
         },
         endpoint: ep.name(),
+        delta_kind: (ep == Endpoint::Delta).then(|| delta_kind(query.as_deref())),
         status,
         consistency_level: header(&parts.headers, "consistencylevel").map(str::to_string),
         client_request_id: ctx.client_request_id.clone(),

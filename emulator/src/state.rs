@@ -1,12 +1,13 @@
 //! State shared by every request of one running emulator.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::faults::Faults;
 use crate::federation::Federation;
 use crate::stats::Stats;
 use crate::tenant::Tenant;
+use crate::time;
 
 #[derive(Debug)]
 pub struct AppState {
@@ -17,6 +18,12 @@ pub struct AppState {
     pub faults: Faults,
     pub stats: Stats,
     pub federation: Federation,
+    /// `deltaReplay`: change rounds serve their first user twice and hand out deltaLinks that
+    /// replay the round's changes once (Graph does both; see `graph/delta.rs`).
+    pub delta_replay: AtomicBool,
+    /// `clockOffset`: seconds added to the wall clock wherever the emulator reads "now"
+    /// (tokens, delta token age, `Date`), so tests can age delta links without waiting.
+    pub clock_offset: AtomicI64,
     epoch: AtomicU64,
 }
 
@@ -35,6 +42,8 @@ impl AppState {
             faults: Faults::default(),
             stats: Stats::default(),
             federation,
+            delta_replay: AtomicBool::new(false),
+            clock_offset: AtomicI64::new(0),
             epoch: AtomicU64::new(epoch),
         }
     }
@@ -58,5 +67,18 @@ impl AppState {
 
     pub fn token_lifetime(&self) -> u64 {
         self.token_lifetime.load(Ordering::Relaxed)
+    }
+
+    pub fn delta_replay(&self) -> bool {
+        self.delta_replay.load(Ordering::Relaxed)
+    }
+
+    pub fn clock_offset(&self) -> i64 {
+        self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// The emulator's "now": the wall clock shifted by `clockOffset` (every request's `Ctx::now`).
+    pub fn now(&self) -> i64 {
+        time::now_secs().saturating_add(self.clock_offset())
     }
 }

@@ -14,6 +14,9 @@ pub struct RequestRecord {
     /// Path and query as received.
     pub path: String,
     pub endpoint: &'static str,
+    /// Delta requests only: `initial`, `nextLink`, `deltaLink` or `latest` (`server::delta_kind`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_kind: Option<&'static str>,
     pub status: u16,
     pub consistency_level: Option<String>,
     pub client_request_id: String,
@@ -26,6 +29,9 @@ pub struct RequestRecord {
 pub struct Counters {
     pub total: u64,
     pub by_endpoint: BTreeMap<&'static str, u64>,
+    /// The `delta` requests of `by_endpoint`, by kind, so that a test can tell a round's
+    /// first request from a deltaLink follow-up.
+    pub by_delta_kind: BTreeMap<&'static str, u64>,
     pub by_status: BTreeMap<u16, u64>,
     pub faults_injected: u64,
     #[serde(skip)]
@@ -42,6 +48,9 @@ impl Stats {
         let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         c.total += 1;
         *c.by_endpoint.entry(r.endpoint).or_default() += 1;
+        if let Some(k) = r.delta_kind {
+            *c.by_delta_kind.entry(k).or_default() += 1;
+        }
         *c.by_status.entry(r.status).or_default() += 1;
         if r.fault.is_some() {
             c.faults_injected += 1;

@@ -413,6 +413,13 @@ impl Tenant {
         Ok(user)
     }
 
+    /// The soft-deleted users, by `ord` (a stable order for paging a delta round through them).
+    pub fn deleted_users(&self) -> Vec<Arc<User>> {
+        let mut users: Vec<Arc<User>> = read(&self.state).deleted.values().cloned().collect();
+        users.sort_unstable_by_key(|u| u.ord);
+        users
+    }
+
     pub fn deleted_ids(&self) -> Vec<String> {
         read(&self.state)
             .deleted

@@ -53,6 +53,19 @@ pub fn iso_z(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// The HTTP `Date` header (RFC 9110 IMF-fixdate): `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s) = civil(secs);
+    // 1970-01-01 was a Thursday.
+    let wd = DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize];
+    let mon = MONTHS[(mo - 1) as usize];
+    format!("{wd}, {d:02} {mon} {y:04} {h:02}:{mi:02}:{s:02} GMT")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +76,7 @@ mod tests {
         assert_eq!(aad_timestamp(1_452_304_932), "2016-01-09 02:02:12Z");
         assert_eq!(iso_z(1_709_285_400), "2024-03-01T09:30:00Z");
         assert_eq!(graph_date(951_782_400), "2000-02-29T00:00:00");
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 }

@@ -128,6 +128,23 @@ impl User {
         Ok(u)
     }
 
+    /// Does the property hold a value? Not when null, an empty string or an empty collection
+    /// (delta responses omit those: `graph/delta.rs`). `id` always does.
+    pub fn has_value(&self, prop: usize) -> bool {
+        match PROPS[prop].slot {
+            Slot::Id => true,
+            Slot::Str(i) => self.strs[i].as_deref().is_some_and(|s| !s.is_empty()),
+            Slot::Enabled => self.enabled.is_some(),
+            Slot::List(i) => !self.lists[i].is_empty(),
+            Slot::Extra { .. } => self.extra_value(prop).is_some_and(|v| match v {
+                Value::Null => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            }),
+        }
+    }
+
     /// Append `"name":value` for one property.
     pub fn write_prop(&self, buf: &mut Vec<u8>, prop: usize) {
         let def = &PROPS[prop];

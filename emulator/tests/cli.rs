@@ -156,3 +156,41 @@ fn refuses_non_loopback_without_allow_remote() {
     let (code, _) = run_fail(&[]);
     assert_eq!(code, 2);
 }
+
+/// `GET` a path over plain HTTP/1.1 and return the body (the emulator answers with a length).
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+#[test]
+fn delta_replay_flag_turns_the_setting_on() {
+    let settings = |args: &[&str]| {
+        let (mut p, base) = spawn(args);
+        let v: serde_json::Value =
+            serde_json::from_str(&http_get(&base, "/_emulator/settings")).expect("JSON");
+        signal(&p, "-TERM");
+        assert_eq!(wait_exit(&mut p, Duration::from_secs(10)), Some(0));
+        v
+    };
+    let generated = ["--generate", "3", "--domain", "example.com"];
+    let v = settings(&generated);
+    assert_eq!(
+        (&v["deltaReplay"], &v["clockOffset"]),
+        (&false.into(), &0.into()),
+        "{v}"
+    );
+    let v = settings(&[&generated[..], &["--delta-replay"]].concat());
+    assert_eq!(v["deltaReplay"], true, "{v}");
+}
