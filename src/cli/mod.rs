@@ -56,6 +56,10 @@ enum Command {
         /// does not cancel them.
         #[arg(long, value_name = "CSV")]
         approved_preview: Option<std::path::PathBuf>,
+        /// Read both sides whole, even when the --state file holds a usable delta link (an
+        /// apply is otherwise incremental between full runs; see spec.fullSyncInterval).
+        #[arg(long)]
+        full: bool,
     },
     /// Run the Kubernetes operator (kubeconfig or in-cluster configuration).
     Operator(Box<operator::OperatorArgs>),
@@ -85,7 +89,8 @@ pub async fn main() -> ExitCode {
         Command::Apply {
             run,
             approved_preview,
-        } => ExitCode::from(standalone::apply(run, approved_preview).await),
+            full,
+        } => ExitCode::from(standalone::apply(run, approved_preview, full).await),
         Command::Operator(args) => operator::run(*args).await,
         Command::Preview { command } => preview::run(command).await,
         Command::Crd => match crd_yaml() {

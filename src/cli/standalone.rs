@@ -15,7 +15,7 @@ use super::exit;
 use super::inputs::{InputError, Secrets, load_resource};
 use crate::cli::state_file::{ResourceIdentity, StateFile};
 use crate::clients::graph::{
-    ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential,
+    ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential, USER_SELECT,
 };
 use crate::clients::outbound::HttpConfig;
 use crate::clients::scim::{ScimClient, ScimConfig};
@@ -27,6 +27,7 @@ use crate::sync::display::terminal_safe;
 use crate::sync::engine::{
     self, ApplyObserver, ApplyOptions, OtherResources, PlannedRun, RunError, RunResult,
 };
+use crate::sync::incremental::{self, AppliedRun, FullReason, KindRequest, KindedRun};
 use crate::sync::managed::{ManagedSet, ManagedStore as _};
 use crate::sync::{Reason, Side};
 
@@ -80,14 +81,14 @@ pub async fn plan(args: RunArgs, out: Option<PathBuf>) -> u8 {
 
 /// `dirsync apply`: applies now, whatever `spec.mode` says; with `approved`, only the rows
 /// identical in that reviewed preview and the fresh plan.
-pub async fn apply(args: RunArgs, approved: Option<PathBuf>) -> u8 {
+pub async fn apply(args: RunArgs, approved: Option<PathBuf>, full: bool) -> u8 {
     if args.state.is_none() {
         eprintln!(
             "error: apply needs --state FILE: it records which destination users this resource manages"
         );
         return exit::USAGE;
     }
-    match apply_inner(&args, approved.as_deref()).await {
+    match apply_inner(&args, approved.as_deref(), full).await {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
@@ -236,37 +237,61 @@ async fn load_managed(state: Option<&StateFile>) -> Result<ManagedSet, Failure> 
     }
 }
 
-async fn plan_once(s: &Setup, managed: &ManagedSet) -> Result<PlannedRun, Failure> {
+/// Plans the run: always full for `plan` (`forced`), else of the kind docs/behaviour.md §7 says.
+async fn plan_once(
+    s: &Setup,
+    managed: &ManagedSet,
+    forced: Option<FullReason>,
+    take_link: bool,
+) -> Result<KindedRun, Failure> {
     let started = Instant::now();
+    let spec = &s.resource.spec;
+    let delta = s.state.as_ref().and_then(|st| st.delta());
     eprintln!(
-        "dirsync: planning {} ({}): reading Entra ID and the SCIM destination ...",
+        "dirsync: planning {} ({}) ...",
         s.resource.metadata.name.as_deref().unwrap_or("?"),
-        s.resource.spec.domain
+        spec.domain
     );
-    let planned = engine::plan_run(
+    let run = incremental::plan_of_kind(
         &s.graph,
         &s.scim,
-        &s.resource.spec.sync_config(),
+        &spec.sync_config(),
         managed,
         &OtherResources::default(),
+        KindRequest {
+            state: delta.as_ref(),
+            now: unix_now(),
+            full_sync_interval_secs: spec.full_sync_interval_secs(),
+            forced,
+            take_link,
+            select: USER_SELECT,
+        },
     )
     .await
     .map_err(|e| Failure::Run(describe_run_error(&e)))?;
+    let planned = &run.planned;
     eprintln!(
-        "dirsync: read {} source and {} destination users in {:.1}s",
+        "dirsync: {} run: read {} source and {} destination users in {:.1}s",
+        planned.kind.describe(),
         planned.source_users_read,
         planned.destination_users_read,
         started.elapsed().as_secs_f64()
     );
-    if planned.no_source_users && s.graph.lacks_domain(&s.resource.spec.domain).await {
+    if planned.no_source_users && s.graph.lacks_domain(&spec.domain).await {
         return Err(Failure::Run(format!(
             "{}: {} is not a domain of tenant {}",
             Reason::DomainNotFound,
-            s.resource.spec.domain,
-            s.resource.spec.source.entra_id.tenant_id
+            spec.domain,
+            spec.source.entra_id.tenant_id
         )));
     }
-    Ok(planned)
+    Ok(run)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One line: the core's reason for the error, then what happened in the CLI's terms.
@@ -340,7 +365,9 @@ fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool, approved: bo
 async fn plan_inner(args: &RunArgs, out: Option<&Path>) -> Result<u8, Failure> {
     let s = setup(args)?;
     let managed = load_managed(s.state.as_ref()).await?;
-    let planned = plan_once(&s, &managed).await?;
+    let planned = plan_once(&s, &managed, Some(FullReason::DryRun), false)
+        .await?
+        .planned;
     let to = write_csv(&planned, out)?;
     print_summary(&planned, &to, true, false);
     Ok(exit::DONE)
@@ -417,7 +444,11 @@ fn read_approved(path: &Path) -> Result<ApprovedPreview, Failure> {
     })
 }
 
-async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8, Failure> {
+async fn apply_inner(
+    args: &RunArgs,
+    approved_path: Option<&Path>,
+    full: bool,
+) -> Result<u8, Failure> {
     // The file first: a typo in its name should not cost a full read of both directories.
     let approved = approved_path.map(read_approved).transpose()?;
     let s = setup(args)?;
@@ -430,7 +461,15 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
         .check_writable()
         .map_err(|e| Failure::Run(e.to_string()))?;
     let managed = load_managed(Some(state)).await?;
-    let planned = plan_once(&s, &managed).await?;
+    // A reviewed preview is a full plan: only a full plan can be compared with it row by row.
+    let forced = (full || approved.is_some()).then_some(FullReason::Requested);
+    let KindedRun {
+        planned,
+        new_link,
+        read_changes,
+    } = plan_once(&s, &managed, forced, true).await?;
+    let prior_delta = state.delta();
+    let started_at = unix_now();
     print_summary(
         &planned,
         "not written (use dirsync plan --out to keep one)",
@@ -494,6 +533,24 @@ async fn apply_inner(args: &RunArgs, approved_path: Option<&Path>) -> Result<u8,
         save_error: None,
     };
     let outcome = engine::apply_run(&planned, &s.scim, &opts, &mut observer).await;
+    // The new link is kept only now that the apply finished (docs/behaviour.md §7).
+    let fp = incremental::fingerprint(&planned.config, USER_SELECT);
+    if let Some(next) = incremental::after_apply(
+        prior_delta.as_ref(),
+        &AppliedRun {
+            kind: planned.kind,
+            new_link: new_link.as_deref(),
+            started_at,
+            fingerprint: &fp,
+            result: outcome.result,
+            met_changed_destination: outcome.met_changed_destination,
+            read_changes,
+            retry: &planned.plan.retry_source_ids,
+            partial_plan: selection.is_some(),
+        },
+    ) {
+        state.set_delta(Some(next));
+    }
     if let Some(set) = &outcome.managed {
         state
             .save(set)

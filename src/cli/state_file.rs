@@ -8,12 +8,13 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::sync::incremental::DeltaState;
 use crate::sync::managed::{ManagedSet, ManagedStore, StoreError};
 
 /// `kind` of a state file.
@@ -54,6 +55,8 @@ struct StateDocRef<'a> {
     kind: &'a str,
     resource: &'a ResourceIdentity,
     managed: &'a ManagedSet,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a DeltaState>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +66,9 @@ struct StateDoc {
     kind: String,
     resource: ResourceIdentity,
     managed: ManagedSet,
+    /// Absent in files written before incremental runs (and until a full run applied).
+    #[serde(default)]
+    delta: Option<DeltaState>,
 }
 
 /// A state file for one resource.
@@ -78,6 +84,8 @@ struct Inner {
     /// Set once the file on disk is known to be ours (or absent), so that checkpoints during
     /// a long apply do not re-read it.
     verified: AtomicBool,
+    /// The delta state as loaded, or as set for the next save.
+    delta: Mutex<Option<DeltaState>>,
 }
 
 impl StateFile {
@@ -87,6 +95,7 @@ impl StateFile {
                 path: path.into(),
                 identity,
                 verified: AtomicBool::new(false),
+                delta: Mutex::new(None),
             }),
         }
     }
@@ -137,7 +146,7 @@ impl Inner {
     }
 
     /// Reads the file: `Ok(None)` when it does not exist.
-    fn read(&self) -> Result<Option<ManagedSet>, StoreError> {
+    fn read(&self) -> Result<Option<(ManagedSet, Option<DeltaState>)>, StoreError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -173,10 +182,10 @@ impl Inner {
             )));
         }
         self.verified.store(true, Ordering::Relaxed);
-        Ok(Some(doc.managed))
+        Ok(Some((doc.managed, doc.delta)))
     }
 
-    fn write(&self, set: &ManagedSet) -> Result<(), StoreError> {
+    fn write(&self, set: &ManagedSet, delta: Option<&DeltaState>) -> Result<(), StoreError> {
         if !self.verified.load(Ordering::Relaxed) {
             // Refuse to overwrite another resource's file even when save comes before load.
             self.read()?;
@@ -198,6 +207,7 @@ impl Inner {
                 kind: STATE_FILE_KIND,
                 resource: &self.identity,
                 managed: set,
+                delta,
             };
             serde_json::to_writer(&mut w, &doc).map_err(|e| io("writing", e.into()))?;
             w.write_all(b"\n").map_err(|e| io("writing", e))?;
@@ -245,18 +255,37 @@ impl ManagedStore for StateFile {
     async fn load(&self) -> Result<ManagedSet, StoreError> {
         // Blocking file I/O runs off the async workers.
         let inner = Arc::clone(&self.inner);
-        let set = tokio::task::spawn_blocking(move || inner.read())
+        let read = tokio::task::spawn_blocking(move || inner.read())
             .await
             .map_err(|e| StoreError::Io(format!("state file task failed: {e}")))??;
-        Ok(set.unwrap_or_default())
+        let (set, delta) = read.unwrap_or_default();
+        self.set_delta(delta);
+        Ok(set)
     }
 
     async fn save(&self, set: &ManagedSet) -> Result<(), StoreError> {
         let inner = Arc::clone(&self.inner);
         let set = set.clone();
-        tokio::task::spawn_blocking(move || inner.write(&set))
+        let delta = self.delta();
+        tokio::task::spawn_blocking(move || inner.write(&set, delta.as_ref()))
             .await
             .map_err(|e| StoreError::Io(format!("state file task failed: {e}")))?
+    }
+
+    fn delta(&self) -> Option<DeltaState> {
+        self.inner
+            .delta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_delta(&self, delta: Option<DeltaState>) {
+        *self
+            .inner
+            .delta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = delta;
     }
 }
 

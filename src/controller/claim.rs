@@ -337,7 +337,12 @@ mod tests {
     }
 
     fn outcome(reason: Reason, applied: bool) -> RunOutcome {
-        let mut o = RunOutcome::planned(&Default::default(), None, Some(4));
+        let mut o = RunOutcome::planned(
+            &Default::default(),
+            crate::sync::RunKind::Full(crate::sync::FullReason::NoDeltaLink),
+            None,
+            Some(4),
+        );
         o.reason = reason;
         o.applied = applied;
         o.message = "done".into();
@@ -622,7 +627,12 @@ mod api_tests {
         let theirs = json!({"claim": {"holder": "op-b", "runId": "r9", "since": Time(now_t())}});
         let d = typed(&resource(ours.clone(), "42"));
         let owner = Owner::of(&d).unwrap_or_else(|e| panic!("{e}"));
-        let mut outcome = RunOutcome::planned(&Default::default(), None, Some(3));
+        let mut outcome = RunOutcome::planned(
+            &Default::default(),
+            crate::sync::RunKind::Full(crate::sync::FullReason::NoDeltaLink),
+            None,
+            Some(3),
+        );
         outcome.reason = Reason::Synced;
         outcome.applied = true;
         let record = outcome.record(

@@ -13,6 +13,14 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// A run's result and kind (`Full`, `Incremental`, or `None` for a run that failed before it
+/// planned).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub result: String,
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
@@ -25,8 +33,8 @@ pub struct VerbLabels {
 
 pub struct Metrics {
     registry: Registry,
-    /// Runs by result reason (PreviewReady, Synced, DeletionThresholdExceeded, ...).
-    pub runs: Family<ResultLabels, Counter>,
+    /// Runs by result reason (PreviewReady, Synced, DeletionThresholdExceeded, ...) and kind.
+    pub runs: Family<RunLabels, Counter>,
     pub reconciles: Counter,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub reconcile_duration: Histogram,
@@ -55,8 +63,8 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("dirsync");
-        let runs = Family::<ResultLabels, Counter>::default();
-        registry.register("runs", "Runs by result", runs.clone());
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register("runs", "Runs by result and kind", runs.clone());
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconcile calls", reconciles.clone());
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
@@ -136,10 +144,11 @@ impl Metrics {
         }
     }
 
-    pub fn run(&self, result: crate::sync::Reason) {
+    pub fn run(&self, result: crate::sync::Reason, kind: Option<crate::sync::RunKind>) {
         self.runs
-            .get_or_create(&ResultLabels {
+            .get_or_create(&RunLabels {
                 result: result.as_str().to_owned(),
+                kind: kind.map_or("None", |k| k.as_str()).to_owned(),
             })
             .inc();
     }

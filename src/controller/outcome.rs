@@ -14,6 +14,7 @@ use crate::controller::objects::StoreKind;
 use crate::controller::schedule::Trigger;
 use crate::controller::status::{self, Reason};
 use crate::crd::{ApprovalStatus, DirectorySync, PreviewStatus, RunRecord, SyncMode};
+use crate::sync::RunKind;
 use crate::sync::engine::{ApplyOutcome, RunResult};
 use crate::sync::summary::Counts;
 
@@ -35,6 +36,10 @@ pub struct RunOutcome {
     pub guard_note: Option<String>,
     /// `status.approval` as this run leaves it, when it changed it.
     pub approval: Option<ApprovalStatus>,
+    /// Full or incremental; `None` when the run failed before it planned.
+    pub kind: Option<RunKind>,
+    /// An incremental run that found nothing changed: no event (its only write is the status).
+    pub quiet: bool,
 }
 
 /// What the operator says to do after a guard trip (the core's message speaks of the run only).
@@ -57,12 +62,18 @@ impl RunOutcome {
         RunOutcome {
             reason: e.reason(),
             message: format!("{} failed: {e}", e.step()),
-            ..RunOutcome::planned(&Counts::default(), None, None)
+            kind: None,
+            ..RunOutcome::planned(&Counts::default(), RunKind::Incremental, None, None)
         }
     }
 
     /// A planned run with its preview written: `PreviewReady` until something else is known.
-    pub fn planned(c: &Counts, preview: Option<PreviewStatus>, managed_users: Option<i64>) -> Self {
+    pub fn planned(
+        c: &Counts,
+        kind: RunKind,
+        preview: Option<PreviewStatus>,
+        managed_users: Option<i64>,
+    ) -> Self {
         RunOutcome {
             reason: Reason::PreviewReady,
             message: String::new(),
@@ -77,6 +88,8 @@ impl RunOutcome {
             applied: false,
             guard_note: None,
             approval: None,
+            kind: Some(kind),
+            quiet: false,
         }
     }
 
@@ -107,6 +120,11 @@ impl RunOutcome {
             failed: self.failed,
             generation: Some(generation),
             trigger: Some(trigger.as_str().to_owned()),
+            kind: self.kind.map(|k| k.as_str().to_owned()),
+            full_reason: self
+                .kind
+                .and_then(RunKind::full_reason)
+                .map(|r| r.as_str().to_owned()),
             message: Some(status::cut_message(&self.message)),
         }
     }
@@ -127,6 +145,13 @@ pub fn preview_message(
         m = format!("{m} {g}");
     }
     m
+}
+
+/// The message of an incremental run that found nothing changed.
+pub fn idle_message(managed: usize) -> String {
+    format!(
+        "Incremental run: nothing changed in Entra ID since the last run; nothing was read from or written to the destination. {managed} users are managed."
+    )
 }
 
 /// The message of a run whose source has no user in the domain and nothing managed.
@@ -186,6 +211,9 @@ pub fn applied_reason_and_message(
 /// One event per run (Warning unless it succeeded), and one per guard verdict that would
 /// cancel a dry run's plan. Counts only, never user data.
 pub fn events_for(outcome: &RunOutcome, applied: bool) -> Vec<Event> {
+    if outcome.quiet {
+        return Vec::new();
+    }
     let ok = matches!(outcome.reason, Reason::PreviewReady | Reason::Synced);
     let mut events = vec![Event {
         type_: if ok {
@@ -306,7 +334,12 @@ mod tests {
 
     #[test]
     fn only_successes_are_normal_events_and_a_dry_runs_guard_note_warns() {
-        let mut o = RunOutcome::planned(&counts(), None, Some(7));
+        let mut o = RunOutcome::planned(
+            &counts(),
+            crate::sync::RunKind::Full(crate::sync::FullReason::NoDeltaLink),
+            None,
+            Some(7),
+        );
         o.message = "ok".into();
         let evs = events_for(&o, false);
         assert_eq!(evs.len(), 1);

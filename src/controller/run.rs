@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::clients::graph::GraphClient;
+use crate::clients::graph::{GraphClient, USER_SELECT};
 use crate::controller::approval::{self, Gated};
 use crate::controller::claim::{self, Claim, ClaimedRun};
 use crate::controller::clients::{self, ResourceClients, endpoint_key};
@@ -29,9 +29,12 @@ use crate::controller::timing::{add, requeue_for, sync_now_value};
 use crate::controller::{Context, report};
 use crate::crd::{DirectorySync, PreviewStatus};
 use crate::sync::engine::{ApplyObserver, ApplyOptions, OtherResources, RunError};
+use crate::sync::incremental::{
+    self, AppliedRun, DeltaState, FullReason, KindRequest, KindedRun, plan_of_kind,
+};
 use crate::sync::managed::{ManagedSet, ManagedStore};
 use crate::sync::summary::Counts;
-use crate::sync::{PlannedRun, apply_run, plan_run};
+use crate::sync::{PlannedRun, apply_run};
 
 /// Claims the run, runs it while keeping the claim, and writes its status and events.
 pub async fn claim_and_run(
@@ -68,7 +71,7 @@ pub async fn claim_and_run(
     ));
     let run_started = Instant::now();
     let result = tokio::select! {
-        r = sync_resource(fresh, ctx, owner, *apply, run_id, now) => Some(r),
+        r = sync_resource(fresh, ctx, owner, *apply, trigger, run_id, now) => Some(r),
         _ = lost.notified() => None,
     };
     heartbeat.abort();
@@ -105,9 +108,9 @@ pub async fn claim_and_run(
         end,
     )
     .await?;
-    ctx.metrics.run(outcome.reason);
+    ctx.metrics.run(outcome.reason, outcome.kind);
     outcome::publish_events(ctx, fresh, &record, &outcome).await;
-    info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, result = %outcome.reason, adds = record.adds, updates = record.updates, deletes = record.deletes, failed = record.failed, "run finished");
+    info!(name = %owner.name, namespace = %owner.namespace, run = %run_id, result = %outcome.reason, kind = outcome.kind.map_or("None", |k| k.as_str()), adds = record.adds, updates = record.updates, deletes = record.deletes, failed = record.failed, "run finished");
     Ok(requeue_for(
         new_status.next_run_time.as_ref().map(|t| t.0),
         &new_status,
@@ -117,11 +120,13 @@ pub async fn claim_and_run(
 }
 
 /// The run itself: plan, preview, gate, apply.
+#[allow(clippy::too_many_arguments)]
 async fn sync_resource(
     obj: &DirectorySync,
     ctx: &Context,
     owner: &Owner,
     apply: bool,
+    trigger: &Trigger,
     run_id: &str,
     now: Timestamp,
 ) -> Result<RunOutcome> {
@@ -148,15 +153,48 @@ async fn sync_resource(
     ));
     let managed = store.load().await.map_err(Error::LoadManagedSet)?;
     let others = other_resources(ctx, obj, owner).await?;
-    let planned = plan(obj, &graph, &scim, &managed, &others).await?;
-
-    // The preview, always.
+    let kept = store.delta();
+    let kinded = plan(
+        obj,
+        &graph,
+        &scim,
+        &managed,
+        &others,
+        kept.as_ref(),
+        apply,
+        trigger,
+        now,
+    )
+    .await?;
+    let counts = Counts::of(&kinded.planned.plan, kinded.planned.skipped);
     let objects = Objects::new(ctx.client.clone(), &owner.namespace, ctx.settings.store_in);
+    if kinded.planned.kind.is_incremental() && !kinded.read_changes {
+        // Nothing changed in the source: no preview, no write, no event (docs/behaviour.md §7).
+        return Ok(RunOutcome {
+            reason: Reason::Synced,
+            message: outcome::idle_message(managed.len()),
+            applied: true,
+            quiet: true,
+            ..RunOutcome::planned(
+                &counts,
+                kinded.planned.kind,
+                None,
+                Some(count(managed.len())),
+            )
+        });
+    }
+    let KindedRun {
+        planned,
+        new_link,
+        read_changes,
+    } = kinded;
+
+    // The preview, always (an incremental run's holds the rows it planned).
     let preview_status =
         publish_preview(ctx, owner, &objects, &planned, apply, run_id, now).await?;
-    let counts = Counts::of(&planned.plan, planned.skipped);
     let base = RunOutcome::planned(
         &counts,
+        planned.kind,
         Some(preview_status.clone()),
         Some(count(managed.len())),
     );
@@ -208,33 +246,79 @@ async fn sync_resource(
             });
         }
     };
+    let delta = DeltaAfter {
+        new_link,
+        read_changes,
+        started_at: now.as_second(),
+    };
     apply_and_report(
-        ctx, owner, &objects, &store, &scim, planned, approved, base, run_id, now,
+        ctx, owner, &objects, &store, &scim, planned, approved, base, run_id, now, delta,
     )
     .await
 }
 
-/// Plans with the engine; a source without users is `DomainNotFound` when the tenant lacks the
-/// domain.
+/// What the delta state needs from a run once its apply finished.
+struct DeltaAfter {
+    new_link: Option<String>,
+    read_changes: bool,
+    started_at: i64,
+}
+
+/// Plans the run that is due, full or incremental (docs/behaviour.md §7); a source without
+/// users is `DomainNotFound` when the tenant lacks the domain.
+#[allow(clippy::too_many_arguments)]
 async fn plan(
     obj: &DirectorySync,
     graph: &GraphClient,
     scim: &crate::clients::scim::ScimClient,
     managed: &ManagedSet,
     others: &OtherResources,
-) -> Result<PlannedRun> {
+    kept: Option<&DeltaState>,
+    apply: bool,
+    trigger: &Trigger,
+    now: Timestamp,
+) -> Result<KindedRun> {
     let cfg = obj.spec.sync_config();
-    let planned = plan_run(graph, scim, &cfg, managed, others)
-        .await
-        .map_err(|e| match e {
-            RunError::Config(c) => Error::InvalidSpec(c.to_string()),
-            RunError::Source(d) => Error::FetchSource(d),
-            RunError::Destination(d) => Error::FetchDestination(d),
-        })?;
-    if planned.no_source_users && graph.lacks_domain(&cfg.domain).await {
+    let forced = full_run_reason(obj, apply, trigger);
+    let run = plan_of_kind(
+        graph,
+        scim,
+        &cfg,
+        managed,
+        others,
+        KindRequest {
+            state: kept,
+            now: now.as_second(),
+            full_sync_interval_secs: obj.spec.full_sync_interval_secs(),
+            forced,
+            take_link: apply,
+            select: USER_SELECT,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        RunError::Config(c) => Error::InvalidSpec(c.to_string()),
+        RunError::Source(d) => Error::FetchSource(d),
+        RunError::Destination(d) => Error::FetchDestination(d),
+    })?;
+    if run.planned.no_source_users && graph.lacks_domain(&cfg.domain).await {
         return Err(Error::DomainNotFound(cfg.domain.clone()));
     }
-    Ok(planned)
+    Ok(run)
+}
+
+/// Why the operator makes this run full whatever the kept link says: previews are whole, and a
+/// spec change or an approval compares whole plans.
+fn full_run_reason(obj: &DirectorySync, apply: bool, trigger: &Trigger) -> Option<FullReason> {
+    if !apply {
+        return Some(FullReason::DryRun);
+    }
+    match trigger {
+        Trigger::SyncNow(_) => Some(FullReason::SyncNow),
+        Trigger::SpecChange => Some(FullReason::SpecChanged),
+        _ if obj.spec.approval != crate::sync::ApprovalPolicy::Never => Some(FullReason::Approval),
+        _ => None,
+    }
 }
 
 /// Writes the plan's preview (`<name>-preview`).
@@ -278,6 +362,7 @@ async fn apply_and_report(
     base: RunOutcome,
     run_id: &str,
     now: Timestamp,
+    delta: DeltaAfter,
 ) -> Result<RunOutcome> {
     let opts = ApplyOptions {
         concurrency: ctx.settings.clients.apply_concurrency,
@@ -287,6 +372,7 @@ async fn apply_and_report(
         store: store.clone(),
         name: owner.name.clone(),
     };
+    let partial_plan = approved.is_some();
     let applied = apply_run(&planned, scim, &opts, &mut observer).await;
     ctx.metrics.users("created", applied.created);
     ctx.metrics.users("updated", applied.updated);
@@ -305,6 +391,24 @@ async fn apply_and_report(
         None => (None, None),
     };
     let mut managed_users = base.managed_users;
+    // The new link is kept only now that the apply finished, with the set it belongs to.
+    let fingerprint = incremental::fingerprint(&planned.config, USER_SELECT);
+    if let Some(next) = incremental::after_apply(
+        store.delta().as_ref(),
+        &AppliedRun {
+            kind: planned.kind,
+            new_link: delta.new_link.as_deref(),
+            started_at: delta.started_at,
+            fingerprint: &fingerprint,
+            result: applied.result,
+            met_changed_destination: applied.met_changed_destination,
+            read_changes: delta.read_changes,
+            retry: &planned.plan.retry_source_ids,
+            partial_plan,
+        },
+    ) {
+        store.set_delta(Some(next));
+    }
     if let Some(m) = &applied.managed {
         store.save(m).await.map_err(Error::SaveManagedSet)?;
         managed_users = Some(count(m.len()));
@@ -348,6 +452,7 @@ async fn apply_and_report(
         Some(note) => format!("{note} {message}"),
         None => message,
     };
+    let message = format!("{message} ({} run)", planned.kind.describe());
     Ok(RunOutcome {
         reason,
         message,

@@ -277,6 +277,8 @@ mod tests {
             failed: 0,
             generation: Some(generation),
             trigger: None,
+            kind: None,
+            full_reason: None,
             message: None,
         }
     }

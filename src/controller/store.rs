@@ -20,11 +20,14 @@ use tracing::{info, warn};
 use crate::controller::objects::{
     self, MAX_PART_BYTES, Objects, OwnedObject, Owner, StoreKind, WriteCheck,
 };
+use crate::sync::incremental::DeltaState;
 use crate::sync::managed::{ManagedSet, ManagedStore, StoreError};
 
 pub const ROLE: &str = "managed";
 pub const PART_ROLE: &str = "managed-part";
 pub const GZ_KEY: &str = "managed.json.gz";
+/// The delta state (docs/behaviour.md §7), on the head beside the set.
+pub const DELTA_KEY: &str = "delta.json";
 pub const PART_KEY: &str = "part";
 const SAVE_ANNOTATION: &str = "dirsync.io/save";
 const PARTS_ANNOTATION: &str = "dirsync.io/parts";
@@ -68,6 +71,9 @@ pub struct ManagedSetObjects {
     owner: Owner,
     /// The sha256 of the set's JSON as last loaded or saved, to skip saving an unchanged set.
     last_sha: Mutex<Option<String>>,
+    /// The delta state as last loaded or saved, and the one the next save writes.
+    saved_delta: Mutex<Option<DeltaState>>,
+    delta: Mutex<Option<DeltaState>>,
 }
 
 /// A set as read back, and where from.
@@ -75,6 +81,7 @@ struct Loaded {
     set: ManagedSet,
     sha: Option<String>,
     kind: StoreKind,
+    delta: Option<DeltaState>,
 }
 
 impl ManagedSetObjects {
@@ -84,6 +91,8 @@ impl ManagedSetObjects {
             objects: Objects::new(client, &owner.namespace, kind),
             owner,
             last_sha: Mutex::new(None),
+            saved_delta: Mutex::new(None),
+            delta: Mutex::new(None),
         }
     }
 
@@ -99,9 +108,14 @@ impl ManagedSetObjects {
         read(&objects, resource, uid).await.map(|l| l.set)
     }
 
-    /// Writes `set` (whose JSON hashes to `sha`) in the configured kind, then removes a copy
-    /// of the other kind.
-    async fn write(&self, set: &ManagedSet, sha: String) -> Result<(), StoreError> {
+    /// Writes `set` (whose JSON hashes to `sha`) and `delta` in the configured kind, then
+    /// removes a copy of the other kind.
+    async fn write(
+        &self,
+        set: &ManagedSet,
+        sha: String,
+        delta: Option<DeltaState>,
+    ) -> Result<(), StoreError> {
         let head_name = head_name(&self.owner.name);
         let existing = self.objects.get_metadata(&head_name).await.map_err(io)?;
         if let Some(h) = &existing
@@ -154,13 +168,20 @@ impl ManagedSetObjects {
             "dirsync.io/format".into(),
             "gzip of the managed-set JSON, parts in order".into(),
         );
+        let text = match &delta {
+            Some(d) => BTreeMap::from([(
+                DELTA_KEY.to_owned(),
+                serde_json::to_string(d).map_err(|e| StoreError::Io(e.to_string()))?,
+            )]),
+            None => BTreeMap::new(),
+        };
         let head = OwnedObject {
             metadata: self.owner.meta(&head_name, ROLE, ann),
             binary: BTreeMap::from([(
                 GZ_KEY.to_owned(),
                 chunks.first().map(|c| c.to_vec()).unwrap_or_default(),
             )]),
-            ..OwnedObject::default()
+            text,
         };
         self.objects.apply(&head).await.map_err(io)?;
         let keep: Vec<String> = (1..chunks.len())
@@ -190,6 +211,9 @@ impl ManagedSetObjects {
         }
         if let Ok(mut l) = self.last_sha.lock() {
             *l = Some(sha);
+        }
+        if let Ok(mut d) = self.saved_delta.lock() {
+            *d = delta;
         }
         Ok(())
     }
@@ -253,6 +277,7 @@ async fn read(objects: &Objects, resource: &str, uid: &str) -> Result<Loaded, St
                 set: ManagedSet::new(),
                 sha: None,
                 kind: objects.kind(),
+                delta: None,
             });
         }
     };
@@ -272,6 +297,14 @@ async fn read(objects: &Objects, resource: &str, uid: &str) -> Result<Loaded, St
         gz.extend_from_slice(bytes);
     }
     let sha = annotation(&head.metadata, SHA_ANNOTATION).map(str::to_owned);
+    // A delta state that cannot be read costs one full run, never the set.
+    let delta = head.text(DELTA_KEY).and_then(|t| match serde_json::from_str(t) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            warn!(resource, error = %e, "the kept delta state is unreadable; the next run is full");
+            None
+        }
+    });
     let set = if gz.is_empty() {
         ManagedSet::new()
     } else {
@@ -281,6 +314,7 @@ async fn read(objects: &Objects, resource: &str, uid: &str) -> Result<Loaded, St
         set,
         sha,
         kind: from.kind(),
+        delta,
     })
 }
 
@@ -288,6 +322,7 @@ async fn read(objects: &Objects, resource: &str, uid: &str) -> Result<Loaded, St
 impl ManagedStore for ManagedSetObjects {
     async fn load(&self) -> Result<ManagedSet, StoreError> {
         let loaded = read(&self.objects, &self.owner.name, &self.owner.uid).await?;
+        self.set_delta(loaded.delta.clone());
         if loaded.kind != self.objects.kind() {
             // Found where an operator with the other --store-in left it: move it now, before
             // anything is written to the destination, so a run that cannot write the
@@ -295,11 +330,14 @@ impl ManagedStore for ManagedSetObjects {
             let json = loaded.set.to_json_vec();
             let sha = crate::sync::csv::hex(&Sha256::digest(&json));
             drop(json);
-            self.write(&loaded.set, sha).await?;
+            self.write(&loaded.set, sha, loaded.delta).await?;
             return Ok(loaded.set);
         }
         if let Ok(mut l) = self.last_sha.lock() {
             *l = loaded.sha;
+        }
+        if let Ok(mut d) = self.saved_delta.lock() {
+            *d = loaded.delta;
         }
         Ok(loaded.set)
     }
@@ -308,9 +346,23 @@ impl ManagedStore for ManagedSetObjects {
         let json = set.to_json_vec();
         let sha = crate::sync::csv::hex(&Sha256::digest(&json));
         drop(json);
-        if self.last_sha.lock().ok().and_then(|l| l.clone()).as_deref() == Some(sha.as_str()) {
+        let delta = self.delta();
+        let same_delta = self.saved_delta.lock().ok().is_some_and(|d| *d == delta);
+        if same_delta
+            && self.last_sha.lock().ok().and_then(|l| l.clone()).as_deref() == Some(sha.as_str())
+        {
             return Ok(());
         }
-        self.write(set, sha).await
+        self.write(set, sha, delta).await
+    }
+
+    fn delta(&self) -> Option<DeltaState> {
+        self.delta.lock().ok().and_then(|d| d.clone())
+    }
+
+    fn set_delta(&self, delta: Option<DeltaState>) {
+        if let Ok(mut d) = self.delta.lock() {
+            *d = delta;
+        }
     }
 }

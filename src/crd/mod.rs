@@ -76,6 +76,15 @@ pub struct DirectorySyncSpec {
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub interval: String,
 
+    /// How often an applying run reads both sides whole (default 24h). Between full runs a
+    /// scheduled run is incremental: it reads only the Entra ID users that changed (Graph
+    /// delta) and only their destination records. A full run also repairs edits made directly
+    /// in the destination, which no incremental run sees. Dry runs, sync-now and spec changes
+    /// are always full.
+    #[serde(default = "default_full_sync_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub full_sync_interval: String,
+
     /// What happens to a managed destination user who is no longer in the source. Delete
     /// (default): the destination user is deleted. Deactivate: it is kept with active=false.
     /// Both count towards maxAllowedDeletions.
@@ -125,6 +134,10 @@ pub struct DirectorySyncSpec {
 
 fn default_interval() -> String {
     "1h".to_string()
+}
+
+fn default_full_sync_interval() -> String {
+    "24h".to_string()
 }
 
 /// When the resource runs and whether it writes.
@@ -377,6 +390,14 @@ pub struct RunRecord {
     /// What started the run: SpecChange, SyncNow, Slot or Retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// Full (both sides read whole) or Incremental (only the users that changed); absent when
+    /// the run failed before it planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Why a run was full: NoDeltaLink, DeltaLinkRejected, DeltaLinkAged, SpecChanged, DryRun,
+    /// SyncNow, Requested, DestinationChanged, FullSyncInterval, PreviousRunIncomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_reason: Option<String>,
     /// A short, human-readable account of the outcome (never user data or secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]

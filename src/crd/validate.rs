@@ -4,6 +4,17 @@
 use super::DirectorySyncSpec;
 
 impl DirectorySyncSpec {
+    /// `fullSyncInterval` in seconds (24 h when it does not parse; `validate` refuses that).
+    pub fn full_sync_interval_secs(&self) -> i64 {
+        crate::duration::parse_duration(&self.full_sync_interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .map_or(
+                crate::sync::incremental::DEFAULT_FULL_SYNC_INTERVAL_SECS,
+                |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            )
+    }
+
     /// The checks the CRD schema and its CEL rules make on create, for readers that do not go
     /// through the API server (the command line reads the resource file directly). Messages
     /// name the field as `kubectl` would.
@@ -27,6 +38,12 @@ impl DirectorySyncSpec {
             return bad(
                 "spec.interval",
                 "must be a duration such as 1h or 30m, more than zero",
+            );
+        }
+        if crate::duration::parse_duration(&self.full_sync_interval).map_or(true, |d| d.is_zero()) {
+            return bad(
+                "spec.fullSyncInterval",
+                "must be a duration such as 24h or 6h, more than zero",
             );
         }
         let entra = &self.source.entra_id;

@@ -98,7 +98,10 @@ async fn operator_with_the_charts_service_account_previews_and_syncs() {
         forbidden_lines(&log).join("\n")
     );
     let m = op.metrics().await;
-    assert!(m.contains("dirsync_runs_total{result=\"Synced\"} 1"), "{m}");
+    assert!(
+        m.contains("dirsync_runs_total{result=\"Synced\",kind=\"Full\"} 1"),
+        "{m}"
+    );
     eprintln!(
         "chart install + dry run + sync + preview expiry: {:.1} s",
         started.elapsed().as_secs_f64()

@@ -118,6 +118,8 @@ pub struct Spec {
     pub scim_token: String,
     /// Another SCIM endpoint than the test's scim2-server (a hostile one).
     pub scim_endpoint: Option<String>,
+    /// `spec.fullSyncInterval` (default 24h when absent).
+    pub full_sync_interval: Option<String>,
 }
 
 impl Default for Spec {
@@ -135,6 +137,7 @@ impl Default for Spec {
             credential: Credential::Secret(CLIENT_SECRET.into()),
             scim_token: SCIM_TOKEN.into(),
             scim_endpoint: None,
+            full_sync_interval: None,
         }
     }
 }
@@ -294,6 +297,11 @@ impl Env {
                 "clientCertificateRef: { name: entra-cert, key: tls.pem }"
             }
         };
+        let full_sync = s
+            .full_sync_interval
+            .as_ref()
+            .map(|i| format!("  fullSyncInterval: {i}\n"))
+            .unwrap_or_default();
         let protected = if s.protected_user_names.is_empty() {
             String::new()
         } else {
@@ -307,7 +315,7 @@ impl Env {
              kind: DirectorySync\n\
              metadata:\n  name: {name}\n  namespace: identity\n\
              spec:\n  domain: {domain}\n  upnMode: {upn}\n  maxAllowedDeletions: {max}\n  mode: Once\n\
-             \x20 deletionPolicy: {policy}\n  adoptExisting: {adopt}\n  excludeResourceLikeAccounts: {exclude}\n  approval: {approval}\n{protected}\
+             \x20 deletionPolicy: {policy}\n  adoptExisting: {adopt}\n  excludeResourceLikeAccounts: {exclude}\n  approval: {approval}\n{protected}{full_sync}\
              \x20 source:\n    entraID:\n      tenantID: {TENANT_ID}\n      clientID: {CLIENT_ID}\n      {credential}\n\
              \x20     authorityHost: {base}\n      graphEndpoint: {base}\n\
              \x20 destination:\n    scim:\n      endpoint: {scim}\n      bearerTokenRef: {{ name: access-control-scim, key: token }}\n",
@@ -515,6 +523,18 @@ impl Env {
             }
         }
         c
+    }
+
+    /// Every request the SCIM server has logged so far.
+    pub fn scim_requests(&self) -> usize {
+        let log = std::fs::read_to_string(self.scim.log()).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                ["\"GET /", "\"POST /", "\"PUT /", "\"PATCH /", "\"DELETE /"]
+                    .iter()
+                    .any(|m| l.contains(m))
+            })
+            .count()
     }
 
     /// How many `GET /v2/Users` list requests the SCIM server has answered.

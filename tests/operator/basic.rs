@@ -288,7 +288,7 @@ async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
     );
     let metrics = op.metrics().await;
     assert!(
-        metrics.contains("dirsync_runs_total{result=\"Synced\"} 1"),
+        metrics.contains("dirsync_runs_total{result=\"Synced\",kind=\"Full\"} 1"),
         "{metrics}"
     );
 

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::directory::{DeltaItem, Directory, DirectoryError, User};
+use crate::directory::{DeltaError, DeltaItem, Directory, DirectoryError, User};
 use crate::sync::config::{SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::engine::{OtherResources, PlannedRun, RunError, RunResult, resolve_hand_overs};
 use crate::sync::guard;
@@ -50,10 +50,13 @@ pub enum FullReason {
     DestinationChanged,
     /// `spec.fullSyncInterval` passed since the last full run.
     FullSyncInterval,
-    /// The last full run did not finish every write.
+    /// The last run left part of its plan unwritten (failed writes of a full run, or rows an
+    /// approved preview did not hold).
     PreviousRunIncomplete,
     /// The source has no change feed (a SCIM source).
     SourceWithoutDelta,
+    /// Approvals compare whole plans (`spec.approval` is not Never).
+    Approval,
 }
 
 impl FullReason {
@@ -70,6 +73,7 @@ impl FullReason {
             FullReason::FullSyncInterval => "FullSyncInterval",
             FullReason::PreviousRunIncomplete => "PreviousRunIncomplete",
             FullReason::SourceWithoutDelta => "SourceWithoutDelta",
+            FullReason::Approval => "Approval",
         }
     }
 
@@ -87,8 +91,9 @@ impl FullReason {
                 "the last run met a destination user that was missing or changed"
             }
             FullReason::FullSyncInterval => "fullSyncInterval passed since the last full run",
-            FullReason::PreviousRunIncomplete => "the last full run did not finish every write",
+            FullReason::PreviousRunIncomplete => "the last run left part of its plan unwritten",
             FullReason::SourceWithoutDelta => "the source has no change feed",
+            FullReason::Approval => "approvals compare whole plans",
         }
     }
 }
@@ -227,6 +232,9 @@ pub struct AppliedRun<'a> {
     pub read_changes: bool,
     /// The plan's [`crate::sync::plan::Plan::retry_source_ids`].
     pub retry: &'a [String],
+    /// Only part of the plan was applied (an approved preview's rows): what was left out is
+    /// before the new link, so the next run must be full to see it.
+    pub partial_plan: bool,
 }
 
 /// The delta state to keep after an applied run, or `None` to leave the kept one as it is
@@ -239,6 +247,8 @@ pub fn after_apply(prev: Option<&DeltaState>, run: &AppliedRun<'_>) -> Option<De
     let incomplete = run.result == RunResult::PartiallyFailed;
     let forced = if run.met_changed_destination {
         Some(FullReason::DestinationChanged)
+    } else if run.partial_plan {
+        Some(FullReason::PreviousRunIncomplete)
     } else {
         None
     };
@@ -479,4 +489,86 @@ fn push_new(dst: &mut Vec<User>, ids: &mut HashSet<String>, found: Option<User>)
     {
         dst.push(u);
     }
+}
+
+/// A planned run and what its delta state needs after the apply.
+#[derive(Clone, Debug)]
+pub struct KindedRun {
+    pub planned: PlannedRun,
+    /// The link to keep if the apply finishes ([`AppliedRun::new_link`]).
+    pub new_link: Option<String>,
+    /// An incremental run read at least one change or re-read user.
+    pub read_changes: bool,
+}
+
+/// How [`plan_of_kind`] should go about it.
+#[derive(Clone, Copy, Debug)]
+pub struct KindRequest<'a> {
+    pub state: Option<&'a DeltaState>,
+    /// Unix seconds.
+    pub now: i64,
+    pub full_sync_interval_secs: i64,
+    /// A reason the caller has for a full run (dry run, sync-now, `--full`).
+    pub forced: Option<FullReason>,
+    /// Take a link before a full read (not for a preview that keeps nothing).
+    pub take_link: bool,
+    /// The source properties read, for the [`fingerprint`].
+    pub select: &'a str,
+}
+
+/// Plans the run that is due (docs/behaviour.md §7): incremental when the kept link may be
+/// followed and the source takes it, else full — taking a link first, so that a change made
+/// while the source is read whole is in the next incremental run.
+pub async fn plan_of_kind(
+    source: &dyn Directory,
+    destination: &dyn Directory,
+    cfg: &SyncConfig,
+    managed: &ManagedSet,
+    others: &OtherResources,
+    req: KindRequest<'_>,
+) -> Result<KindedRun, RunError> {
+    let fp = fingerprint(cfg, req.select);
+    let feed = source.delta();
+    let forced = req
+        .forced
+        .or(feed.is_none().then_some(FullReason::SourceWithoutDelta));
+    let choice = choose(KindInputs {
+        state: req.state,
+        fingerprint: &fp,
+        now: req.now,
+        full_sync_interval_secs: req.full_sync_interval_secs,
+        forced,
+    });
+    let reason = match (choice, feed) {
+        (Ok(link), Some(feed)) => match feed.read_delta(link).await {
+            Ok(read) => {
+                let retry = req.state.map(|s| s.retry.as_slice()).unwrap_or_default();
+                let read_changes = !read.items.is_empty() || !retry.is_empty();
+                let planned =
+                    plan_incremental(source, destination, cfg, managed, others, read.items, retry)
+                        .await?;
+                return Ok(KindedRun {
+                    planned,
+                    new_link: Some(read.link),
+                    read_changes,
+                });
+            }
+            Err(DeltaError::Rejected(_)) => FullReason::DeltaLinkRejected,
+            Err(DeltaError::Read(e)) => return Err(RunError::Source(e)),
+        },
+        (Ok(_), None) => FullReason::SourceWithoutDelta,
+        (Err(r), _) => r,
+    };
+    let new_link = match (feed, req.take_link) {
+        (Some(feed), true) => Some(feed.delta_link_now().await.map_err(RunError::Source)?),
+        _ => None,
+    };
+    let planned = crate::sync::engine::plan_run(source, destination, cfg, managed, others)
+        .await?
+        .with_kind(RunKind::Full(reason));
+    Ok(KindedRun {
+        planned,
+        new_link,
+        read_changes: false,
+    })
 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::sync::gzip;
+use crate::sync::incremental::DeltaState;
 
 /// The format tag of the serialized set; a reader refuses anything else.
 pub const MANAGED_SET_FORMAT: &str = "dirsync.io/managed-set";
@@ -284,8 +285,17 @@ pub enum StoreError {
 pub trait ManagedStore: Send + Sync {
     /// The saved set; an empty set when nothing was saved yet.
     async fn load(&self) -> Result<ManagedSet, StoreError>;
-    /// Replaces the saved set, all or nothing.
+    /// Replaces the saved set, all or nothing, with the delta state last given to
+    /// [`ManagedStore::set_delta`] (or loaded) beside it.
     async fn save(&self, set: &ManagedSet) -> Result<(), StoreError>;
+
+    /// The delta state kept beside the set (docs/behaviour.md §7), as of the last `load`.
+    fn delta(&self) -> Option<DeltaState> {
+        None
+    }
+
+    /// The delta state the next `save` writes beside the set.
+    fn set_delta(&self, _delta: Option<DeltaState>) {}
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+mod delta;
 mod odata;
 mod token;
 
@@ -713,6 +714,10 @@ impl Directory for GraphClient {
         }
         .await;
         result.map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    fn delta(&self) -> Option<&dyn crate::directory::DeltaSource> {
+        Some(self)
     }
 
     async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {

@@ -87,6 +87,7 @@ fn applied(kind: RunKind, result: RunResult) -> AppliedRun<'static> {
         met_changed_destination: false,
         read_changes: true,
         retry: &[],
+        partial_plan: false,
     }
 }
 
@@ -137,6 +138,13 @@ fn what_is_kept_after_a_run() {
     let flagged = after_apply(Some(&prev), &drift).expect("kept");
     assert_eq!(flagged.next_full, Some(FullReason::DestinationChanged));
     assert_eq!(flagged.link, "L");
+    // An approved preview applies part of a full plan: the rest is before the new link.
+    let approved = AppliedRun {
+        partial_plan: true,
+        ..applied(full, RunResult::Success)
+    };
+    let kept = after_apply(Some(&prev), &approved).expect("kept");
+    assert_eq!(kept.next_full, Some(FullReason::PreviousRunIncomplete));
 }
 
 #[test]
