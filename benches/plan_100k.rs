@@ -108,8 +108,64 @@ fn main() {
         "    SCIM listing alone (plain reqwest client, {listed} users, 1000 per page, sequential): {scim_alone:.2} s"
     );
 
+    // (c) apply with nothing changed: incremental (the kept delta link) beside full (--full),
+    // against the same destination.
+    println!("\n(c) apply with nothing changed since the last apply (--state)");
+    let mut inc = Vec::new();
+    for i in 1..=arg("--runs", 3) {
+        emu.control("DELETE", "/requests", None)
+            .expect("reset counters");
+        let scim_before = scim_requests(&scim);
+        let m = run_measured(
+            &dirsync_args("apply", &emu, &["--state", "state.json"]),
+            dir.path(),
+        );
+        assert_eq!(m.code, 0, "incremental apply failed:\n{}", m.stderr);
+        assert!(
+            m.stderr.contains("incremental run"),
+            "expected an incremental run:\n{}",
+            m.stderr
+        );
+        let by = emu.requests(0)["byEndpoint"].clone();
+        let graph: u64 = by
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| *k != "token" && *k != "openid")
+                    .map(|(_, v)| v.as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let tokens = by["token"].as_u64().unwrap_or(0);
+        let scim_used = scim_requests(&scim) - scim_before;
+        println!(
+            "    incremental run {i}: {:6.2} s wall, peak RSS {:6.1} MiB; {graph} Graph API requests (+{tokens} token), {scim_used} SCIM requests",
+            secs(m.wall),
+            m.peak_mib(),
+        );
+        assert!(graph <= 2 && tokens <= 1 && scim_used == 0, "{by}");
+        inc.push(m);
+    }
+    let scim_before = scim_requests(&scim);
+    let full = run_measured(
+        &dirsync_args("apply", &emu, &["--state", "state.json", "--full"]),
+        dir.path(),
+    );
+    assert_eq!(full.code, 0, "full apply failed:\n{}", full.stderr);
+    println!(
+        "    full run (--full): {:6.2} s wall, peak RSS {:6.1} MiB; {} SCIM requests; {}",
+        secs(full.wall),
+        full.peak_mib(),
+        scim_requests(&scim) - scim_before,
+        full.stderr
+            .lines()
+            .find(|l| l.contains("created,"))
+            .unwrap_or("?")
+    );
+
     let (aw, am) = medians(&a);
     let (bw, bm) = medians(&b);
+    let (cw, cm) = medians(&inc);
     println!(
         "\nsummary ({users} generated users; {} in scope)",
         adds.len()
@@ -123,6 +179,24 @@ fn main() {
         "      of which the SCIM listing alone takes {scim_alone:.2} s ({:.0} % of the run)",
         100.0 * scim_alone / bw
     );
+    println!(
+        "  (c) apply, nothing changed: incremental median {cw:6.2} s, peak RSS {cm:6.1} MiB; full (--full) {:6.2} s, peak RSS {:6.1} MiB",
+        secs(full.wall),
+        full.peak_mib()
+    );
+}
+
+/// Requests scim2-server has logged so far.
+fn scim_requests(scim: &Scim2Server) -> usize {
+    std::fs::read_to_string(scim.log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            ["\"GET /", "\"POST /", "\"PUT /", "\"PATCH /", "\"DELETE /"]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .count()
 }
 
 fn measure(emu: &Emulator, dir: &std::path::Path, extra: &[&str]) -> Vec<Measured> {

@@ -12,6 +12,7 @@ mod basic;
 mod errors;
 mod ha;
 mod housekeeping;
+mod incremental;
 mod periodic;
 mod scale;
 mod secrets;
