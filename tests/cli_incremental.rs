@@ -200,6 +200,23 @@ fn fall_backs_to_a_full_run_say_why() {
     );
     settings(&env, json!({"clockOffset": 0}));
 
+    // Graph's maintenance answer, 410 Gone with an empty $deltatoken: full again.
+    let incremental = env.apply().expect(0);
+    assert!(
+        incremental.stderr.contains("incremental run"),
+        "{}",
+        incremental.stderr
+    );
+    env.emu
+        .add_fault(&json!({"kind": "resyncRequired", "endpoint": "delta", "count": 1}));
+    let gone = env.apply().expect(0);
+    assert!(
+        gone.stderr
+            .contains("full (the source refused the kept delta link) run"),
+        "{}",
+        gone.stderr
+    );
+
     // A changed spec: full again.
     let mut env = env;
     env.set_spec(|s| s.adopt_existing = true);

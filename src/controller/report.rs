@@ -64,6 +64,8 @@ pub fn build(
         "startTime": started.to_string(),
         "endTime": now.to_string(),
         "result": outcome.result.reason(),
+        "kind": planned.kind.as_str(),
+        "fullReason": planned.kind.full_reason().map(|r| r.as_str()),
         "created": outcome.created,
         "updated": outcome.updated,
         "deleted": outcome.deleted,
