@@ -125,19 +125,29 @@ fn settings(state: &AppState) -> Value {
         "tokenLifetime": state.token_lifetime(),
         "deltaReplay": state.delta_replay(),
         "clockOffset": state.clock_offset(),
+        "writeLimit": state.throttle.limit(),
+        "writeWindowSeconds": state.throttle.window_secs(),
+        "rejectFederatedPassword": state.reject_federated_password(),
         "now": state.now(),
     })
 }
 
+const SETTINGS: &[&str] = &[
+    "tokenLifetime",
+    "deltaReplay",
+    "clockOffset",
+    "writeLimit",
+    "writeWindowSeconds",
+    "rejectFederatedPassword",
+];
+
 /// Apply a settings patch: every field is checked before any is applied, and an unknown
 /// name is refused (a misspelt setting would otherwise leave a test running on defaults).
 fn patch_settings(state: &AppState, m: &Map<String, Value>) -> Result<(), String> {
-    if let Some(k) = m
-        .keys()
-        .find(|k| !["tokenLifetime", "deltaReplay", "clockOffset"].contains(&k.as_str()))
-    {
+    if let Some(k) = m.keys().find(|k| !SETTINGS.contains(&k.as_str())) {
         return Err(format!(
-            "unknown setting '{k}': tokenLifetime, deltaReplay and clockOffset can be set"
+            "unknown setting '{k}': {} can be set",
+            SETTINGS.join(", ")
         ));
     }
     let lifetime = match m.get("tokenLifetime") {
@@ -147,10 +157,16 @@ fn patch_settings(state: &AppState, m: &Map<String, Value>) -> Result<(), String
             _ => return Err("'tokenLifetime' must be a positive number of seconds".into()),
         },
     };
-    let replay = match m.get("deltaReplay") {
-        None => None,
-        Some(v) => Some(v.as_bool().ok_or("'deltaReplay' must be true or false")?),
+    let flag = |k: &str| -> Result<Option<bool>, String> {
+        match m.get(k) {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                v.as_bool().ok_or(format!("'{k}' must be true or false"))?,
+            )),
+        }
     };
+    let replay = flag("deltaReplay")?;
+    let reject_fed = flag("rejectFederatedPassword")?;
     let offset = match m.get("clockOffset") {
         None => None,
         Some(v) => Some(
@@ -158,14 +174,41 @@ fn patch_settings(state: &AppState, m: &Map<String, Value>) -> Result<(), String
                 .ok_or("'clockOffset' must be a whole number of seconds (may be negative)")?,
         ),
     };
+    let write_limit = match m.get("writeLimit") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or("'writeLimit' must be a whole number of writes (0 = no limit)")?,
+        ),
+    };
+    let write_window = match m.get("writeWindowSeconds") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Some(n),
+            _ => return Err("'writeWindowSeconds' must be a positive number of seconds".into()),
+        },
+    };
     if let Some(n) = lifetime {
         state.token_lifetime.store(n, Ordering::Relaxed);
     }
     if let Some(b) = replay {
         state.delta_replay.store(b, Ordering::Relaxed);
     }
+    if let Some(b) = reject_fed {
+        state.reject_federated_password.store(b, Ordering::Relaxed);
+    }
     if let Some(n) = offset {
         state.clock_offset.store(n, Ordering::Relaxed);
+    }
+    if write_limit.is_some() || write_window.is_some() {
+        if let Some(n) = write_limit {
+            state.throttle.limit.store(n, Ordering::Relaxed);
+        }
+        if let Some(n) = write_window {
+            state.throttle.window_secs.store(n, Ordering::Relaxed);
+        }
+        // New limits start with full buckets.
+        state.throttle.clear();
     }
     Ok(())
 }
@@ -190,7 +233,10 @@ pub async fn handle(
         })
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let needs_tenant = matches!(segs.first(), Some(&"users") | Some(&"applications"));
+    let needs_tenant = matches!(
+        segs.first(),
+        Some(&"users") | Some(&"applications") | Some(&"directoryRoles")
+    );
     let tenant = state.tenant_or_first(tenant_name);
     if needs_tenant && tenant.is_none() {
         return err(StatusCode::NOT_FOUND, "UnknownTenant", "no such tenant");
@@ -228,6 +274,7 @@ pub async fn handle(
             state.faults.clear();
             state.stats.reset();
             state.clock_offset.store(0, Ordering::Relaxed);
+            state.throttle.clear();
             json_response(StatusCode::OK, &json!({"reset": true}))
         }
         (Method::GET, ["settings"]) => json_response(StatusCode::OK, &settings(state)),
@@ -292,6 +339,33 @@ pub async fn handle(
                 Err(e) => bad(&e),
             }
         }
+        (Method::GET, ["directoryRoles"]) => match &tenant {
+            Some(t) => json_response(
+                StatusCode::OK,
+                &json!({"directoryRoles": t.directory_roles().iter().map(|r| r.to_json()).collect::<Vec<_>>()}),
+            ),
+            None => err(StatusCode::NOT_FOUND, "UnknownTenant", "no such tenant"),
+        },
+        (Method::PUT, ["directoryRoles"]) => {
+            let Some(t) = &tenant else {
+                return err(StatusCode::NOT_FOUND, "UnknownTenant", "no such tenant");
+            };
+            let v: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return bad(&format!("the body is not valid JSON: {e}")),
+            };
+            let list = v.get("directoryRoles").unwrap_or(&v);
+            match crate::roles::parse(list) {
+                Ok(roles) => {
+                    t.set_directory_roles(roles);
+                    json_response(
+                        StatusCode::OK,
+                        &json!({"directoryRoles": t.directory_roles().iter().map(|r| r.to_json()).collect::<Vec<_>>()}),
+                    )
+                }
+                Err(e) => bad(&e),
+            }
+        }
         (m, ["users", rest @ ..]) => {
             let Some(t) = tenant else {
                 return err(StatusCode::NOT_FOUND, "UnknownTenant", "no such tenant");
@@ -323,7 +397,7 @@ pub async fn handle(
                 }
                 (Method::DELETE, [key]) => {
                     let permanent = p.get("permanent").and_then(Value::as_str) == Some("true");
-                    match t.delete_user(key, permanent) {
+                    match t.delete_user_at(key, permanent, state.now()) {
                         Ok(()) => json_response(
                             StatusCode::OK,
                             &json!({"deleted": key, "permanent": permanent}),

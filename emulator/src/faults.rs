@@ -11,6 +11,12 @@ pub enum Endpoint {
     OpenId,
     Users,
     User,
+    /// `POST /v1.0/users`, `PATCH`/`DELETE /v1.0/users/{id}`.
+    UserWrite,
+    /// `/v1.0/directory/deletedItems/...` (list, get, restore, permanent delete).
+    DeletedItems,
+    /// `POST /v1.0/$batch` (the envelope; its items count under their own names).
+    Batch,
     Delta,
     Domains,
     GraphOther,
@@ -25,6 +31,9 @@ impl Endpoint {
             Endpoint::OpenId => "openid",
             Endpoint::Users => "users",
             Endpoint::User => "user",
+            Endpoint::UserWrite => "userWrite",
+            Endpoint::DeletedItems => "deletedItems",
+            Endpoint::Batch => "batch",
             Endpoint::Delta => "delta",
             Endpoint::Domains => "domains",
             Endpoint::GraphOther => "graphOther",
@@ -38,6 +47,9 @@ impl Endpoint {
             self,
             Endpoint::Users
                 | Endpoint::User
+                | Endpoint::UserWrite
+                | Endpoint::DeletedItems
+                | Endpoint::Batch
                 | Endpoint::Delta
                 | Endpoint::Domains
                 | Endpoint::GraphOther
@@ -79,7 +91,8 @@ fn default_endpoint() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultSpec {
     pub kind: FaultKind,
-    /// `graph` (default: every /v1.0 request), `any`, `token`, `openid`, `users`, `user`, `delta`, `domains`.
+    /// `graph` (default: every /v1.0 request), `any`, `token`, `openid`, `users`, `user`,
+    /// `userWrite`, `deletedItems`, `batch`, `delta`, `domains`.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// Only requests whose path starts with this.
@@ -114,7 +127,17 @@ pub struct FaultSpec {
 impl FaultSpec {
     pub fn validate(&self) -> Result<(), String> {
         const ENDPOINTS: &[&str] = &[
-            "graph", "any", "token", "openid", "users", "user", "delta", "domains",
+            "graph",
+            "any",
+            "token",
+            "openid",
+            "users",
+            "user",
+            "userWrite",
+            "deletedItems",
+            "batch",
+            "delta",
+            "domains",
         ];
         if !ENDPOINTS.contains(&self.endpoint.as_str()) {
             return Err(format!(

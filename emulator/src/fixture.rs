@@ -63,6 +63,11 @@ pub fn parse(v: &Value) -> Result<TenantSpec, String> {
                         "{at}'authenticationType' must be Managed or Federated, got '{t}'"
                     ));
                 }
+                if let Some(v) = d.get("isVerified")
+                    && !v.is_boolean()
+                {
+                    return Err(format!("{at}'isVerified' must be true or false"));
+                }
                 domains.push(d.clone());
             }
         }
@@ -139,7 +144,21 @@ pub fn parse(v: &Value) -> Result<TenantSpec, String> {
         }
         users.push(user);
     }
+    let mut directory_roles = crate::roles::parse(o.get("directoryRoles").unwrap_or(&Value::Null))?;
+    // Members may be given by userPrincipalName too; store object ids.
+    for (i, r) in directory_roles.iter_mut().enumerate() {
+        for m in r.members.iter_mut() {
+            if m.contains('@') {
+                let u = users
+                    .iter()
+                    .find(|u| u.upn().eq_ignore_ascii_case(m))
+                    .ok_or(format!("directoryRoles[{i}]: no user '{m}' in 'users'"))?;
+                *m = u.id.to_string();
+            }
+        }
+    }
     Ok(TenantSpec {
+        directory_roles,
         display_name: display_name.unwrap_or_else(|| {
             initial_domain
                 .split('.')

@@ -307,7 +307,28 @@ pub fn generate(spec: &GenerateSpec, client_id: &str, client_secret: &str) -> Te
     let mut default_domain = domain_object(&domain, false, true);
     default_domain["supportedServices"] =
         serde_json::json!(["Email", "OfficeCommunicationsOnline"]);
+    // The tenant's administrators hold Global Administrator, as in a real tenant: an app
+    // without a directory role of its own cannot change them (roles.rs).
+    let admins: Vec<String> = users
+        .iter()
+        .filter(|u| {
+            u.upn()
+                .split_once('@')
+                .is_some_and(|(l, d)| d == initial && (l == "admin" || l == "breakglass"))
+        })
+        .map(|u| u.id.to_string())
+        .collect();
+    let directory_roles = if admins.is_empty() {
+        Vec::new()
+    } else {
+        vec![crate::roles::DirectoryRole {
+            display_name: "Global Administrator".into(),
+            role_template_id: crate::roles::GLOBAL_ADMINISTRATOR.into(),
+            members: admins,
+        }]
+    };
     TenantSpec {
+        directory_roles,
         tenant_id: spec.tenant_id.clone(),
         display_name: format!("{name} (emulated)"),
         initial_domain: initial.clone(),

@@ -37,6 +37,13 @@ pub fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) 
     r
 }
 
+/// `204 No Content`: no body and no `Content-Type`, as Graph answers PATCH and DELETE.
+pub fn no_content() -> Resp {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
 pub fn json_response(status: StatusCode, v: &Value) -> Resp {
     response(
         status,
@@ -57,6 +64,37 @@ pub fn graph_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> 
         "error": {
             "code": code,
             "message": message,
+            "innerError": {
+                "date": time::graph_date(ctx.now),
+                "request-id": ctx.request_id,
+                "client-request-id": ctx.client_request_id,
+            }
+        }
+    });
+    response(
+        status,
+        PLAIN_JSON,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+/// Graph's error body with `details` (conflicts and invalid values carry them, e.g.
+/// `[{"target":"userPrincipalName","code":"ObjectConflict"}]`; shared/reference/graph-writes.md §1).
+pub fn graph_error_details(
+    ctx: &Ctx,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    details: &[Value],
+) -> Resp {
+    if details.is_empty() {
+        return graph_error(ctx, status, code, message);
+    }
+    let body = json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
             "innerError": {
                 "date": time::graph_date(ctx.now),
                 "request-id": ctx.request_id,

@@ -1,5 +1,5 @@
 //! entra-emulator: a local stand-in for Microsoft Entra ID (token endpoint, OpenID discovery)
-//! and the read side of Microsoft Graph users/domains, faithful enough for Microsoft's own
+//! and Microsoft Graph users/domains, reads and writes, faithful enough for Microsoft's own
 //! client libraries. See `emulator/README.md`.
 //!
 //! ```no_run
@@ -25,10 +25,12 @@ pub mod http;
 pub mod jwt;
 pub mod names;
 pub mod props;
+pub mod roles;
 pub mod server;
 pub mod state;
 pub mod stats;
 pub mod tenant;
+pub mod throttle;
 pub mod time;
 pub mod tls;
 pub mod token;
@@ -68,6 +70,12 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Start with the `deltaReplay` setting on (duplicates and replays in delta rounds).
     pub delta_replay: bool,
+    /// Identity writes per app and tenant per `write_window` seconds; 0 = no limit
+    /// (default 3,000 per 150 s, Graph's: `throttle.rs`).
+    pub write_limit: u64,
+    pub write_window: u64,
+    /// Start with `rejectFederatedPassword` on (`state.rs`).
+    pub reject_federated_password: bool,
 }
 
 impl Config {
@@ -83,6 +91,9 @@ impl Config {
             trust_ca_pems: Vec::new(),
             public_url: None,
             delta_replay: false,
+            write_limit: throttle::DEFAULT_WRITE_LIMIT,
+            write_window: throttle::DEFAULT_WRITE_WINDOW_SECS,
+            reject_federated_password: false,
         }
     }
 
@@ -129,6 +140,23 @@ impl Config {
 
     pub fn delta_replay(mut self, on: bool) -> Config {
         self.delta_replay = on;
+        self
+    }
+
+    /// Write limit per app and tenant: `limit` writes per `window_secs` (0 = no limit).
+    pub fn write_limit(mut self, limit: u64, window_secs: u64) -> Config {
+        self.write_limit = limit;
+        self.write_window = window_secs;
+        self
+    }
+
+    /// Replace the application permissions (`roles` claim) of every app of every tenant.
+    pub fn app_roles(mut self, roles: &[&str]) -> Config {
+        for t in &mut self.tenants {
+            for a in &mut t.applications {
+                a.roles = roles.iter().map(|r| r.to_string()).collect();
+            }
+        }
         self
     }
 }
@@ -205,6 +233,9 @@ impl Emulator {
             .into_iter()
             .map(|spec| Arc::new(Tenant::new(spec, epoch)))
             .collect();
+        if config.write_window == 0 {
+            return Err("the write window must be at least 1 second".into());
+        }
         let state = Arc::new(AppState::new(
             base_url.clone(),
             tenants,
@@ -212,6 +243,18 @@ impl Emulator {
             federation,
             epoch,
         ));
+        state
+            .throttle
+            .limit
+            .store(config.write_limit, std::sync::atomic::Ordering::Relaxed);
+        state
+            .throttle
+            .window_secs
+            .store(config.write_window, std::sync::atomic::Ordering::Relaxed);
+        state.reject_federated_password.store(
+            config.reject_federated_password,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         state
             .delta_replay
             .store(config.delta_replay, std::sync::atomic::Ordering::Relaxed);

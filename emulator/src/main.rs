@@ -72,6 +72,20 @@ struct Args {
     /// and their deltaLinks replay the round's changes once.
     #[arg(long)]
     delta_replay: bool,
+    /// Application permissions (the token's `roles` claim) of the generated app, or of the
+    /// --client-id app of a tenant file, comma-separated (default User.Read.All,Domain.Read.All).
+    #[arg(long, value_name = "ROLE,...", value_delimiter = ',')]
+    app_roles: Option<Vec<String>>,
+    /// Identity writes allowed per app and tenant per --write-window (Graph: 3000); 0 = no limit.
+    #[arg(long, value_name = "N", default_value_t = entra_emulator::throttle::DEFAULT_WRITE_LIMIT)]
+    write_limit: u64,
+    /// The window of --write-limit, in seconds (Graph: 150).
+    #[arg(long, value_name = "SECS", default_value_t = entra_emulator::throttle::DEFAULT_WRITE_WINDOW_SECS)]
+    write_window: u64,
+    /// Start with the rejectFederatedPassword setting on: a passwordProfile on a user of a
+    /// federated domain is refused.
+    #[arg(long)]
+    reject_federated_password: bool,
 }
 
 fn build_config(a: &Args) -> Result<Config, String> {
@@ -81,6 +95,12 @@ fn build_config(a: &Args) -> Result<Config, String> {
     cfg.token_lifetime = a.token_lifetime;
     cfg.public_url = a.public_url.clone();
     cfg.delta_replay = a.delta_replay;
+    cfg.write_limit = a.write_limit;
+    cfg.write_window = a.write_window;
+    cfg.reject_federated_password = a.reject_federated_password;
+    if a.write_window == 0 {
+        return Err("--write-window must be at least 1 second".into());
+    }
     cfg.tls = a.tls_ca_out.is_some();
     cfg.tls_names = a.tls_name.clone();
     if a.token_lifetime == 0 {
@@ -139,6 +159,7 @@ fn build_config(a: &Args) -> Result<Config, String> {
             .or_else(|| t.applications.first().map(|x| x.client_id.clone()))
             .unwrap_or_else(|| DEFAULT_CLIENT_ID.into());
         let needs_app = a.client_id.is_some()
+            || a.app_roles.is_some()
             || !a.client_certificate.is_empty()
             || !a.federated_credential.is_empty();
         if needs_app {
@@ -165,6 +186,9 @@ fn build_config(a: &Args) -> Result<Config, String> {
                 .iter_mut()
                 .find(|x| x.client_id.eq_ignore_ascii_case(&client_id))
                 .ok_or("internal: application missing")?;
+            if let Some(roles) = &a.app_roles {
+                app.roles = roles.clone();
+            }
             if let Some(s) = &a.client_secret
                 && !app.secrets.contains(s)
             {

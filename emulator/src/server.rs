@@ -25,15 +25,23 @@ use crate::time;
 
 const MAX_BODY: usize = 1 << 20;
 
-pub fn classify(path: &str) -> Endpoint {
+/// Which endpoint a request is, for fault rules and the `byEndpoint` counters.
+pub fn classify(method: &http::Method, path: &str) -> Endpoint {
     if path == control::PREFIX || path.starts_with("/_emulator/") {
         return Endpoint::Control;
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get = method == http::Method::GET;
     match segs.as_slice() {
+        ["v1.0", "users"] if !get => Endpoint::UserWrite,
         ["v1.0", "users"] | ["v1.0", "users", "$count"] => Endpoint::Users,
         ["v1.0", "users", d] if crate::graph::is_delta_segment(d) => Endpoint::Delta,
+        ["v1.0", "users", _] if !get => Endpoint::UserWrite,
         ["v1.0", "users", _] => Endpoint::User,
+        ["v1.0", u] if u.starts_with("users(") && !get => Endpoint::UserWrite,
+        ["v1.0", u] if u.starts_with("users(") => Endpoint::User,
+        ["v1.0", "directory", "deletedItems", ..] => Endpoint::DeletedItems,
+        ["v1.0", b] if *b == "$batch" || b.eq_ignore_ascii_case("%24batch") => Endpoint::Batch,
         ["v1.0", "domains", ..] => Endpoint::Domains,
         ["v1.0", ..] => Endpoint::GraphOther,
         [_, "oauth2", "v2.0", "token"] => Endpoint::Token,
@@ -83,7 +91,14 @@ fn peek_token(h: &HeaderMap) -> (String, String) {
     }
 }
 
-fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap) -> Option<Resp> {
+/// The response an injected fault answers with (`None`: the fault alters the real answer
+/// instead). Also used for the items of `$batch` (`graph/batch.rs`).
+pub fn fault_response(
+    ctx: &Ctx,
+    ep: Endpoint,
+    spec: &FaultSpec,
+    headers: &HeaderMap,
+) -> Option<Resp> {
     let token_ep = matches!(ep, Endpoint::Token | Endpoint::OpenId);
     let mut r = match spec.kind {
         FaultKind::Throttle if token_ep => aad_error(
@@ -105,16 +120,18 @@ fn fault_response(ctx: &Ctx, ep: Endpoint, spec: &FaultSpec, headers: &HeaderMap
             };
             let mut r = graph_error(ctx, StatusCode::TOO_MANY_REQUESTS, code, &msg);
             let (tid, app) = peek_token(headers);
+            // Writes are metered by the write quota, reads by resource units (throttle.rs).
+            let (limit, info) = if ep == Endpoint::UserWrite {
+                ("Write", "WriteLimitExceeded")
+            } else {
+                ("ReadOnly", "ResourceUnitLimitExceeded")
+            };
             set_header(
                 &mut r,
                 "x-ms-throttle-scope",
-                &format!("Tenant_Application/ReadOnly/{app}/{tid}"),
+                &format!("Tenant_Application/{limit}/{app}/{tid}"),
             );
-            set_header(
-                &mut r,
-                "x-ms-throttle-information",
-                "ResourceUnitLimitExceeded",
-            );
+            set_header(&mut r, "x-ms-throttle-information", info);
             set_header(&mut r, "x-ms-throttle-limit-percentage", "1.2");
             r
         }
@@ -293,7 +310,20 @@ async fn dispatch(
             "NotFound",
             &format!("The emulator serves no resource at '{path}'."),
         ),
-        _ => crate::graph::handle(state, ctx, method, path, query, headers),
+        _ => {
+            let bytes = match Limited::new(body, MAX_BODY).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => {
+                    return graph_error(
+                        ctx,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestEntityTooLarge",
+                        "The request body is too large.",
+                    );
+                }
+            };
+            crate::graph::handle(state, ctx, method, path, query, headers, &bytes)
+        }
     }
 }
 
@@ -312,7 +342,7 @@ async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Inf
         now: state.now(),
         base_url: state.base_url.clone(),
     };
-    let ep = classify(&path);
+    let ep = classify(&parts.method, &path);
 
     if ep == Endpoint::Control {
         let bytes = Limited::new(body, 16 * MAX_BODY)

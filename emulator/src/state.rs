@@ -7,6 +7,7 @@ use crate::faults::Faults;
 use crate::federation::Federation;
 use crate::stats::Stats;
 use crate::tenant::Tenant;
+use crate::throttle::{DEFAULT_WRITE_LIMIT, DEFAULT_WRITE_WINDOW_SECS, WriteThrottle};
 use crate::time;
 
 #[derive(Debug)]
@@ -24,6 +25,12 @@ pub struct AppState {
     /// `clockOffset`: seconds added to the wall clock wherever the emulator reads "now"
     /// (tokens, delta token age, `Date`), so tests can age delta links without waiting.
     pub clock_offset: AtomicI64,
+    /// Graph's identity write limit per app and tenant (`writeLimit`, `writeWindowSeconds`).
+    pub throttle: WriteThrottle,
+    /// `rejectFederatedPassword`: refuse `passwordProfile` on users of federated domains.
+    /// Whether Graph does is unverified (shared/reference/graph-writes.md §2, [V]); off by
+    /// default, as a community guide creates federated users without trouble.
+    pub reject_federated_password: AtomicBool,
     epoch: AtomicU64,
 }
 
@@ -44,6 +51,8 @@ impl AppState {
             federation,
             delta_replay: AtomicBool::new(false),
             clock_offset: AtomicI64::new(0),
+            throttle: WriteThrottle::new(DEFAULT_WRITE_LIMIT, DEFAULT_WRITE_WINDOW_SECS),
+            reject_federated_password: AtomicBool::new(false),
             epoch: AtomicU64::new(epoch),
         }
     }
@@ -80,5 +89,14 @@ impl AppState {
     /// The emulator's "now": the wall clock shifted by `clockOffset` (every request's `Ctx::now`).
     pub fn now(&self) -> i64 {
         time::now_secs().saturating_add(self.clock_offset())
+    }
+
+    /// The same clock in milliseconds (the write throttle refills by it).
+    pub fn now_millis(&self) -> i64 {
+        time::now_millis().saturating_add(self.clock_offset().saturating_mul(1000))
+    }
+
+    pub fn reject_federated_password(&self) -> bool {
+        self.reject_federated_password.load(Ordering::Relaxed)
     }
 }

@@ -34,8 +34,26 @@ pub struct Counters {
     pub by_delta_kind: BTreeMap<&'static str, u64>,
     pub by_status: BTreeMap<u16, u64>,
     pub faults_injected: u64,
+    /// Directory writes (create, update, delete, restore, permanent delete), whether sent
+    /// alone or inside `$batch`, by outcome: what a "zero writes" or "throttled writes
+    /// completed" check reads.
+    pub writes: WriteCounts,
+    /// The items of `$batch` requests, by the name their request would have alone
+    /// (`userWrite`, `user`, ...); `byEndpoint` counts the envelope as `batch`.
+    pub batch_items: BTreeMap<&'static str, u64>,
     #[serde(skip)]
     pub recent: VecDeque<RequestRecord>,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteCounts {
+    /// Answered 2xx: the change landed.
+    pub succeeded: u64,
+    /// Refused with 429 by the write limit (`throttle.rs`) or an injected fault.
+    pub throttled: u64,
+    /// Any other answer (400, 403, 404, ...): nothing changed.
+    pub failed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +77,22 @@ impl Stats {
             c.recent.pop_front();
         }
         c.recent.push_back(r);
+    }
+
+    /// One directory write and its status.
+    pub fn record_write(&self, status: u16) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match status {
+            200..=299 => c.writes.succeeded += 1,
+            429 => c.writes.throttled += 1,
+            _ => c.writes.failed += 1,
+        }
+    }
+
+    /// One item of a `$batch` request.
+    pub fn record_batch_item(&self, endpoint: &'static str) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *c.batch_items.entry(endpoint).or_default() += 1;
     }
 
     pub fn snapshot(&self, limit: usize) -> serde_json::Value {

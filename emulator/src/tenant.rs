@@ -9,6 +9,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use crate::props;
+use crate::roles::DirectoryRole;
+use crate::time;
 use crate::user::User;
 
 /// An application (client) registered in the tenant.
@@ -117,6 +119,8 @@ pub struct TenantSpec {
     pub domains: Vec<Value>,
     pub applications: Vec<Application>,
     pub users: Vec<User>,
+    /// `directoryRoles` of the fixture (`roles.rs`): whose members need a privileged app.
+    pub directory_roles: Vec<DirectoryRole>,
 }
 
 #[derive(Debug)]
@@ -126,10 +130,19 @@ pub struct Tenant {
     pub initial_domain: String,
     pub domains: Vec<Value>,
     apps: RwLock<Vec<Arc<Application>>>,
+    roles: RwLock<Vec<DirectoryRole>>,
     state: RwLock<State>,
-    /// What a reset restores: the loaded users (shared with the first snapshot) and apps.
+    /// What a reset restores: the loaded users (shared with the first snapshot), apps and roles.
     initial_users: Vec<Arc<User>>,
     initial_apps: Vec<Application>,
+    initial_roles: Vec<DirectoryRole>,
+}
+
+/// What a tenant says of the domain part of a UPN (`domains[]` of the fixture).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub verified: bool,
+    pub federated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,9 +182,11 @@ impl Tenant {
             initial_domain: spec.initial_domain,
             domains: spec.domains,
             apps: RwLock::new(spec.applications.iter().cloned().map(Arc::new).collect()),
+            roles: RwLock::new(spec.directory_roles.clone()),
             state: RwLock::new(state),
             initial_users,
             initial_apps: spec.applications,
+            initial_roles: spec.directory_roles,
         }
     }
 
@@ -190,6 +205,45 @@ impl Tenant {
     pub fn reset(&self, epoch: u64) {
         *write(&self.state) = Self::initial_state(&self.initial_users, epoch);
         *write(&self.apps) = self.initial_apps.iter().cloned().map(Arc::new).collect();
+        *write(&self.roles) = self.initial_roles.clone();
+    }
+
+    /// The tenant's verified-ness and authentication type for the domain of `upn`
+    /// (case-insensitive); `None` when the tenant has no such domain.
+    pub fn domain_of(&self, upn: &str) -> Option<DomainInfo> {
+        let domain = upn.rsplit_once('@').map(|x| x.1)?;
+        self.domains
+            .iter()
+            .find(|d| {
+                d.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.eq_ignore_ascii_case(domain))
+            })
+            .map(|d| DomainInfo {
+                verified: d.get("isVerified").and_then(Value::as_bool).unwrap_or(true),
+                federated: d
+                    .get("authenticationType")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("Federated")),
+            })
+    }
+
+    pub fn directory_roles(&self) -> Vec<DirectoryRole> {
+        read(&self.roles).clone()
+    }
+
+    pub fn set_directory_roles(&self, roles: Vec<DirectoryRole>) {
+        *write(&self.roles) = roles;
+    }
+
+    /// The roles whose members include any of `ids` (a user id, or an app's client id and
+    /// service principal id).
+    pub fn roles_of(&self, ids: &[&str]) -> Vec<DirectoryRole> {
+        read(&self.roles)
+            .iter()
+            .filter(|r| ids.iter().any(|id| r.has_member(id)))
+            .cloned()
+            .collect()
     }
 
     /// Does this tenant answer to `name` (its id, or one of its domains)?
@@ -265,10 +319,20 @@ impl Tenant {
         if !obj.contains_key("userType") {
             obj.insert("userType".into(), Value::String("Member".into()));
         }
-        let mut user = User::from_graph(&obj).map_err(MutationError::BadRequest)?;
+        let user = User::from_graph(&obj).map_err(MutationError::BadRequest)?;
+        self.insert_user(user, |_| Ok::<(), MutationError>(()))
+    }
+
+    /// Add a user. `check` runs under the write lock, after the UPN and id checks, so that a
+    /// uniqueness rule it applies (immutable id, proxy addresses) cannot race another write.
+    pub fn insert_user<E: From<MutationError>>(
+        &self,
+        mut user: User,
+        check: impl FnOnce(&Snapshot) -> Result<(), E>,
+    ) -> Result<Arc<User>, E> {
         let mut st = write(&self.state);
         if st.snap.find(user.upn()).is_some() {
-            return Err(MutationError::DuplicateUpn);
+            return Err(MutationError::DuplicateUpn.into());
         }
         if st.snap.find(&user.id).is_some()
             || st
@@ -278,8 +342,10 @@ impl Tenant {
             return Err(MutationError::BadRequest(format!(
                 "Another object with the same value for property id already exists: '{}'.",
                 user.id
-            )));
+            ))
+            .into());
         }
+        check(&st.snap)?;
         user.ord = st.next_ord;
         st.next_ord += 1;
         st.seq += 1;
@@ -301,35 +367,50 @@ impl Tenant {
         key: &str,
         patch: &Map<String, Value>,
     ) -> Result<Arc<User>, MutationError> {
+        self.update_with(key, |_, old| {
+            let mut user = (**old).clone();
+            let mut changed = Vec::new();
+            for (k, v) in patch {
+                let Some(p) = props::lookup(k) else {
+                    return Err(MutationError::BadRequest(format!(
+                        "Invalid property '{k}': the user resource has no such property."
+                    )));
+                };
+                if props::PROPS[p].slot == props::Slot::Id {
+                    return Err(MutationError::BadRequest(
+                        "Property 'id' is read-only and cannot be set.".into(),
+                    ));
+                }
+                user.set_prop(p, v).map_err(MutationError::BadRequest)?;
+                changed.push(p);
+            }
+            Ok((user, changed))
+        })
+    }
+
+    /// Replace a user with what `build` makes of it (the new user and the properties the
+    /// change named, for delta). `build` runs under the write lock; the UPN stays unique.
+    pub fn update_with<E: From<MutationError>>(
+        &self,
+        key: &str,
+        build: impl FnOnce(&Snapshot, &Arc<User>) -> Result<(User, Vec<usize>), E>,
+    ) -> Result<Arc<User>, E> {
         let mut st = write(&self.state);
         let Some(old) = st.snap.find(key).cloned() else {
-            return Err(MutationError::NotFound(key.to_string()));
+            return Err(MutationError::NotFound(key.to_string()).into());
         };
-        let mut user = (*old).clone();
-        let mut changed = Vec::new();
-        for (k, v) in patch {
-            let Some(p) = props::lookup(k) else {
-                return Err(MutationError::BadRequest(format!(
-                    "Invalid property '{k}': the user resource has no such property."
-                )));
-            };
-            if props::PROPS[p].slot == props::Slot::Id {
-                return Err(MutationError::BadRequest(
-                    "Property 'id' is read-only and cannot be set.".into(),
-                ));
-            }
-            user.set_prop(p, v).map_err(MutationError::BadRequest)?;
-            changed.push(p);
-        }
+        let (mut user, changed) = build(&st.snap, &old)?;
+        user.id = old.id.clone();
+        user.ord = old.ord;
         if user.upn().is_empty() {
-            return Err(MutationError::BadRequest(
-                "'userPrincipalName' cannot be empty.".into(),
-            ));
+            return Err(
+                MutationError::BadRequest("'userPrincipalName' cannot be empty.".into()).into(),
+            );
         }
         if !user.upn().eq_ignore_ascii_case(old.upn())
             && st.snap.find(user.upn()).is_some_and(|o| o.id != user.id)
         {
-            return Err(MutationError::DuplicateUpn);
+            return Err(MutationError::DuplicateUpn.into());
         }
         st.seq += 1;
         let user = Arc::new(user);
@@ -349,6 +430,17 @@ impl Tenant {
 
     /// Delete a user: soft (restorable, delta reason `changed`) or permanent (`deleted`).
     pub fn delete_user(&self, key: &str, permanent: bool) -> Result<(), MutationError> {
+        self.delete_user_at(key, permanent, time::now_secs())
+    }
+
+    /// As [`Tenant::delete_user`]; a soft-deleted user's `deletedDateTime` is `now` (Unix
+    /// seconds, the emulator's clock).
+    pub fn delete_user_at(
+        &self,
+        key: &str,
+        permanent: bool,
+        now: i64,
+    ) -> Result<(), MutationError> {
         let mut st = write(&self.state);
         let lower = key.to_ascii_lowercase();
         if permanent && let Some(u) = st.deleted.remove(lower.as_str()) {
@@ -376,8 +468,13 @@ impl Tenant {
         let kind = if permanent {
             ChangeKind::HardDeleted
         } else {
+            let mut gone = (*old).clone();
+            let _ = gone.set_prop(
+                props::idx("deletedDateTime"),
+                &Value::String(time::iso_z(now)),
+            );
             st.deleted
-                .insert(old.id.to_ascii_lowercase().into_boxed_str(), old.clone());
+                .insert(old.id.to_ascii_lowercase().into_boxed_str(), Arc::new(gone));
             ChangeKind::SoftDeleted
         };
         let change = Change {
@@ -401,6 +498,9 @@ impl Tenant {
             return Err(MutationError::DuplicateUpn);
         }
         st.seq += 1;
+        let mut back = (*user).clone();
+        let _ = back.set_prop(props::idx("deletedDateTime"), &Value::Null);
+        let user = Arc::new(back);
         let mut users = st.snap.users.clone();
         let pos = users.partition_point(|u| u.ord < user.ord);
         users.insert(pos, user.clone());
@@ -418,6 +518,31 @@ impl Tenant {
         let mut users: Vec<Arc<User>> = read(&self.state).deleted.values().cloned().collect();
         users.sort_unstable_by_key(|u| u.ord);
         users
+    }
+
+    /// A soft-deleted user by object id (case-insensitive).
+    pub fn deleted_user(&self, id: &str) -> Option<Arc<User>> {
+        read(&self.state)
+            .deleted
+            .get(id.to_ascii_lowercase().as_str())
+            .cloned()
+    }
+
+    /// Permanently delete a soft-deleted user (`DELETE /directory/deletedItems/{id}`); a live
+    /// user is not found here.
+    pub fn purge_deleted(&self, id: &str) -> Result<(), MutationError> {
+        let mut st = write(&self.state);
+        let Some(u) = st.deleted.remove(id.to_ascii_lowercase().as_str()) else {
+            return Err(MutationError::NotFound(id.to_string()));
+        };
+        st.seq += 1;
+        let change = Change {
+            seq: st.seq,
+            id: u.id.clone(),
+            kind: ChangeKind::HardDeleted,
+        };
+        st.log.push(change);
+        Ok(())
     }
 
     pub fn deleted_ids(&self) -> Vec<String> {

@@ -194,3 +194,68 @@ fn delta_replay_flag_turns_the_setting_on() {
     let v = settings(&[&generated[..], &["--delta-replay"]].concat());
     assert_eq!(v["deltaReplay"], true, "{v}");
 }
+
+#[test]
+fn app_roles_and_write_limit_flags() {
+    let (mut p, base) = spawn(&[
+        "--generate",
+        "3",
+        "--domain",
+        "example.com",
+        "--app-roles",
+        "User.ReadWrite.All,Domain.Read.All",
+        "--write-limit",
+        "5",
+        "--write-window",
+        "60",
+        "--reject-federated-password",
+    ]);
+    let settings: serde_json::Value =
+        serde_json::from_str(&http_get(&base, "/_emulator/settings")).expect("JSON");
+    assert_eq!(
+        (
+            &settings["writeLimit"],
+            &settings["writeWindowSeconds"],
+            &settings["rejectFederatedPassword"]
+        ),
+        (&5.into(), &60.into(), &true.into()),
+        "{settings}"
+    );
+    let tenants: serde_json::Value =
+        serde_json::from_str(&http_get(&base, "/_emulator/tenants")).expect("JSON");
+    assert_eq!(
+        tenants["tenants"][0]["applications"][0]["roles"],
+        serde_json::json!(["User.ReadWrite.All", "Domain.Read.All"]),
+        "{tenants}"
+    );
+    signal(&p, "-TERM");
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(10)), Some(0));
+
+    // Without the flags: Graph's limit and a read-only app.
+    let (mut p, base) = spawn(&["--generate", "3", "--domain", "example.com"]);
+    let settings: serde_json::Value =
+        serde_json::from_str(&http_get(&base, "/_emulator/settings")).expect("JSON");
+    assert_eq!(
+        (&settings["writeLimit"], &settings["writeWindowSeconds"]),
+        (&3000.into(), &150.into())
+    );
+    let tenants: serde_json::Value =
+        serde_json::from_str(&http_get(&base, "/_emulator/tenants")).expect("JSON");
+    assert_eq!(
+        tenants["tenants"][0]["applications"][0]["roles"],
+        serde_json::json!(["User.Read.All", "Domain.Read.All"])
+    );
+    signal(&p, "-TERM");
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(10)), Some(0));
+
+    let (code, err) = run_fail(&[
+        "--generate",
+        "3",
+        "--domain",
+        "example.com",
+        "--write-window",
+        "0",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--write-window"), "{err}");
+}

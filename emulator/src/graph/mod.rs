@@ -1,10 +1,15 @@
 //! Microsoft Graph v1.0: bearer-token check and routing.
 
+pub mod batch;
+pub mod deleted_items;
 pub mod delta;
 pub mod domains;
 pub mod filter;
 pub mod query;
+pub mod user_rules;
+pub mod user_writes;
 pub mod users;
+pub mod write_limit;
 
 use std::sync::Arc;
 
@@ -17,15 +22,33 @@ use crate::tenant::Tenant;
 use crate::token::{GRAPH_APP_ID, GRAPH_AUDIENCE};
 use query::{GErr, Query};
 
+/// Who a valid token says is calling.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    pub tenant: Arc<Tenant>,
+    /// The `roles` claim: application permissions.
+    pub roles: Vec<String>,
+    /// The `appid` claim (client id).
+    pub app_id: String,
+    /// The `oid` claim (the app's service principal).
+    pub sp_id: String,
+}
+
 /// A request that passed the token check.
 pub struct GraphReq<'a> {
     pub state: &'a AppState,
     pub ctx: &'a Ctx,
     pub tenant: Arc<Tenant>,
     pub roles: Vec<String>,
+    pub app_id: &'a str,
+    pub sp_id: &'a str,
     pub headers: &'a HeaderMap,
     pub query: Query,
     pub path: &'a str,
+    pub method: &'a Method,
+    pub body: &'a [u8],
+    /// An item of a `$batch` request (no nested batches).
+    pub in_batch: bool,
 }
 
 impl GraphReq<'_> {
@@ -75,11 +98,7 @@ fn unauthorized(ctx: &Ctx, msg: &str) -> Resp {
 }
 
 /// Validate the bearer token as Graph does: signature, audience, tenant, lifetime.
-fn authenticate(
-    state: &AppState,
-    ctx: &Ctx,
-    headers: &HeaderMap,
-) -> Result<(Arc<Tenant>, Vec<String>), Resp> {
+fn authenticate(state: &AppState, ctx: &Ctx, headers: &HeaderMap) -> Result<Auth, Resp> {
     let raw = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -149,7 +168,12 @@ fn authenticate(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((tenant, roles))
+    Ok(Auth {
+        tenant,
+        roles,
+        app_id: jws.claim_str("appid").unwrap_or_default().to_string(),
+        sp_id: jws.claim_str("oid").unwrap_or_default().to_string(),
+    })
 }
 
 /// Which delta spellings the path uses: `delta`, `delta()`, `microsoft.graph.delta[()]`.
@@ -160,6 +184,53 @@ pub fn is_delta_segment(s: &str) -> bool {
     )
 }
 
+/// `$batch`, also percent-encoded as clients may send it.
+fn is_batch_segment(s: &str) -> bool {
+    s == "$batch" || s.eq_ignore_ascii_case("%24batch")
+}
+
+/// The path's segments after `/v1.0`, with the OData key form `users('alice@contoso.com')`
+/// (needed for UPNs starting with `$`) split into `users`, `'alice@contoso.com'`.
+fn segments(path: &str) -> Vec<String> {
+    let rest = path.trim_start_matches("/v1.0").trim_start_matches('/');
+    let mut segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(first) = segs.first()
+        && let Some(inner) = first
+            .strip_prefix("users(")
+            .and_then(|k| k.strip_suffix(')'))
+    {
+        let key = inner.to_string();
+        segs.splice(0..1, ["users".to_string(), key]);
+    }
+    segs
+}
+
+/// Is this a directory write (metered by the write limit, counted in `writes`)? Graph's
+/// identity limits cost POST, PATCH, PUT and DELETE one write each (its throttling page).
+pub fn is_write(method: &Method, path: &str) -> bool {
+    let segs = segments(path);
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    matches!(
+        (method.as_str(), segs.as_slice()),
+        ("POST", ["users"])
+            | ("PATCH" | "DELETE", ["users", _])
+            | (
+                "POST",
+                [
+                    "directory",
+                    "deletedItems",
+                    _,
+                    "restore" | "microsoft.graph.restore"
+                ]
+            )
+            | ("DELETE", ["directory", "deletedItems", _])
+    ) && !matches!(segs.get(1), Some(&"$count") | Some(&"delta"))
+}
+
 /// Serve one `/v1.0/...` request.
 pub fn handle(
     state: &AppState,
@@ -168,11 +239,31 @@ pub fn handle(
     path: &str,
     raw_query: Option<&str>,
     headers: &HeaderMap,
+    body: &[u8],
 ) -> Resp {
-    let (tenant, roles) = match authenticate(state, ctx, headers) {
-        Ok(t) => t,
+    let auth = match authenticate(state, ctx, headers) {
+        Ok(a) => a,
         Err(r) => return r,
     };
+    route(
+        state, ctx, &auth, method, path, raw_query, headers, body, false,
+    )
+}
+
+/// Serve an authenticated request (alone, or as an item of `$batch`): writes pass the write
+/// limit first and are counted.
+#[allow(clippy::too_many_arguments)]
+pub fn route(
+    state: &AppState,
+    ctx: &Ctx,
+    auth: &Auth,
+    method: &Method,
+    path: &str,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    in_batch: bool,
+) -> Resp {
     let query = match Query::parse(raw_query) {
         Ok(q) => q,
         Err(e) => return graph_error(ctx, e.0, e.1, &e.2),
@@ -180,55 +271,95 @@ pub fn handle(
     let g = GraphReq {
         state,
         ctx,
-        tenant,
-        roles,
+        tenant: auth.tenant.clone(),
+        roles: auth.roles.clone(),
+        app_id: &auth.app_id,
+        sp_id: &auth.sp_id,
         headers,
         query,
         path,
+        method,
+        body,
+        in_batch,
     };
-    let rest = path.trim_start_matches("/v1.0").trim_start_matches('/');
-    let mut segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    // `users('alice@contoso.com')`, the OData key form (needed for UPNs starting with `$`).
-    let keyed;
-    if let Some(first) = segs.first()
-        && let Some(inner) = first
-            .strip_prefix("users(")
-            .and_then(|k| k.strip_suffix(')'))
-    {
-        keyed = inner.to_string();
-        segs.splice(0..1, ["users", keyed.as_str()]);
+    if !is_write(method, path) {
+        return serve(&g);
     }
-    if method != Method::GET {
-        return graph_error(
-            ctx,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Request_BadRequest",
-            &format!(
-                "The emulator does not implement {method} on this resource; it serves the read side of Graph."
-            ),
-        );
-    }
-    match segs.as_slice() {
-        ["users"] => users::list(&g),
-        ["users", "$count"] => users::count(&g),
-        ["users", d] if is_delta_segment(d) => delta::handle(&g),
-        ["users", key] => users::get(&g, key),
-        ["domains"] => domains::list(&g),
-        ["domains", id] => domains::get(&g, id),
-        ["organization"] => domains::organization(&g),
-        ["me"] | ["me", ..] => graph_error(
+    let resp = match write_limit::admit(&g) {
+        Ok(share) => {
+            let mut r = serve(&g);
+            write_limit::annotate(&mut r, share);
+            r
+        }
+        Err(r) => r,
+    };
+    state.stats.record_write(resp.status().as_u16());
+    resp
+}
+
+fn serve(g: &GraphReq) -> Resp {
+    let ctx = g.ctx;
+    let method = g.method;
+    let owned = segments(g.path);
+    let segs: Vec<&str> = owned.iter().map(String::as_str).collect();
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["users"]) => users::list(g),
+        ("POST", ["users"]) => user_writes::create(g),
+        ("GET", ["users", "$count"]) => users::count(g),
+        ("GET", ["users", d]) if is_delta_segment(d) => delta::handle(g),
+        ("GET", ["users", key]) => users::get(g, key),
+        ("PATCH", ["users", key]) => user_writes::update(g, key),
+        ("DELETE", ["users", key]) => user_writes::delete(g, key),
+        ("GET", ["directory", "deletedItems"]) => deleted_items::untyped(g),
+        ("GET", ["directory", "deletedItems", cast]) if deleted_items::is_cast(cast) => {
+            deleted_items::list(g, cast)
+        }
+        ("GET", ["directory", "deletedItems", id]) => deleted_items::get(g, id),
+        (
+            "POST",
+            [
+                "directory",
+                "deletedItems",
+                id,
+                "restore" | "microsoft.graph.restore",
+            ],
+        ) => deleted_items::restore(g, id),
+        ("DELETE", ["directory", "deletedItems", id]) => deleted_items::purge(g, id),
+        ("POST", [b]) if is_batch_segment(b) && !g.in_batch => batch::handle(g),
+        ("GET", ["domains"]) => domains::list(g),
+        ("GET", ["domains", id]) => domains::get(g, id),
+        ("GET", ["organization"]) => domains::organization(g),
+        (_, ["me"] | ["me", ..]) => graph_error(
             ctx,
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "/me request is only valid with delegated authentication flow.",
         ),
-        [first, ..] => graph_error(
+        (_, [b]) if is_batch_segment(b) => graph_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Invalid request: a $batch request cannot contain another $batch request.",
+        ),
+        ("GET", [first, ..]) => graph_error(
             ctx,
             StatusCode::BAD_REQUEST,
             "BadRequest",
             &format!("Resource not found for the segment '{first}'."),
         ),
-        [] => graph_error(
+        (_, ["users" | "domains" | "organization" | "directory", ..]) => graph_error(
+            ctx,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request_BadRequest",
+            &format!("The emulator does not implement {method} on this resource."),
+        ),
+        (_, [first, ..]) => graph_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("Resource not found for the segment '{first}'."),
+        ),
+        (_, []) => graph_error(
             ctx,
             StatusCode::BAD_REQUEST,
             "BadRequest",

@@ -236,6 +236,13 @@ pub fn list(g: &GraphReq) -> Resp {
     if !g.has_role(READ_ROLES) {
         return g.forbidden();
     }
+    let snap = g.tenant.snapshot();
+    list_users(g, &snap.users)
+}
+
+/// A page of `users` (in `ord` order) under the listing's query options: `/users` and
+/// `/directory/deletedItems/microsoft.graph.user` (`deleted_items.rs`).
+pub fn list_users(g: &GraphReq, users: &[Arc<User>]) -> Resp {
     let lq = match parse_list(g) {
         Ok(l) => l,
         Err(e) => return g.error(e),
@@ -247,8 +254,6 @@ pub fn list(g: &GraphReq) -> Resp {
             None => return g.error(expired_page_token()),
         },
     };
-    let snap = g.tenant.snapshot();
-    let users = &snap.users;
     let first_page = cursor.is_none();
     let count = (first_page && lq.advanced).then(|| users.iter().filter(|u| keep(&lq, u)).count());
 
@@ -276,7 +281,7 @@ pub fn list(g: &GraphReq) -> Resp {
     } else {
         let start = match cursor {
             None => 0,
-            Some(Cursor::AfterOrd(o)) => snap.position_after(o),
+            Some(Cursor::AfterOrd(o)) => users.partition_point(|u| u.ord <= o),
             Some(Cursor::Offset(_)) => return g.error(expired_page_token()),
         };
         let mut it = users[start.min(users.len())..]
@@ -355,29 +360,42 @@ pub fn count(g: &GraphReq) -> Resp {
     response(StatusCode::OK, "text/plain", n.to_string())
 }
 
+/// The user a path segment names: percent-decoded (`%23EXT%23`), and the OData key form
+/// `users('alice@contoso.com')` unquoted (the router passes `'alice@contoso.com'`).
+pub fn decode_key(raw_key: &str) -> String {
+    let key = percent_encoding::percent_decode_str(raw_key)
+        .decode_utf8_lossy()
+        .into_owned();
+    match key.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')) {
+        Some(inner) => inner.replace("''", "'"),
+        None => key,
+    }
+}
+
+/// Graph's 404 for a user (or deleted item) that is not there.
+pub fn not_found(key: &str) -> GErr {
+    (
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        format!(
+            "Resource '{key}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
 /// `GET /v1.0/users/{id | userPrincipalName}`
 pub fn get(g: &GraphReq, raw_key: &str) -> Resp {
     if !g.has_role(READ_ROLES) {
         return g.forbidden();
     }
-    let mut key = percent_encoding::percent_decode_str(raw_key)
-        .decode_utf8_lossy()
-        .into_owned();
-    // `users('alice@contoso.com')` form (the router passes `'alice@contoso.com'`).
-    if let Some(inner) = key.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')) {
-        key = inner.replace("''", "'");
-    }
+    let key = decode_key(raw_key);
     let select = match query::parse_select(g.query.get("$select"), false) {
         Ok(s) => s,
         Err(e) => return g.error(e),
     };
     let snap = g.tenant.snapshot();
     let Some(user) = snap.find(&key) else {
-        return g.error((
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            format!("Resource '{key}' does not exist or one of its queried reference-property objects are not present."),
-        ));
+        return g.error(not_found(&key));
     };
     let props = select.clone().unwrap_or_else(props::default_set);
     let mut buf = Vec::with_capacity(1024);

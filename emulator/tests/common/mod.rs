@@ -2,6 +2,8 @@
 //! a reqwest client that trusts its CA, tokens, and small request wrappers.
 #![allow(dead_code)]
 
+pub mod writes;
+
 use std::sync::Arc;
 
 use entra_emulator::{Config, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, RunningEmulator};
@@ -122,6 +124,34 @@ impl Emu {
         let text = r.text().await.expect("body");
         assert_eq!(got, status, "GET {path}: {text}");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+
+    /// Any Graph request: `(status, headers, body as JSON or Null when empty)`.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut rb = self
+            .client
+            .request(method.clone(), self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let r = rb.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+        };
+        (status, headers, v)
     }
 
     pub async fn control(
