@@ -1,5 +1,7 @@
 //! Microsoft's own Python libraries (msal, azure-identity, msgraph-sdk) against the emulator
-//! binary: a 2,500-user generated tenant listed through every nextLink, and a wrong secret.
+//! binary: a 2,500-user generated tenant listed through every nextLink, a wrong secret, and the
+//! write side (issue #14): create, update, delete, restore, duplicate UPN, 403 without
+//! `User.ReadWrite.All`.
 //!
 //! The venv comes from `DIRSYNC_VENV` (set by tools/test.sh); without it the test creates or
 //! reuses `~/.cache/dirsync/venv` from tools/requirements.txt.
@@ -68,7 +70,7 @@ fn venv() -> PathBuf {
 }
 
 #[test]
-fn msal_and_msgraph_sdk_list_a_generated_tenant() {
+fn msal_and_msgraph_sdk_read_and_write_a_generated_tenant() {
     let venv = venv();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -82,6 +84,8 @@ fn msal_and_msgraph_sdk_list_a_generated_tenant() {
             "example.com",
             "--seed",
             "7",
+            "--app-roles",
+            "User.Read.All,Domain.Read.All,User.ReadWrite.All",
         ])
         .arg("--tls-ca-out")
         .arg(&ca)
@@ -125,6 +129,12 @@ fn msal_and_msgraph_sdk_list_a_generated_tenant() {
     assert_eq!(
         report["in_domain"],
         USERS - shares.guests - shares.initial_domain
+    );
+    assert_eq!(report["restored"], report["created"], "{report}");
+    assert_eq!(report["read_only"], 403);
+    assert_eq!(
+        report["duplicate"],
+        "Another object with the same value for property userPrincipalName already exists."
     );
     drop(proc);
 }

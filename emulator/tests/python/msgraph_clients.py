@@ -1,5 +1,10 @@
 """Drive entra-emulator with Microsoft's own Python libraries, unchanged but for the endpoint.
 
+Reads (a generated tenant listed through every nextLink), then writes (issue #14): create,
+update, delete and restore a user, the duplicate-UPN error, and the 403 of an app without
+User.ReadWrite.All. The app EMU_CLIENT_ID must hold User.ReadWrite.All (the emulator is started
+with --app-roles); the read-only app is registered through the emulator's control API.
+
 Environment: EMU_BASE (https://127.0.0.1:PORT), EMU_CA (CA file), EMU_TENANT, EMU_CLIENT_ID,
 EMU_CLIENT_SECRET, EMU_EXPECTED_USERS, EMU_EXPECTED_GUESTS, EMU_EXPECTED_IN_DOMAIN. REQUESTS_CA_BUNDLE must point at
 EMU_CA too: requests (used by msal) lets it override any `verify`; and SSL_CERT_FILE too: the
@@ -22,6 +27,10 @@ from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
 from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.password_profile import PasswordProfile
+from msgraph.generated.models.user import User
+from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory
 
@@ -62,9 +71,9 @@ def msal_part(report):
     report["msal_wrong_secret"] = rb["error_codes"]
 
 
-def graph_client(secret):
+def graph_client(secret, client_id=CLIENT_ID):
     cred = ClientSecretCredential(
-        TENANT, CLIENT_ID, secret, authority=BASE, disable_instance_discovery=True
+        TENANT, client_id, secret, authority=BASE, disable_instance_discovery=True
     )
     auth = AzureIdentityAuthenticationProvider(cred, scopes=[SCOPE], allowed_hosts=["127.0.0.1"])
     http = GraphClientFactory.create_with_default_middleware(
@@ -133,10 +142,94 @@ async def graph_part(report):
     report.update({"users": len(users), "pages": pages, "guests": len(guests), "in_domain": in_domain})
 
 
+PASSWORD = "xWwvJ]6NMw+bWH-d"
+DUPLICATE = "Another object with the same value for property userPrincipalName already exists."
+
+
+def new_user(local):
+    return User(
+        account_enabled=True,
+        display_name=f"SDK {local}",
+        mail_nickname=local,
+        user_principal_name=f"{local}@example.com",
+        password_profile=PasswordProfile(force_change_password_next_sign_in=True, password=PASSWORD),
+    )
+
+
+async def expect_error(call, status, code, what):
+    try:
+        await call
+    except ODataError as e:
+        check(e.response_status_code == status, f"{what}: status {e.response_status_code}")
+        check(e.error is not None and e.error.code == code, f"{what}: code {e.error and e.error.code}")
+        return e
+    check(False, f"{what} must fail")
+
+
+async def write_part(report):
+    client, cred = graph_client(SECRET)
+    created = await client.users.post(new_user("sdk.writer"))
+    check(created.id and created.user_principal_name == "sdk.writer@example.com", f"created: {created}")
+    check(created.display_name == "SDK sdk.writer", "created display name")
+
+    # PATCH: only the changed properties; a real null clears. kiota sends one through
+    # additional_data (an attribute set to None goes out as an unknown "given_name" key, which
+    # the emulator refuses as Graph does).
+    await client.users.by_user_id(created.id).patch(User(job_title="Tester", given_name="Sdk"))
+    await client.users.by_user_id(created.id).patch(User(additional_data={"givenName": None}))
+    select = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(
+        select=["id", "jobTitle", "givenName", "userPrincipalName"]
+    )
+    got = await client.users.by_user_id(created.id).get(
+        request_configuration=RequestConfiguration(query_parameters=select)
+    )
+    check(got.job_title == "Tester", f"updated jobTitle: {got.job_title}")
+    check(got.given_name is None, f"givenName cleared: {got.given_name}")
+
+    # The real error for a duplicate UPN, with its ObjectConflict detail.
+    e = await expect_error(client.users.post(new_user("sdk.writer")), 400, "Request_BadRequest", "duplicate UPN")
+    check(e.error.message == DUPLICATE, f"duplicate message: {e.error.message}")
+    duplicate = e.error.message
+    details = e.error.details or []
+    check(len(details) == 1 and details[0].code == "ObjectConflict" and details[0].target == "userPrincipalName",
+          f"duplicate details: {details}")
+
+    # DELETE is a soft delete: gone from /users, listed in deleted items, restored as the same object.
+    await client.users.by_user_id(created.id).delete()
+    await expect_error(client.users.by_user_id(created.id).get(), 404, "Request_ResourceNotFound", "deleted user")
+    deleted = await client.directory.deleted_items.graph_user.get()
+    gone = [d for d in deleted.value if d.id == created.id]
+    check(len(gone) == 1, f"deleted items list the user: {[d.id for d in deleted.value]}")
+    check(gone[0].user_principal_name == created.id.replace("-", "") + "sdk.writer@example.com",
+          f"deleted UPN: {gone[0].user_principal_name}")
+    restored = await client.directory.deleted_items.by_directory_object_id(created.id).restore.post()
+    check(restored.id == created.id and restored.odata_type == "#microsoft.graph.user", f"restored: {restored}")
+    check(isinstance(restored, User) and restored.user_principal_name == "sdk.writer@example.com",
+          f"restored as a user: {type(restored)}")
+    again = await client.users.by_user_id("sdk.writer@example.com").get()
+    check(again.id == created.id, "the same object is back")
+    await cred.close()
+
+    # An app without User.ReadWrite.All (registered through the control API) gets the real 403.
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=CA)) as http:
+        r = await http.put(f"{BASE}/_emulator/applications", json={
+            "clientId": "sdk-read-only", "clientSecret": "ro-secret", "roles": ["User.Read.All"]})
+        check(r.status_code == 200, f"register read-only app: {r.status_code} {r.text}")
+    ro, ro_cred = graph_client("ro-secret", client_id="sdk-read-only")
+    e = await expect_error(ro.users.post(new_user("sdk.denied")), 403, "Authorization_RequestDenied", "read-only create")
+    check(e.error.message == "Insufficient privileges to complete the operation.", f"403 message: {e.error.message}")
+    await expect_error(ro.users.by_user_id(created.id).patch(User(job_title="x")), 403,
+                       "Authorization_RequestDenied", "read-only update")
+    await ro_cred.close()
+    report.update({"created": created.id, "restored": restored.id, "duplicate": duplicate,
+                   "read_only": e.response_status_code})
+
+
 def main():
     report = {}
     msal_part(report)
     asyncio.run(graph_part(report))
+    asyncio.run(write_part(report))
     print(json.dumps(report))
 
 
