@@ -29,7 +29,7 @@ use crate::sync::engine::{
 };
 use crate::sync::incremental::{self, AppliedRun, FullReason, KindRequest, KindedRun};
 use crate::sync::managed::{ManagedSet, ManagedStore as _};
-use crate::sync::{Reason, Side};
+use crate::sync::{ApprovalPolicy, Reason, Side};
 
 /// The flags `plan` and `apply` share.
 #[derive(clap::Args, Debug, Clone)]
@@ -462,14 +462,31 @@ async fn apply_inner(
         .map_err(|e| Failure::Run(e.to_string()))?;
     let managed = load_managed(Some(state)).await?;
     // A reviewed preview is a full plan: only a full plan can be compared with it row by row.
-    let forced = (full || approved.is_some()).then_some(FullReason::Requested);
+    let forced = if full || approved.is_some() {
+        Some(FullReason::Requested)
+    } else if s.resource.spec.approval != ApprovalPolicy::Never {
+        // As in the operator: approvals compare whole plans.
+        Some(FullReason::Approval)
+    } else {
+        None
+    };
+    // Before the read: a full run's link is taken first, so its age counts from here.
+    let started_at = unix_now();
     let KindedRun {
         planned,
         new_link,
         read_changes,
     } = plan_once(&s, &managed, forced, true).await?;
+    if planned.kind.is_incremental() && !read_changes {
+        // Nothing changed in Entra ID: nothing to plan, write or save (docs/behaviour.md §7).
+        eprintln!(
+            "dirsync: nothing changed in Entra ID since the last run: 0 created, 0 updated, 0 deleted; {} managed users in {} (unchanged)",
+            managed.len(),
+            state.path().display()
+        );
+        return Ok(exit::DONE);
+    }
     let prior_delta = state.delta();
-    let started_at = unix_now();
     print_summary(
         &planned,
         "not written (use dirsync plan --out to keep one)",

@@ -353,6 +353,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_delta_state_is_kept_beside_the_set_and_may_be_absent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let store = StateFile::new(&path, identity("example-com", "example.com"));
+        // A file written before incremental runs has no delta state: loads as none.
+        store.save(&sample()).await.expect("saves");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("\"delta\""), "{text}");
+        let fresh = StateFile::new(&path, identity("example-com", "example.com"));
+        assert_eq!(fresh.load().await, Ok(sample()));
+        assert_eq!(fresh.delta(), None);
+        let kept = DeltaState {
+            link: "https://graph.example/v1.0/users/delta?$deltatoken=abc".into(),
+            issued_at: 1_700_000_000,
+            fingerprint: "f".into(),
+            last_full_at: 1_700_000_000,
+            next_full: None,
+            retry: vec!["s1".into()],
+        };
+        fresh.set_delta(Some(kept.clone()));
+        fresh.save(&sample()).await.expect("saves with delta");
+        let again = StateFile::new(&path, identity("example-com", "example.com"));
+        assert_eq!(again.load().await, Ok(sample()));
+        assert_eq!(again.delta(), Some(kept));
+    }
+
+    #[tokio::test]
     async fn a_file_of_another_resource_is_refused_on_load_and_save() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");

@@ -561,3 +561,47 @@ async fn removed_and_out_of_domain_users_not_managed_are_ignored() {
     assert!(planned.plan.items.is_empty());
     assert_eq!(dest.calls(), before);
 }
+
+#[tokio::test]
+async fn a_write_that_meets_a_vanished_user_asks_for_a_full_run() {
+    let source = tenant(&[(1, "a@example.com"), (2, "b@example.com")]);
+    let dest = FakeDirectory::new();
+    let (managed, link) = full_apply(&source, &dest, &cfg(), &ManagedSet::new()).await;
+    let mut a = entra_user(1, "a@example.com");
+    a.display_name = Some("Changed".into());
+    source.insert(a);
+    let read = source.read_delta(&link).await.expect("delta");
+    let planned = plan_incremental(
+        &source,
+        &dest,
+        &cfg(),
+        &managed,
+        &others_none(),
+        read.items,
+        &[],
+    )
+    .await
+    .expect("plans");
+    assert_eq!(writes(&planned.plan).len(), 1);
+    // Deleted in the destination between plan and apply.
+    let gone = dest.user_named("a@example.com").expect("a");
+    dest.remove(&gone.id);
+    let outcome = apply_run(&planned, &dest, &ApplyOptions::default(), &mut NoProgress).await;
+    assert!(outcome.met_changed_destination);
+    let kept = after_apply(
+        Some(&state(0, 0)),
+        &AppliedRun {
+            kind: planned.kind,
+            new_link: Some(&read.link),
+            started_at: 10,
+            fingerprint: "F",
+            result: outcome.result,
+            met_changed_destination: outcome.met_changed_destination,
+            read_changes: true,
+            retry: &[],
+            partial_plan: false,
+        },
+    )
+    .expect("kept");
+    assert_eq!(kept.next_full, Some(FullReason::DestinationChanged));
+}
