@@ -15,7 +15,7 @@ use super::exit;
 use super::inputs::{InputError, Secrets, load_resource};
 use crate::cli::state_file::{ResourceIdentity, StateFile};
 use crate::clients::graph::{
-    ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential, USER_SELECT,
+    ClientCertificate, FederatedTokenFile, GraphClient, GraphConfig, GraphCredential,
 };
 use crate::clients::outbound::HttpConfig;
 use crate::clients::scim::{ScimClient, ScimConfig};
@@ -264,7 +264,7 @@ async fn plan_once(
             full_sync_interval_secs: spec.full_sync_interval_secs(),
             forced,
             take_link,
-            select: USER_SELECT,
+            context: &spec.delta_context(),
         },
     )
     .await
@@ -551,7 +551,7 @@ async fn apply_inner(
     };
     let outcome = engine::apply_run(&planned, &s.scim, &opts, &mut observer).await;
     // The new link is kept only now that the apply finished (docs/behaviour.md §7).
-    let fp = incremental::fingerprint(&planned.config, USER_SELECT);
+    let fp = incremental::fingerprint(&planned.config, &s.resource.spec.delta_context());
     if let Some(next) = incremental::after_apply(
         prior_delta.as_ref(),
         &AppliedRun {

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::clients::graph::{GraphClient, USER_SELECT};
+use crate::clients::graph::GraphClient;
 use crate::controller::approval::{self, Gated};
 use crate::controller::claim::{self, Claim, ClaimedRun};
 use crate::controller::clients::{self, ResourceClients, endpoint_key};
@@ -247,6 +247,7 @@ async fn sync_resource(
         }
     };
     let delta = DeltaAfter {
+        context: obj.spec.delta_context(),
         new_link,
         read_changes,
         started_at: now.as_second(),
@@ -259,6 +260,8 @@ async fn sync_resource(
 
 /// What the delta state needs from a run once its apply finished.
 struct DeltaAfter {
+    /// The spec's part of the fingerprint (`DirectorySyncSpec::delta_context`).
+    context: String,
     new_link: Option<String>,
     read_changes: bool,
     started_at: i64,
@@ -292,7 +295,7 @@ async fn plan(
             full_sync_interval_secs: obj.spec.full_sync_interval_secs(),
             forced,
             take_link: apply,
-            select: USER_SELECT,
+            context: &obj.spec.delta_context(),
         },
     )
     .await
@@ -392,7 +395,7 @@ async fn apply_and_report(
     };
     let mut managed_users = base.managed_users;
     // The new link is kept only now that the apply finished, with the set it belongs to.
-    let fingerprint = incremental::fingerprint(&planned.config, USER_SELECT);
+    let fingerprint = incremental::fingerprint(&planned.config, &delta.context);
     if let Some(next) = incremental::after_apply(
         store.delta().as_ref(),
         &AppliedRun {

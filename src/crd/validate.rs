@@ -4,6 +4,17 @@
 use super::DirectorySyncSpec;
 
 impl DirectorySyncSpec {
+    /// What, besides the sync configuration, a kept delta link belongs to
+    /// (`sync::incremental::fingerprint`): the Graph properties read and the whole spec, so that
+    /// any change of the spec makes the next applying run full (docs/behaviour.md §7).
+    pub fn delta_context(&self) -> String {
+        format!(
+            "{}\n{}",
+            crate::clients::graph::USER_SELECT,
+            serde_json::to_string(self).unwrap_or_default()
+        )
+    }
+
     /// `fullSyncInterval` in seconds (24 h when it does not parse; `validate` refuses that).
     pub fn full_sync_interval_secs(&self) -> i64 {
         crate::duration::parse_duration(&self.full_sync_interval)

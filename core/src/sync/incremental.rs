@@ -163,15 +163,16 @@ pub struct DeltaState {
 }
 
 /// A digest of everything that decides which users a run selects and how it maps them: the
-/// sync configuration and the source properties read (`select`). A link kept under another
+/// sync configuration and `context` (the caller's: the source properties read and the whole
+/// resource spec, so that any spec change makes the next run full). A link kept under another
 /// fingerprint is not followed.
-pub fn fingerprint(cfg: &SyncConfig, select: &str) -> String {
+pub fn fingerprint(cfg: &SyncConfig, context: &str) -> String {
     let mut h = Sha256::new();
     h.update(FINGERPRINT_VERSION.as_bytes());
     h.update([0]);
     h.update(serde_json::to_vec(cfg).unwrap_or_default());
     h.update([0]);
-    h.update(select.as_bytes());
+    h.update(context.as_bytes());
     crate::sync::csv::hex(&h.finalize())
 }
 
@@ -512,8 +513,8 @@ pub struct KindRequest<'a> {
     pub forced: Option<FullReason>,
     /// Take a link before a full read (not for a preview that keeps nothing).
     pub take_link: bool,
-    /// The source properties read, for the [`fingerprint`].
-    pub select: &'a str,
+    /// The caller's part of the [`fingerprint`]: the source properties read and the spec.
+    pub context: &'a str,
 }
 
 /// Plans the run that is due (docs/behaviour.md §7): incremental when the kept link may be
@@ -527,7 +528,7 @@ pub async fn plan_of_kind(
     others: &OtherResources,
     req: KindRequest<'_>,
 ) -> Result<KindedRun, RunError> {
-    let fp = fingerprint(cfg, req.select);
+    let fp = fingerprint(cfg, req.context);
     let feed = source.delta();
     let forced = req
         .forced
