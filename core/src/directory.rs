@@ -97,6 +97,13 @@ pub enum DirectoryError {
     /// Any other refusal of a single request (e.g. SCIM 400 invalidValue).
     #[error("rejected: {0}")]
     Rejected(String),
+    /// This one user may not be written: the directory refused the write for this user only
+    /// (Graph 403 `Authorization_RequestDenied` on a write by an app that holds the write
+    /// permission: a user in an administrator role), or the client refuses to write it (a user
+    /// synced from on-premises AD, a guest). A per-row failure, not refused credentials: the
+    /// run goes on with the other users (docs/behaviour.md §6, "privileged user").
+    #[error("not allowed to write this user: {0}")]
+    Forbidden(String),
 }
 
 /// Where a listing puts the users it reads, one at a time (see [`Directory::list_users_into`]).

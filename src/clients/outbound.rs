@@ -641,6 +641,7 @@ impl Redactor {
             E::PreconditionFailed(m) => E::PreconditionFailed(fix(m)),
             E::Protocol(m) => E::Protocol(fix(m)),
             E::Rejected(m) => E::Rejected(fix(m)),
+            E::Forbidden(m) => E::Forbidden(fix(m)),
         }
     }
 }

@@ -1,5 +1,8 @@
-//! Microsoft Graph (Entra ID) as a [`Directory`]: read side (users by domain, one user, the
-//! tenant's domains). Writing to Entra ID is the reverse direction (docs/behaviour.md §6), not built yet.
+//! Microsoft Graph (Entra ID) as a [`Directory`]: the read side here (users by domain, one user,
+//! the tenant's domains), the write side of the reverse direction (docs/behaviour.md §6) in
+//! `writes.rs` (create, update, soft delete, deleted items and restore), `batch.rs` (many
+//! updates or deletes through `$batch`), paced by `pacing.rs`, with the create password from
+//! `password.rs`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dirsync::directory::DirectoryError> {
@@ -9,9 +12,13 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod delta;
 mod odata;
+mod pacing;
+mod password;
 mod token;
+mod writes;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -33,14 +40,18 @@ use crate::directory::{
     DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User, UserSink,
 };
 
+pub use batch::MAX_BATCH;
 pub use odata::{
     NextLinkGuard, USER_SELECT, check_same_origin, domain_filter, string_literal, upn_filter,
     users_query,
 };
+pub use pacing::{DEFAULT_WRITE_LIMIT, DEFAULT_WRITE_WINDOW, WritePacer, WritePacing};
+pub use password::{PASSWORD_LEN, random_password};
 pub use token::{
     AssertionAlgorithm, AssertionFn, AssertionProvider, ClientCertificate, FederatedTokenFile,
     GraphCredential, aadsts_head, refresh_margin,
 };
+pub use writes::{TARGET_SELECT, check_immutable_id, check_upn, graph_upn, mail_nickname};
 
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
@@ -62,6 +73,9 @@ pub struct GraphConfig {
     pub http: HttpConfig,
     /// Ceilings on one users listing (users, bytes).
     pub limits: ListingLimits,
+    /// Client-side pacing of writes: Graph's identity write limit by default (3,000 per 150 s
+    /// per app and tenant, of which the client uses 90 %: `pacing.rs`); `limit: 0` = off.
+    pub write_pacing: WritePacing,
 }
 
 impl GraphConfig {
@@ -80,6 +94,7 @@ impl GraphConfig {
             scope: None,
             http: HttpConfig::default(),
             limits: ListingLimits::default(),
+            write_pacing: WritePacing::default(),
         }
     }
 }
@@ -113,7 +128,8 @@ pub fn default_scope(endpoint: &Url) -> String {
     }
 }
 
-/// The Graph client. Cheap to clone; clones share the token cache and connection pool.
+/// The Graph client. Cheap to clone; clones share the token cache, the connection pool and the
+/// write pacer.
 #[derive(Clone)]
 pub struct GraphClient {
     http: HttpClient,
@@ -127,6 +143,7 @@ struct Inner {
     tokens: token::TokenSource,
     redactor: Redactor,
     limits: ListingLimits,
+    pacer: WritePacer,
 }
 
 impl fmt::Debug for GraphClient {
@@ -177,6 +194,7 @@ impl GraphClient {
                 tokens,
                 redactor,
                 limits: cfg.limits,
+                pacer: WritePacer::new(cfg.write_pacing),
             }),
         })
     }
@@ -299,8 +317,21 @@ impl GraphClient {
         keep: &(dyn Fn(&User) -> bool + Sync),
         sink: &mut dyn UserSink,
     ) -> Result<(), DirectoryError> {
-        const WHAT: &str = "Graph users page";
-        let first = self.url(&format!("/v1.0/users?{}", users_query(filter)))?;
+        self.list_path_into("/v1.0/users", "Graph users page", filter, keep, sink)
+            .await
+    }
+
+    /// [`GraphClient::list_into`] of the users listing at `path` (`/v1.0/users`, or deleted
+    /// items); `what` names its pages in errors.
+    async fn list_path_into(
+        &self,
+        path: &str,
+        what: &str,
+        filter: Option<&str>,
+        keep: &(dyn Fn(&User) -> bool + Sync),
+        sink: &mut dyn UserSink,
+    ) -> Result<(), DirectoryError> {
+        let first = self.url(&format!("{path}?{}", users_query(filter)))?;
         let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
         let mut url = first;
         let mut listing = Listing {
@@ -317,9 +348,9 @@ impl GraphClient {
         let mut bytes = 0u64;
         let limits = self.inner.limits;
         for page_no in 1.. {
-            let resp = self.get_reusing(&url, WHAT, buffer).await?;
+            let resp = self.get_reusing(&url, what, buffer).await?;
             if !resp.status.is_success() {
-                return Err(graph_error(WHAT, &resp));
+                return Err(graph_error(what, &resp));
             }
             bytes += resp.body.len() as u64;
             let mut seed = UsersPage {
@@ -331,10 +362,10 @@ impl GraphClient {
                 (&mut seed).deserialize(&mut serde_json::Deserializer::from_slice(&resp.body));
             let next_link = match (parsed, seed.record_error) {
                 (_, Some(e)) => return Err(e),
-                (Err(e), None) => return Err(json_error(WHAT, &e)),
+                (Err(e), None) => return Err(json_error(what, &e)),
                 (Ok(None), None) => {
                     return Err(DirectoryError::Protocol(format!(
-                        "{WHAT} {page_no} has no value array"
+                        "{what} {page_no} has no value array"
                     )));
                 }
                 (Ok(Some(next_link)), None) => next_link,
@@ -342,9 +373,9 @@ impl GraphClient {
             buffer = resp.body;
             if page_no == 1 {
                 listing.first_page_read(next_link.is_some())?;
-                limits.check_claimed(WHAT, listing.count.unwrap_or(0))?;
+                limits.check_claimed(what, listing.count.unwrap_or(0))?;
             }
-            limits.check_read(WHAT, listing.listed as u64, bytes)?;
+            limits.check_read(what, listing.listed as u64, bytes)?;
             match next_link {
                 Some(link) => url = guard.check(&link)?,
                 None => break,
@@ -664,7 +695,24 @@ fn graph_error(what: &str, resp: &HttpResponse) -> DirectoryError {
     status_error(what, resp.status.as_u16(), code.as_deref())
 }
 
-const NOT_YET: &str = "writing to Entra ID is not supported yet";
+impl GraphClient {
+    /// [`Directory::get_user`] without the scrub.
+    async fn get_user_inner(&self, id: &str) -> Result<Option<User>, DirectoryError> {
+        const WHAT: &str = "Graph get user";
+        let url = self.url(&format!(
+            "/v1.0/users/{}?$select={USER_SELECT}",
+            encode_id(id)?
+        ))?;
+        let resp = self.get(&url, WHAT).await?;
+        if resp.status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status.is_success() {
+            return Err(graph_error(WHAT, &resp));
+        }
+        resp.json::<RawUser>(WHAT)?.into_user(1, 0).map(Some)
+    }
+}
 
 #[async_trait]
 impl Directory for GraphClient {
@@ -697,23 +745,9 @@ impl Directory for GraphClient {
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
-        const WHAT: &str = "Graph get user";
-        let result = async {
-            let url = self.url(&format!(
-                "/v1.0/users/{}?$select={USER_SELECT}",
-                encode_id(id)?
-            ))?;
-            let resp = self.get(&url, WHAT).await?;
-            if resp.status == reqwest::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !resp.status.is_success() {
-                return Err(graph_error(WHAT, &resp));
-            }
-            resp.json::<RawUser>(WHAT)?.into_user(1, 0).map(Some)
-        }
-        .await;
-        result.map_err(|e| self.inner.redactor.scrub(e))
+        self.get_user_inner(id)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
     }
 
     fn delta(&self) -> Option<&dyn crate::directory::DeltaSource> {
@@ -729,26 +763,40 @@ impl Directory for GraphClient {
         Ok(users)
     }
 
-    async fn create_user(&self, _user: &DesiredUser) -> Result<User, DirectoryError> {
-        Err(DirectoryError::Rejected(NOT_YET.to_string()))
+    /// `POST /v1.0/users` with the mapping of `writes.rs` and a random password; the user as
+    /// written, with its new object id.
+    async fn create_user(&self, user: &DesiredUser) -> Result<User, DirectoryError> {
+        self.create_inner(user)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
     }
 
+    /// Reads user `id` (the guards and the Immutable ID precondition), then PATCHes the
+    /// properties that differ from what it read; nothing when none do. `current` (the plan's
+    /// view) is not needed: the fresh read is compared instead.
     async fn update_user(
         &self,
-        _id: &str,
+        id: &str,
         _current: &User,
-        _desired: &DesiredUser,
-        _expected_immutable_id: Option<&str>,
+        desired: &DesiredUser,
+        expected_immutable_id: Option<&str>,
     ) -> Result<(), DirectoryError> {
-        Err(DirectoryError::Rejected(NOT_YET.to_string()))
+        self.update_inner(id, desired, expected_immutable_id)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
     }
 
+    /// Reads user `id` (the guards and the precondition), then `DELETE`s it: Graph's soft
+    /// delete, restorable for 30 days ([`GraphClient::restore_user`]). A user already gone is
+    /// done.
     async fn delete_user(
         &self,
-        _id: &str,
-        _expected_immutable_id: Option<&str>,
+        id: &str,
+        expected_immutable_id: Option<&str>,
     ) -> Result<(), DirectoryError> {
-        Err(DirectoryError::Rejected(NOT_YET.to_string()))
+        self.delete_inner(id, expected_immutable_id)
+            .await
+            .map_err(|e| self.inner.redactor.scrub(e))
     }
 }
 
