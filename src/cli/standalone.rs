@@ -476,7 +476,14 @@ async fn apply_inner(
         planned,
         new_link,
         read_changes,
+        link_error,
     } = plan_once(&s, &managed, forced, true).await?;
+    if let Some(e) = link_error {
+        eprintln!(
+            "warning: could not take a Graph delta link ({}); this run goes on in full, and so will the next",
+            terminal_safe(&e.to_string())
+        );
+    }
     if planned.kind.is_incremental() && !read_changes {
         // Nothing changed in Entra ID: nothing to plan, write or save (docs/behaviour.md §7).
         eprintln!(

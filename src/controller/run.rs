@@ -187,7 +187,11 @@ async fn sync_resource(
         planned,
         new_link,
         read_changes,
+        link_error,
     } = kinded;
+    if let Some(e) = link_error {
+        warn!(name = %owner.name, namespace = %owner.namespace, run = %run_id, error = %e, "could not take a Graph delta link; this run goes on in full, and so will the next");
+    }
 
     // The preview, always (an incremental run's holds the rows it planned).
     let preview_status =

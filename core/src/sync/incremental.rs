@@ -500,6 +500,8 @@ pub struct KindedRun {
     pub new_link: Option<String>,
     /// An incremental run read at least one change or re-read user.
     pub read_changes: bool,
+    /// Why a full run could not take a delta link (the run went on; the next one is full too).
+    pub link_error: Option<DirectoryError>,
 }
 
 /// How [`plan_of_kind`] should go about it.
@@ -552,6 +554,7 @@ pub async fn plan_of_kind(
                     planned,
                     new_link: Some(read.link),
                     read_changes,
+                    link_error: None,
                 });
             }
             Err(DeltaError::Rejected(_)) => FullReason::DeltaLinkRejected,
@@ -560,9 +563,14 @@ pub async fn plan_of_kind(
         (Ok(_), None) => FullReason::SourceWithoutDelta,
         (Err(r), _) => r,
     };
-    let new_link = match (feed, req.take_link) {
-        (Some(feed), true) => Some(feed.delta_link_now().await.map_err(RunError::Source)?),
-        _ => None,
+    // A link that cannot be taken costs the next run a full read, never this run: incremental
+    // runs only save work, so the full run goes on without one.
+    let (new_link, link_error) = match (feed, req.take_link) {
+        (Some(feed), true) => match feed.delta_link_now().await {
+            Ok(link) => (Some(link), None),
+            Err(e) => (None, Some(e)),
+        },
+        _ => (None, None),
     };
     let planned = crate::sync::engine::plan_run(source, destination, cfg, managed, others)
         .await?
@@ -571,5 +579,6 @@ pub async fn plan_of_kind(
         planned,
         new_link,
         read_changes: false,
+        link_error,
     })
 }
