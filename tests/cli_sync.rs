@@ -848,9 +848,10 @@ fn apply_with_a_change_between_plan_and_apply(env: &Env, meanwhile: impl FnOnce(
     env.emu
         .add_fault(&json!({"kind": "delay", "endpoint": "users", "delayMs": 2500, "count": 1}));
     let lists = env.scim_list_requests();
+    // `--full`: the pause is in the Graph listing, which an incremental apply does not read.
     let args = env.args(
         "apply",
-        &["--state", &env.state_path().display().to_string()],
+        &["--state", &env.state_path().display().to_string(), "--full"],
     );
     let dir = env.dir.path().to_path_buf();
     let handle = std::thread::spawn(move || run_dirsync(&args, &dir));
