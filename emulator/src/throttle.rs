@@ -90,7 +90,9 @@ impl WriteThrottle {
             Admission::Admitted(1.0 - b.tokens / cap)
         } else {
             let wait_ms = (1.0 - b.tokens) / rate;
-            Admission::Throttled(((wait_ms / 1000.0).ceil() as u64).max(1))
+            // Less a nanosecond before rounding up: `1 / rate` is not exact in floating point,
+            // and a whole number of seconds must not become one more.
+            Admission::Throttled((((wait_ms / 1000.0) - 1e-9).ceil() as u64).max(1))
         }
     }
 }
@@ -98,6 +100,15 @@ impl WriteThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_window_is_not_rounded_up_to_one_second_more() {
+        // Two writes in the same millisecond: 1 / rate is 3,600,000.000…05 ms in f64.
+        let t = WriteThrottle::new(1, 3600);
+        assert!(matches!(t.admit("t", "a", 0), Admission::Admitted(_)));
+        assert_eq!(t.admit("t", "a", 0), Admission::Throttled(3600));
+        assert_eq!(t.admit("t", "a", 1), Admission::Throttled(3600));
+    }
 
     #[test]
     fn burst_then_refill() {
