@@ -115,7 +115,7 @@ fn main() {
     for i in 1..=arg("--runs", 3) {
         emu.control("DELETE", "/requests", None)
             .expect("reset counters");
-        let scim_before = scim_requests(&scim);
+        let scim_before = scim.request_count();
         let m = run_measured(
             &dirsync_args("apply", &emu, &["--state", "state.json"]),
             dir.path(),
@@ -137,7 +137,7 @@ fn main() {
             })
             .unwrap_or(0);
         let tokens = by["token"].as_u64().unwrap_or(0);
-        let scim_used = scim_requests(&scim) - scim_before;
+        let scim_used = scim.request_count() - scim_before;
         println!(
             "    incremental run {i}: {:6.2} s wall, peak RSS {:6.1} MiB; {graph} Graph API requests (+{tokens} token), {scim_used} SCIM requests",
             secs(m.wall),
@@ -146,7 +146,7 @@ fn main() {
         assert!(graph <= 2 && tokens <= 1 && scim_used == 0, "{by}");
         inc.push(m);
     }
-    let scim_before = scim_requests(&scim);
+    let scim_before = scim.request_count();
     let full = run_measured(
         &dirsync_args("apply", &emu, &["--state", "state.json", "--full"]),
         dir.path(),
@@ -156,7 +156,7 @@ fn main() {
         "    full run (--full): {:6.2} s wall, peak RSS {:6.1} MiB; {} SCIM requests; {}",
         secs(full.wall),
         full.peak_mib(),
-        scim_requests(&scim) - scim_before,
+        scim.request_count() - scim_before,
         full.stderr
             .lines()
             .find(|l| l.contains("created,"))
@@ -184,19 +184,6 @@ fn main() {
         secs(full.wall),
         full.peak_mib()
     );
-}
-
-/// Requests scim2-server has logged so far.
-fn scim_requests(scim: &Scim2Server) -> usize {
-    std::fs::read_to_string(scim.log())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            ["\"GET /", "\"POST /", "\"PUT /", "\"PATCH /", "\"DELETE /"]
-                .iter()
-                .any(|m| l.contains(m))
-        })
-        .count()
 }
 
 fn measure(emu: &Emulator, dir: &std::path::Path, extra: &[&str]) -> Vec<Measured> {

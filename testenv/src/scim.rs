@@ -133,6 +133,20 @@ impl Scim2Server {
         self.dir.join("scim2-server.log")
     }
 
+    /// How many requests it has logged so far (every method), e.g. to check that a run made
+    /// none.
+    pub fn request_count(&self) -> usize {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                ["\"GET /", "\"POST /", "\"PUT /", "\"PATCH /", "\"DELETE /"]
+                    .iter()
+                    .any(|m| l.contains(m))
+            })
+            .count()
+    }
+
     /// Sends SIGINT (the server then writes `--dump-resources` if given) and waits for it to exit.
     pub fn interrupt(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         proc::signal(self.child.id(), "INT");

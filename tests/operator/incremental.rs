@@ -40,18 +40,6 @@ async fn kube_objects(ns: &dirsync_testenv::TestNamespace) -> BTreeMap<String, S
     out
 }
 
-fn scim_requests(scim: &dirsync_testenv::Scim2Server) -> usize {
-    std::fs::read_to_string(scim.log())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            ["\"GET /", "\"POST /", "\"PUT /", "\"PATCH /", "\"DELETE /"]
-                .iter()
-                .any(|m| l.contains(m))
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_periodic_slot_is_one_graph_request_and_writes_only_its_status() {
     let fixture = tenant(
@@ -113,7 +101,7 @@ async fn an_idle_periodic_slot_is_one_graph_request_and_writes_only_its_status()
     // Let the first slot's last writes (its events) land, then watch an idle slot.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = kube_objects(&sc.ns).await;
-    let scim_before = scim_requests(&sc.scim);
+    let scim_before = sc.scim.request_count();
     sc.emu.state().stats.reset();
     let d = wait_for(
         &sc.ns,
@@ -145,7 +133,7 @@ async fn an_idle_periodic_slot_is_one_graph_request_and_writes_only_its_status()
     assert_eq!(api, 1, "one delta request: {by:?}");
     assert_eq!(by.get("delta").and_then(|v| v.as_u64()), Some(1), "{by:?}");
     assert!(by.get("token").and_then(|v| v.as_u64()).unwrap_or(0) <= 1);
-    assert_eq!(scim_requests(&sc.scim), scim_before, "no SCIM request");
+    assert_eq!(sc.scim.request_count(), scim_before, "no SCIM request");
     assert_eq!(
         kube_objects(&sc.ns).await,
         before,

@@ -195,6 +195,29 @@ async fn incremental(
     (planned, outcome, read.link)
 }
 
+/// Plans what changed in `source` since `link` (the default config, no other resources);
+/// returns the plan and the link the read ended with.
+async fn plan_changes(
+    source: &FakeDirectory,
+    dest: &FakeDirectory,
+    managed: &ManagedSet,
+    link: &str,
+) -> (PlannedRun, String) {
+    let read = source.read_delta(link).await.expect("delta");
+    let planned = plan_incremental(
+        source,
+        dest,
+        &cfg(),
+        managed,
+        &others_none(),
+        read.items,
+        &[],
+    )
+    .await
+    .expect("plans");
+    (planned, read.link)
+}
+
 fn writes(plan: &Plan) -> Vec<(Action, String)> {
     actions(plan)
         .into_iter()
@@ -273,18 +296,7 @@ async fn a_rename_onto_an_unchanged_users_name_is_a_conflict_not_a_delete() {
     let (managed, link) = full_apply(&source, &dest, &cfg(), &ManagedSet::new()).await;
     // b takes a's name; a did not change, so only the name look-up finds it.
     source.insert(entra_user(2, "a@example.com"));
-    let read = source.read_delta(&link).await.expect("delta");
-    let planned = plan_incremental(
-        &source,
-        &dest,
-        &cfg(),
-        &managed,
-        &others_none(),
-        read.items,
-        &[],
-    )
-    .await
-    .expect("plans");
+    let (planned, _) = plan_changes(&source, &dest, &managed, &link).await;
     assert!(
         planned
             .plan
@@ -570,18 +582,7 @@ async fn a_write_that_meets_a_vanished_user_asks_for_a_full_run() {
     let mut a = entra_user(1, "a@example.com");
     a.display_name = Some("Changed".into());
     source.insert(a);
-    let read = source.read_delta(&link).await.expect("delta");
-    let planned = plan_incremental(
-        &source,
-        &dest,
-        &cfg(),
-        &managed,
-        &others_none(),
-        read.items,
-        &[],
-    )
-    .await
-    .expect("plans");
+    let (planned, new_link) = plan_changes(&source, &dest, &managed, &link).await;
     assert_eq!(writes(&planned.plan).len(), 1);
     // Deleted in the destination between plan and apply.
     let gone = dest.user_named("a@example.com").expect("a");
@@ -592,7 +593,7 @@ async fn a_write_that_meets_a_vanished_user_asks_for_a_full_run() {
         Some(&state(0, 0)),
         &AppliedRun {
             kind: planned.kind,
-            new_link: Some(&read.link),
+            new_link: Some(&new_link),
             started_at: 10,
             fingerprint: "F",
             result: outcome.result,
