@@ -477,6 +477,7 @@ async fn apply_inner(
         new_link,
         read_changes,
         link_error,
+        fingerprint,
     } = plan_once(&s, &managed, forced, true).await?;
     if let Some(e) = link_error {
         eprintln!(
@@ -558,14 +559,13 @@ async fn apply_inner(
     };
     let outcome = engine::apply_run(&planned, &s.scim, &opts, &mut observer).await;
     // The new link is kept only now that the apply finished (docs/behaviour.md §7).
-    let fp = incremental::fingerprint(&planned.config, &s.resource.spec.delta_context());
     if let Some(next) = incremental::after_apply(
         prior_delta.as_ref(),
         &AppliedRun {
             kind: planned.kind,
             new_link: new_link.as_deref(),
             started_at,
-            fingerprint: &fp,
+            fingerprint: &fingerprint,
             result: outcome.result,
             met_changed_destination: outcome.met_changed_destination,
             read_changes,

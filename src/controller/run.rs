@@ -188,6 +188,7 @@ async fn sync_resource(
         new_link,
         read_changes,
         link_error,
+        fingerprint,
     } = kinded;
     if let Some(e) = link_error {
         warn!(name = %owner.name, namespace = %owner.namespace, run = %run_id, error = %e, "could not take a Graph delta link; this run goes on in full, and so will the next");
@@ -251,7 +252,7 @@ async fn sync_resource(
         }
     };
     let delta = DeltaAfter {
-        context: obj.spec.delta_context(),
+        fingerprint,
         new_link,
         read_changes,
         started_at: now.as_second(),
@@ -264,8 +265,8 @@ async fn sync_resource(
 
 /// What the delta state needs from a run once its apply finished.
 struct DeltaAfter {
-    /// The spec's part of the fingerprint (`DirectorySyncSpec::delta_context`).
-    context: String,
+    /// The run's fingerprint, kept with the new link.
+    fingerprint: String,
     new_link: Option<String>,
     read_changes: bool,
     started_at: i64,
@@ -399,14 +400,13 @@ async fn apply_and_report(
     };
     let mut managed_users = base.managed_users;
     // The new link is kept only now that the apply finished, with the set it belongs to.
-    let fingerprint = incremental::fingerprint(&planned.config, &delta.context);
     if let Some(next) = incremental::after_apply(
         store.delta().as_ref(),
         &AppliedRun {
             kind: planned.kind,
             new_link: delta.new_link.as_deref(),
             started_at: delta.started_at,
-            fingerprint: &fingerprint,
+            fingerprint: &delta.fingerprint,
             result: applied.result,
             met_changed_destination: applied.met_changed_destination,
             read_changes: delta.read_changes,

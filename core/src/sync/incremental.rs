@@ -502,6 +502,8 @@ pub struct KindedRun {
     pub read_changes: bool,
     /// Why a full run could not take a delta link (the run went on; the next one is full too).
     pub link_error: Option<DirectoryError>,
+    /// This run's [`fingerprint`], kept with the new link ([`AppliedRun::fingerprint`]).
+    pub fingerprint: String,
 }
 
 /// How [`plan_of_kind`] should go about it.
@@ -555,6 +557,7 @@ pub async fn plan_of_kind(
                     new_link: Some(read.link),
                     read_changes,
                     link_error: None,
+                    fingerprint: fp,
                 });
             }
             Err(DeltaError::Rejected(_)) => FullReason::DeltaLinkRejected,
@@ -580,5 +583,6 @@ pub async fn plan_of_kind(
         new_link,
         read_changes: false,
         link_error,
+        fingerprint: fp,
     })
 }
