@@ -133,8 +133,9 @@ pub enum DeltaItem {
     Removed { id: String },
 }
 
-/// What following a delta link gave: every change since the link was issued (at most one item
-/// per id, the last one seen), and the link that continues from here.
+/// What following a delta link gave: every change since the link was issued, in the order read
+/// (a feed may send a user twice and replays changes; the planner keeps the last version of
+/// each), and the link that continues from here.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeltaRead {
     pub items: Vec<DeltaItem>,

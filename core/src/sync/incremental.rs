@@ -465,9 +465,9 @@ pub async fn plan_incremental(
     })
 }
 
-/// The last item per id (a change feed may send a user twice, and replays are normal), in the
-/// order of their last appearance.
-fn last_per_id(items: Vec<DeltaItem>) -> Vec<DeltaItem> {
+/// The last item per id, compared case-insensitively (a change feed may send a user twice, and
+/// replays are normal), in the order of their last appearance.
+pub(crate) fn last_per_id(items: Vec<DeltaItem>) -> Vec<DeltaItem> {
     let id_of = |i: &DeltaItem| match i {
         DeltaItem::Changed(u) => u.id.to_ascii_lowercase(),
         DeltaItem::Removed { id } => id.to_ascii_lowercase(),

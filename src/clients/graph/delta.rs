@@ -5,9 +5,8 @@
 //! only `id`, `userPrincipalName` and `accountEnabled` must be present. A link the service no
 //! longer takes (any 4xx but 401/403/429: `syncStateNotFound`, `410 Gone`, …) is
 //! [`DeltaError::Rejected`], which makes the run full; anything else fails the run as a read.
-
-use std::collections::HashMap;
-
+//! Items are handed on as read, repeats included: the core keeps the last version of each user
+//! (`core/src/sync/incremental.rs`).
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -51,27 +50,6 @@ fn delta_user(mut raw: RawUser, page: usize, index: usize) -> Result<User, Direc
     raw.into_user(page, index)
 }
 
-/// Items of one round, the last version of each id (the service may send one twice, and
-/// replays changes), in the order of their last appearance.
-#[derive(Default)]
-struct Round {
-    items: Vec<Option<DeltaItem>>,
-    at: HashMap<String, usize>,
-}
-
-impl Round {
-    fn push(&mut self, id: &str, item: DeltaItem) {
-        if let Some(i) = self.at.insert(id.to_ascii_lowercase(), self.items.len()) {
-            self.items[i] = None;
-        }
-        self.items.push(Some(item));
-    }
-
-    fn finish(self) -> Vec<DeltaItem> {
-        self.items.into_iter().flatten().collect()
-    }
-}
-
 impl GraphClient {
     async fn delta_link_now_inner(&self) -> Result<String, DirectoryError> {
         const WHAT_LATEST: &str = "Graph users delta (latest)";
@@ -92,7 +70,7 @@ impl GraphClient {
         let first = check_same_origin(&self.inner.origin, link)?;
         let mut guard = NextLinkGuard::new(self.inner.origin.clone(), &first);
         let mut url = first;
-        let mut round = Round::default();
+        let mut items = Vec::new();
         let (mut records, mut bytes) = (0u64, 0u64);
         for page_no in 1.. {
             let resp = self.get(&url, WHAT).await?;
@@ -119,10 +97,10 @@ impl GraphClient {
                             "Graph removed-user record {index} on page {page_no} has no id"
                         ))
                     })?;
-                    round.push(&id.clone(), DeltaItem::Removed { id });
+                    items.push(DeltaItem::Removed { id });
                 } else {
                     let user = delta_user(record.user, page_no, index)?;
-                    round.push(&user.id.clone(), DeltaItem::Changed(user));
+                    items.push(DeltaItem::Changed(user));
                 }
             }
             self.inner.limits.check_read(WHAT, records, bytes)?;
@@ -130,10 +108,7 @@ impl GraphClient {
                 (Some(next), _) => url = guard.check(&next)?,
                 (None, Some(delta)) => {
                     check_same_origin(&self.inner.origin, &delta)?;
-                    return Ok(DeltaRead {
-                        items: round.finish(),
-                        link: delta,
-                    });
+                    return Ok(DeltaRead { items, link: delta });
                 }
                 (None, None) => {
                     return Err(DirectoryError::Protocol(format!(
@@ -193,26 +168,6 @@ mod tests {
         assert!(
             matches!(&c, DirectoryError::Protocol(m) if m.contains("accountEnabled")),
             "{c}"
-        );
-    }
-
-    #[test]
-    fn a_round_keeps_the_last_version_of_each_user() {
-        let user = |id: &str, name: &str| {
-            DeltaItem::Changed(User {
-                id: id.into(),
-                user_name: name.into(),
-                ..User::default()
-            })
-        };
-        let mut r = Round::default();
-        r.push("A", user("A", "old@x"));
-        r.push("b", user("b", "b@x"));
-        r.push("a", user("a", "new@x"));
-        r.push("b", DeltaItem::Removed { id: "b".into() });
-        assert_eq!(
-            r.finish(),
-            vec![user("a", "new@x"), DeltaItem::Removed { id: "b".into() }]
         );
     }
 

@@ -148,6 +148,27 @@ fn what_is_kept_after_a_run() {
 }
 
 #[test]
+fn a_read_keeps_the_last_version_of_each_user() {
+    let user = |id: &str, name: &str| {
+        DeltaItem::Changed(User {
+            id: id.into(),
+            user_name: name.into(),
+            ..User::default()
+        })
+    };
+    let read = vec![
+        user("A", "old@x"),
+        user("b", "b@x"),
+        user("a", "new@x"),
+        DeltaItem::Removed { id: "b".into() },
+    ];
+    assert_eq!(
+        crate::sync::incremental::last_per_id(read),
+        vec![user("a", "new@x"), DeltaItem::Removed { id: "b".into() }]
+    );
+}
+
+#[test]
 fn the_fingerprint_follows_the_configuration_and_the_selection() {
     let a = fingerprint(&cfg(), "id,userPrincipalName");
     assert_eq!(a, fingerprint(&cfg(), "id,userPrincipalName"));
