@@ -264,11 +264,7 @@ impl Directory for FakeDirectory {
         {
             return Err(DirectoryError::Conflict("409 uniqueness".into()));
         }
-        if !s.users.contains_key(id) {
-            return Err(DirectoryError::NotFound("404".into()));
-        }
-        s.changed(id);
-        let Some(u) = s.users.get_mut(id) else {
+        let Some(u) = s.users.get(id) else {
             return Err(DirectoryError::NotFound("404".into()));
         };
         if !externals_match(u.immutable_id.as_deref(), expected_immutable_id) {
@@ -276,6 +272,11 @@ impl Directory for FakeDirectory {
                 "externalId changed".into(),
             ));
         }
+        // Only a write that happens is a change in the feed.
+        s.changed(id);
+        let Some(u) = s.users.get_mut(id) else {
+            return Err(DirectoryError::NotFound("404".into()));
+        };
         u.user_name = desired.user_name.clone();
         u.display_name = desired.display_name.clone();
         u.given_name = desired.given_name.clone();

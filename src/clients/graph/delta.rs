@@ -7,6 +7,7 @@
 //! [`DeltaError::Rejected`], which makes the run full; anything else fails the run as a read.
 //! Items are handed on as read, repeats included: the core keeps the last version of each user
 //! (`core/src/sync/incremental.rs`).
+
 use async_trait::async_trait;
 use serde::Deserialize;
 

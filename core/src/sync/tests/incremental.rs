@@ -627,3 +627,76 @@ async fn a_write_that_meets_a_vanished_user_asks_for_a_full_run() {
     .expect("kept");
     assert_eq!(kept.next_full, Some(FullReason::DestinationChanged));
 }
+
+#[tokio::test]
+async fn plan_of_kind_follows_the_link_and_falls_back_to_full_when_it_is_refused() {
+    use crate::sync::incremental::{KindRequest, plan_of_kind};
+    let source = tenant(&[(1, "a@example.com")]);
+    let dest = FakeDirectory::new();
+    let req = |state| KindRequest {
+        state,
+        now: 1000,
+        full_sync_interval_secs: DAY,
+        forced: None,
+        take_link: true,
+        context: "ctx",
+    };
+    let first = plan_of_kind(
+        &source,
+        &dest,
+        &cfg(),
+        &ManagedSet::new(),
+        &others_none(),
+        req(None),
+    )
+    .await
+    .expect("plans");
+    assert_eq!(first.planned.kind, RunKind::Full(FullReason::NoDeltaLink));
+    let outcome = apply_run(
+        &first.planned,
+        &dest,
+        &ApplyOptions::default(),
+        &mut NoProgress,
+    )
+    .await;
+    let managed = outcome.managed.expect("saved");
+    let kept = DeltaState {
+        link: first
+            .new_link
+            .clone()
+            .expect("a link taken before the read"),
+        issued_at: 1000,
+        fingerprint: first.fingerprint.clone(),
+        last_full_at: 1000,
+        next_full: None,
+        retry: Vec::new(),
+    };
+    let next = plan_of_kind(
+        &source,
+        &dest,
+        &cfg(),
+        &managed,
+        &others_none(),
+        req(Some(&kept)),
+    )
+    .await
+    .expect("plans");
+    assert_eq!(next.planned.kind, RunKind::Incremental);
+    assert!(!next.read_changes);
+    source.expire_delta_links();
+    let refused = plan_of_kind(
+        &source,
+        &dest,
+        &cfg(),
+        &managed,
+        &others_none(),
+        req(Some(&kept)),
+    )
+    .await
+    .expect("plans");
+    assert_eq!(
+        refused.planned.kind,
+        RunKind::Full(FullReason::DeltaLinkRejected)
+    );
+    assert!(refused.new_link.is_some(), "a new link for the next run");
+}
