@@ -126,16 +126,9 @@ fn main() {
             "expected an incremental run:\n{}",
             m.stderr
         );
-        let by = emu.requests(0)["byEndpoint"].clone();
-        let graph: u64 = by
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter(|(k, _)| *k != "token" && *k != "openid")
-                    .map(|(_, v)| v.as_u64().unwrap_or(0))
-                    .sum()
-            })
-            .unwrap_or(0);
+        let counters = emu.requests(0);
+        let by = counters["byEndpoint"].clone();
+        let graph = dirsync_testenv::emulator::api_requests(&counters);
         let tokens = by["token"].as_u64().unwrap_or(0);
         let scim_used = scim.request_count() - scim_before;
         println!(

@@ -15,20 +15,13 @@ fn apply_full(env: &Env) -> Run {
     env.dirsync(&env.args("apply", &["--state", &state, "--full"]))
 }
 
-/// Graph requests by endpoint since the last reset, without the token endpoint.
+/// Graph API requests since the last reset (not counting tokens), and the counters by endpoint.
 fn graph_requests(env: &Env) -> (u64, Value) {
     let v = env.emu.requests(0);
-    let by = v["byEndpoint"].clone();
-    let total = by
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.as_str() != "token" && k.as_str() != "openid")
-                .map(|(_, n)| n.as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0);
-    (total, by)
+    (
+        dirsync_testenv::emulator::api_requests(&v),
+        v["byEndpoint"].clone(),
+    )
 }
 
 fn reset_requests(env: &Env) {

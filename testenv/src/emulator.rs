@@ -353,6 +353,20 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
+/// Graph API requests in the emulator's request counters (`GET /_emulator/requests`, or
+/// `stats.snapshot` in process): every endpoint but the token and OpenID ones.
+pub fn api_requests(counters: &Value) -> u64 {
+    counters["byEndpoint"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "token" && k.as_str() != "openid")
+                .map(|(_, n)| n.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// A rustls client configuration trusting only `ca_pem`.
 pub fn client_tls(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::CertificateDer;

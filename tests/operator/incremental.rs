@@ -125,11 +125,7 @@ async fn an_idle_periodic_slot_is_one_graph_request_and_writes_only_its_status()
     );
     let graph = sc.emu.state().stats.snapshot(0);
     let by = graph["byEndpoint"].as_object().cloned().unwrap_or_default();
-    let api: u64 = by
-        .iter()
-        .filter(|(k, _)| *k != "token" && *k != "openid")
-        .map(|(_, v)| v.as_u64().unwrap_or(0))
-        .sum();
+    let api = dirsync_testenv::emulator::api_requests(&graph);
     assert_eq!(api, 1, "one delta request: {by:?}");
     assert_eq!(by.get("delta").and_then(|v| v.as_u64()), Some(1), "{by:?}");
     assert!(by.get("token").and_then(|v| v.as_u64()).unwrap_or(0) <= 1);
