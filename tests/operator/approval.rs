@@ -136,7 +136,10 @@ async fn on_deletes_waits_for_a_delete_and_its_approval_applies_once() {
         4,
         "nothing written"
     );
-    let evs = events(&ns, "example-com").await;
+    let evs = events_when(&ns, "example-com", |e| {
+        e.iter().any(|e| e.1 == "AwaitingApproval")
+    })
+    .await;
     let ev = evs
         .iter()
         .find(|e| e.1 == "AwaitingApproval")

@@ -129,7 +129,10 @@ async fn dry_run_publishes_the_exact_preview_writes_nothing_and_reruns_on_sync_n
     assert_eq!(before[0]["id"], carol["id"]);
 
     // A Normal event with counts only.
-    let evs = events(&ns, "example-com").await;
+    let evs = events_when(&ns, "example-com", |e| {
+        e.iter().any(|e| e.1 == "PreviewReady")
+    })
+    .await;
     let ev = evs
         .iter()
         .find(|e| e.1 == "PreviewReady")
@@ -281,7 +284,7 @@ async fn once_syncs_users_and_a_second_reconcile_changes_nothing() {
     )
     .expect("json");
     assert_eq!(report["created"], 2);
-    let evs = events(&ns, "example-com").await;
+    let evs = events_when(&ns, "example-com", |e| e.iter().any(|e| e.1 == "Synced")).await;
     assert!(
         evs.iter().any(|e| e.0 == "Normal" && e.1 == "Synced"),
         "{evs:?}"
@@ -415,7 +418,10 @@ async fn the_guard_cancels_the_run_before_any_write_and_the_plan_stays_readable(
         Some(4),
         "the managed set is untouched"
     );
-    let evs = events(&ns, "example-com").await;
+    let evs = events_when(&ns, "example-com", |e| {
+        e.iter().any(|e| e.1 == "DeletionThresholdExceeded")
+    })
+    .await;
     let w = evs
         .iter()
         .find(|e| e.1 == "DeletionThresholdExceeded")

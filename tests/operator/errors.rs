@@ -76,7 +76,10 @@ async fn a_wrong_client_secret_is_reported_retried_and_recovers_when_fixed() {
     );
     let json = serde_json::to_string(&d).unwrap_or_default();
     assert!(!json.contains(WRONG_SECRET), "no secret in status");
-    let evs = events(&ns, "example-com").await;
+    let evs = events_when(&ns, "example-com", |e| {
+        e.iter().any(|e| e.1 == "InvalidCredentials")
+    })
+    .await;
     assert!(
         evs.iter()
             .any(|e| e.0 == "Warning" && e.1 == "InvalidCredentials"),
@@ -212,7 +215,10 @@ async fn an_unreachable_scim_server_is_retried_until_it_answers() {
         condition(&d, "Stalled").map(|c| c.0).as_deref(),
         Some("False")
     );
-    let evs = events(&ns, "example-com").await;
+    let evs = events_when(&ns, "example-com", |e| {
+        e.iter().any(|e| e.1 == "DestinationUnavailable")
+    })
+    .await;
     assert!(
         evs.iter()
             .any(|e| e.0 == "Warning" && e.1 == "DestinationUnavailable"),

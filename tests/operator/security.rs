@@ -419,7 +419,7 @@ async fn scim_endpoints_on_denied_addresses_are_refused_without_a_connection() {
             Some("True"),
             "{name}"
         );
-        let evs = events(&ns, name).await;
+        let evs = events_when(&ns, name, |e| e.iter().any(|e| e.1 == "EndpointNotAllowed")).await;
         assert!(
             evs.iter()
                 .any(|e| e.0 == "Warning" && e.1 == "EndpointNotAllowed"),

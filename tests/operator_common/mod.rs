@@ -234,6 +234,24 @@ pub async fn configmap(ns: &TestNamespace, name: &str) -> Option<ConfigMap> {
         .expect("get ConfigMap")
 }
 
+/// Events about `name` once `ready` holds for them (up to 20 s), else the last list read. The
+/// operator publishes its Events just after the status patch (src/controller/run.rs), so a test
+/// that has just seen the status must wait for them rather than read them once.
+pub async fn events_when(
+    ns: &TestNamespace,
+    name: &str,
+    ready: impl Fn(&[(String, String, String, String)]) -> bool,
+) -> Vec<(String, String, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let evs = events(ns, name).await;
+        if ready(&evs) || Instant::now() > deadline {
+            return evs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Events about `name`, oldest first: (type, reason, note, reportingInstance).
 pub async fn events(ns: &TestNamespace, name: &str) -> Vec<(String, String, String, String)> {
     let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
