@@ -119,6 +119,7 @@ impl DirectorySyncSpec {
             exclude_resource_like_accounts: self.exclude_resource_like_accounts,
             upn_attribute: Some(self.destination.scim.user_principal_name_attribute.clone())
                 .filter(|a| !a.is_empty()),
+            direction: crate::sync::config::Direction::EntraIdToScim,
         }
     }
 }

@@ -52,6 +52,26 @@ impl ApprovalPolicy {
     }
 }
 
+/// Which way users flow (docs/behaviour.md §6). Fixed for the life of a resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Direction {
+    /// Entra ID (Graph) is the source, a SCIM service the destination.
+    #[default]
+    EntraIdToScim,
+    /// A SCIM service is the source, Entra ID (Graph) the destination: users are written into
+    /// Entra ID.
+    ScimToEntraId,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::EntraIdToScim => "EntraIdToScim",
+            Direction::ScimToEntraId => "ScimToEntraId",
+        }
+    }
+}
+
 /// The settings a run plans and applies with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,6 +95,9 @@ pub struct SyncConfig {
     /// SCIM attribute path that carries the userPrincipalName; `None` or empty = not carried.
     #[serde(default)]
     pub upn_attribute: Option<String>,
+    /// Which side is the source. Files written before the other direction existed have none.
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 /// A [`SyncConfig`] the core cannot work with.
@@ -98,6 +121,7 @@ impl SyncConfig {
             protected_user_names: Vec::new(),
             exclude_resource_like_accounts: false,
             upn_attribute: None,
+            direction: Direction::EntraIdToScim,
         }
     }
 
