@@ -225,6 +225,19 @@ pub trait Directory: Send + Sync {
         id: &str,
         expected_immutable_id: Option<&str>,
     ) -> Result<(), DirectoryError>;
+
+    /// Users deleted but still restorable (Entra ID's `directory/deletedItems`), with the
+    /// user name they had. A directory without such a bin has none.
+    async fn deleted_users(&self) -> Result<Vec<User>, DirectoryError> {
+        Ok(Vec::new())
+    }
+
+    /// Brings deleted user `id` back as the same object and returns it as it now reads.
+    async fn restore_user(&self, id: &str) -> Result<User, DirectoryError> {
+        Err(DirectoryError::NotFound(format!(
+            "deleted user {id}: this directory keeps no deleted users"
+        )))
+    }
 }
 
 /// Ceilings on one listing of a directory, so that a server that never stops paging (or claims

@@ -587,8 +587,12 @@ async fn apply_inner(
             state.path().display()
         );
     }
+    let restored = match outcome.restored {
+        0 => String::new(),
+        n => format!(", {n} restored from deleted items"),
+    };
     eprintln!(
-        "dirsync: {} created, {} updated, {} deleted or deactivated in {:.1}s; {} managed users recorded in {}",
+        "dirsync: {} created{restored}, {} updated, {} deleted or deactivated in {:.1}s; {} managed users recorded in {}",
         outcome.created,
         outcome.updated,
         outcome.deleted,
@@ -602,7 +606,7 @@ async fn apply_inner(
     if let Some(sel) = selection {
         eprintln!(
             "dirsync: approved preview: {} rows applied, {} stale, {} not approved",
-            (outcome.created + outcome.updated + outcome.deleted),
+            (outcome.created + outcome.restored + outcome.updated + outcome.deleted),
             sel.stale,
             sel.not_approved
         );
@@ -613,8 +617,14 @@ async fn apply_inner(
         );
     }
     for r in &outcome.replanned {
+        // A 409 on create, or a user the destination refused (Entra ID's privileged users).
+        let why = if r.detail.starts_with("not allowed to write") {
+            "left alone, the destination refused the write"
+        } else {
+            "re-planned after 409 on create"
+        };
         eprintln!(
-            "dirsync: re-planned after 409 on create: {} -> {} ({})",
+            "dirsync: {why}: {} -> {} ({})",
             terminal_safe(&r.user_name),
             r.action.as_str(),
             terminal_safe(&r.detail)

@@ -174,8 +174,12 @@ pub fn applied_reason_and_message(
     let report_text = report
         .map(|(kind, r)| format!(" Run report: {kind} {r}."))
         .unwrap_or_default();
+    let restored = match outcome.restored {
+        0 => String::new(),
+        n => format!(", {n} restored"),
+    };
     let applied_text = format!(
-        "{} added, {} updated, {} deleted, {} conflicts, {} unmanaged; {managed_users} managed users.",
+        "{} added{restored}, {} updated, {} deleted, {} conflicts, {} unmanaged; {managed_users} managed users.",
         outcome.created, outcome.updated, outcome.deleted, c.conflict, c.unmanaged,
     );
     match outcome.result {
@@ -278,6 +282,7 @@ mod tests {
             result,
             managed: None,
             created: 3,
+            restored: 0,
             updated: 1,
             deleted: 1,
             failures: Vec::new(),

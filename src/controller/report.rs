@@ -25,7 +25,7 @@ pub fn name(resource: &str, run_id: &str) -> String {
 
 /// Whether a run deserves a report: it was applied and changed or failed something.
 pub fn wanted(outcome: &ApplyOutcome) -> bool {
-    outcome.created + outcome.updated + outcome.deleted > 0
+    outcome.created + outcome.restored + outcome.updated + outcome.deleted > 0
         || !outcome.failures.is_empty()
         || !outcome.replanned.is_empty()
         || outcome.not_attempted > 0
@@ -67,6 +67,7 @@ pub fn build(
         "kind": planned.kind.as_str(),
         "fullReason": planned.kind.full_reason().map(|r| r.as_str()),
         "created": outcome.created,
+        "restored": outcome.restored,
         "updated": outcome.updated,
         "deleted": outcome.deleted,
         "failed": outcome.failures.len(),

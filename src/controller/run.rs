@@ -383,6 +383,7 @@ async fn apply_and_report(
     let partial_plan = approved.is_some();
     let applied = apply_run(&planned, scim, &opts, &mut observer).await;
     ctx.metrics.users("created", applied.created);
+    ctx.metrics.users("restored", applied.restored);
     ctx.metrics.users("updated", applied.updated);
     ctx.metrics.users("deleted", applied.deleted);
     ctx.metrics.users("failed", applied.failures.len());
@@ -464,7 +465,8 @@ async fn apply_and_report(
         reason,
         message,
         approval,
-        adds: count(applied.created),
+        // A restore adds the user back: counted with the adds in status.
+        adds: count(applied.created + applied.restored),
         updates: count(applied.updated),
         deletes: count(applied.deleted),
         failed: count(applied.failures.len() + applied.not_attempted),

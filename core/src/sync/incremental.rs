@@ -442,6 +442,7 @@ pub async fn plan_incremental(
         handed_over: &handed_over,
     };
     let mut plan = plan::plan(cfg, mapped.users, dst, &ctx);
+    crate::sync::engine::with_restores(destination, cfg, &mut plan).await?;
     let mut whole = managed.clone();
     for (imm, _) in part.iter() {
         whole.remove(imm);

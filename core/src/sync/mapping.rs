@@ -1,7 +1,7 @@
 //! Source user → destination user (docs/behaviour.md §2.2): the sync items.
 
 use crate::directory::{DesiredUser, User, UserSink};
-use crate::sync::config::{SyncConfig, UpnMode, ends_with_ignore_ascii_case};
+use crate::sync::config::{Direction, SyncConfig, UpnMode, ends_with_ignore_ascii_case};
 use crate::sync::immutable_id::{ImmutableIdError, immutable_id};
 
 /// A source user after mapping: what the destination should hold, plus what the preview shows.
@@ -17,6 +17,13 @@ pub struct MappedUser {
     /// Disabled, with neither given name nor surname: probably a room, equipment or shared
     /// mailbox. Synced (unless excluded) but flagged in the preview.
     pub resource_like: bool,
+    /// What the preview's userName column shows when it is not the destination's userName: the
+    /// source's userName in the other direction (docs/behaviour.md §6), whose destination
+    /// "userName" is the Entra userPrincipalName.
+    pub shown_user_name: Option<String>,
+    /// Why this user cannot be written at all (a UPN Graph would refuse): planned as a Conflict
+    /// row with this reason, never written, never a reason to delete.
+    pub invalid: Option<String>,
 }
 
 /// Source users left out of a run, by reason.
@@ -108,7 +115,7 @@ impl UserSink for SourceMapper<'_> {
         if self.error.is_some() {
             return;
         }
-        match map_with_suffix(self.cfg, &self.suffix, user) {
+        match map_one(self.cfg, &self.suffix, user) {
             Ok(Mapped::User(u)) => self.out.users.push(u),
             Ok(Mapped::Guest) => self.out.skipped.guests += 1,
             Ok(Mapped::ResourceLikeExcluded) => self.out.skipped.resource_like += 1,
@@ -120,7 +127,15 @@ impl UserSink for SourceMapper<'_> {
 
 /// Maps one source user.
 pub fn map_source_user(cfg: &SyncConfig, user: User) -> Result<Mapped, ImmutableIdError> {
-    map_with_suffix(cfg, &cfg.domain_suffix(), user)
+    map_one(cfg, &cfg.domain_suffix(), user)
+}
+
+/// Maps one source user by the config's direction.
+fn map_one(cfg: &SyncConfig, suffix: &str, user: User) -> Result<Mapped, ImmutableIdError> {
+    match cfg.direction {
+        Direction::EntraIdToScim => map_with_suffix(cfg, suffix, user),
+        Direction::ScimToEntraId => crate::sync::reverse::map_scim_user(cfg, suffix, user),
+    }
 }
 
 /// Disabled, with neither given name nor surname (docs/behaviour.md §2.1).
@@ -188,6 +203,8 @@ fn map_with_suffix(
         upn,
         desired,
         resource_like,
+        shown_user_name: None,
+        invalid: None,
     }))
 }
 

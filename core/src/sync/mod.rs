@@ -5,7 +5,8 @@
 //! [`immutable_id`]), [`plan`] (matching and rows), [`guard`] (the deletion guard), [`csv`]
 //! and [`summary`] (the preview), and [`engine`], which reads both [`crate::directory::Directory`]s,
 //! plans and applies. The [`managed`] set says which destination users a resource may change.
-//! Nothing here knows which system is the source and which the destination.
+//! Nothing here knows which system is the source and which the destination, except the
+//! mapping: [`reverse`] maps a SCIM source user to an Entra ID user (docs/behaviour.md §6).
 
 pub mod approval;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod managed;
 pub mod mapping;
 pub mod plan;
 pub mod reason;
+pub mod reverse;
 pub mod summary;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -28,7 +30,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ApprovalPolicy, DeletionPolicy, SyncConfig, UpnMode};
+pub use config::{ApprovalPolicy, DeletionPolicy, Direction, SyncConfig, UpnMode};
 pub use engine::{
     ApplyObserver, ApplyOptions, ApplyOutcome, OtherResources, PlannedRun, RunError, RunResult,
     apply_run, plan_run,

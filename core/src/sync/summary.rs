@@ -13,6 +13,9 @@ use crate::sync::plan::{Action, Plan, PlanItem, UpdateKind};
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
     pub add: usize,
+    /// Soft-deleted destination users brought back (docs/behaviour.md §6).
+    #[serde(default)]
+    pub restore: usize,
     pub update: usize,
     pub delete: usize,
     pub conflict: usize,
@@ -45,6 +48,7 @@ impl Counts {
         for item in &plan.items {
             match item.action() {
                 Action::Add => c.add += 1,
+                Action::Restore => c.restore += 1,
                 Action::Update => c.update += 1,
                 Action::Delete => c.delete += 1,
                 Action::Conflict => c.conflict += 1,
@@ -63,7 +67,7 @@ impl Counts {
                 PlanItem::Add { resource_like, .. } | PlanItem::Conflict { resource_like, .. } => {
                     c.resource_like += usize::from(*resource_like)
                 }
-                PlanItem::Delete { .. } | PlanItem::Unmanaged { .. } => {}
+                PlanItem::Restore(_) | PlanItem::Delete { .. } | PlanItem::Unmanaged { .. } => {}
             }
         }
         c

@@ -51,6 +51,9 @@ struct State {
     seq: u64,
     /// Delta links below this sequence number are refused.
     delta_floor: u64,
+    /// Deletes are soft, as in Entra ID: deleted users wait here, by id.
+    recycle_bin: Option<BTreeMap<String, User>>,
+    restores: usize,
 }
 
 impl State {
@@ -86,6 +89,26 @@ impl FakeDirectory {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes become soft deletes, restorable as the same object (Entra ID's deleted items).
+    pub fn with_recycle_bin(self) -> Self {
+        self.lock().recycle_bin = Some(BTreeMap::new());
+        self
+    }
+
+    /// Users in the recycle bin.
+    pub fn deleted(&self) -> Vec<User> {
+        self.lock()
+            .recycle_bin
+            .as_ref()
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Restores made.
+    pub fn restores(&self) -> usize {
+        self.lock().restores
     }
 
     /// Every user, by id.
@@ -311,8 +334,36 @@ impl Directory for FakeDirectory {
             ));
         }
         s.changed(id);
-        s.users.remove(id);
+        if let Some(u) = s.users.remove(id)
+            && let Some(bin) = s.recycle_bin.as_mut()
+        {
+            bin.insert(id.to_owned(), u);
+        }
         Ok(())
+    }
+
+    async fn deleted_users(&self) -> Result<Vec<User>, DirectoryError> {
+        Ok(self.deleted())
+    }
+
+    async fn restore_user(&self, id: &str) -> Result<User, DirectoryError> {
+        let mut s = self.lock();
+        let Some(u) = s.recycle_bin.as_ref().and_then(|b| b.get(id)).cloned() else {
+            return Err(DirectoryError::NotFound("404".into()));
+        };
+        if s.users
+            .values()
+            .any(|o| same_user_name(&o.user_name, &u.user_name))
+        {
+            return Err(DirectoryError::Conflict("userName taken".into()));
+        }
+        s.restores += 1;
+        if let Some(bin) = s.recycle_bin.as_mut() {
+            bin.remove(id);
+        }
+        s.changed(id);
+        s.users.insert(id.to_owned(), u.clone());
+        Ok(u)
     }
 
     fn delta(&self) -> Option<&dyn DeltaSource> {

@@ -798,6 +798,16 @@ impl Directory for GraphClient {
             .await
             .map_err(|e| self.inner.redactor.scrub(e))
     }
+
+    /// Entra ID's deleted items ([`GraphClient::deleted_users`]): what Restore rows are
+    /// planned from.
+    async fn deleted_users(&self) -> Result<Vec<User>, DirectoryError> {
+        GraphClient::deleted_users(self).await
+    }
+
+    async fn restore_user(&self, id: &str) -> Result<User, DirectoryError> {
+        GraphClient::restore_user(self, id).await
+    }
 }
 
 #[cfg(test)]

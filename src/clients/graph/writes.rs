@@ -60,46 +60,7 @@ pub fn graph_upn(desired: &DesiredUser) -> &str {
     desired.upn.as_deref().unwrap_or(&desired.user_name)
 }
 
-/// Why Graph would refuse `upn`, or `Ok`: one `@`, a local part of only
-/// `A–Z a–z 0–9 ' . - _ ! # ^ ~` that neither starts nor ends with `.` and has at most 64
-/// characters, a domain, 113 characters in all. (Whether the domain is a verified domain of the
-/// tenant only Graph knows.)
-pub fn check_upn(upn: &str) -> Result<(), &'static str> {
-    let Some((local, domain)) = upn.split_once('@') else {
-        return Err("it has no @domain");
-    };
-    if domain.is_empty() || domain.contains('@') {
-        return Err("it needs exactly one @ followed by a domain");
-    }
-    if local.is_empty() {
-        return Err("its local part is empty");
-    }
-    if !local.bytes().all(is_upn_local_byte) {
-        return Err(
-            "its local part may hold only letters A-Z, digits and ' . - _ ! # ^ ~ (no spaces, no other characters)",
-        );
-    }
-    if local.starts_with('.') || local.ends_with('.') {
-        return Err("its local part may not start or end with a dot");
-    }
-    if local.len() > 64 {
-        return Err("its local part is longer than 64 characters");
-    }
-    if upn.len() > 113 {
-        return Err("it is longer than 113 characters");
-    }
-    if !domain
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    {
-        return Err("its domain is not a domain name");
-    }
-    Ok(())
-}
-
-fn is_upn_local_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"'.-_!#^~".contains(&b)
-}
+pub use crate::sync::reverse::{check_immutable_id, check_upn};
 
 /// The `mailNickname` for `upn`: its local part with every character Graph refuses in an alias
 /// left out (non-ASCII, white space, `@ , ; : < > ( ) [ ] \ "`), no leading or trailing dots, at
@@ -117,23 +78,6 @@ pub fn mail_nickname(upn: &str) -> String {
     } else {
         trimmed.to_string()
     }
-}
-
-/// Why Graph would refuse `id` as `onPremisesImmutableId`, or `Ok`: it must be set and may not
-/// hold `_` or `$` (so base64url, which can, is refused: use standard base64).
-pub fn check_immutable_id(id: &str) -> Result<(), &'static str> {
-    if id.trim().is_empty() {
-        return Err("the Immutable ID is empty");
-    }
-    if id.contains('_') || id.contains('$') {
-        return Err(
-            "the Immutable ID contains '_' or '$', which Graph refuses (use standard base64, not base64url)",
-        );
-    }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("the Immutable ID contains spaces or non-ASCII characters");
-    }
-    Ok(())
 }
 
 /// The UPN's local part.

@@ -48,6 +48,8 @@ pub struct ApplyOutcome {
     /// tripped: the run is cancelled before any write, including releases).
     pub managed: Option<ManagedSet>,
     pub created: usize,
+    /// Soft-deleted users restored (and updated) in place of a create.
+    pub restored: usize,
     pub updated: usize,
     pub deleted: usize,
     /// Failed users, sorted by userName.
@@ -120,6 +122,14 @@ enum ItemResult {
     Deleted {
         imm: String,
     },
+    /// A restore: the user is recorded; `failed` when the update after it failed.
+    Restored {
+        imm: String,
+        entry: ManagedEntry,
+        failed: Option<Box<ItemResult>>,
+    },
+    /// Already counted and recorded (a restore, flattened in the apply loop).
+    Accounted,
     Replanned {
         replanned: Replanned,
         record: Option<(String, ManagedEntry)>,
@@ -149,6 +159,7 @@ pub async fn apply_run(
         result: RunResult::Success,
         managed: None,
         created: 0,
+        restored: 0,
         updated: 0,
         deleted: 0,
         failures: Vec::new(),
@@ -206,6 +217,21 @@ pub async fn apply_run(
         {
             limit.on_sample(latency, sent_with);
         }
+        // A restored user is recorded even when the update after it failed (then reported
+        // as that failure).
+        let r = match r {
+            ItemResult::Restored { imm, entry, failed } => {
+                managed.insert(imm, entry);
+                match failed {
+                    None => {
+                        outcome.restored += 1;
+                        ItemResult::Accounted
+                    }
+                    Some(f) => *f,
+                }
+            }
+            other => other,
+        };
         match r {
             ItemResult::Created { imm, entry } => {
                 outcome.created += 1;
@@ -250,6 +276,7 @@ pub async fn apply_run(
                 outcome.failures.push(failure);
             }
             ItemResult::NotAttempted => outcome.not_attempted += 1,
+            ItemResult::Restored { .. } | ItemResult::Accounted => {}
         }
         done += 1;
         observer.progress(done, total);
@@ -310,11 +337,36 @@ fn failed(
 }
 
 async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConfig) -> ItemResult {
+    match apply_write(item, destination, cfg).await {
+        // The destination refused this one user (Entra ID's 403 on an administrator, a user
+        // synced from on-premises AD): a Conflict row, not a failed run (docs/behaviour.md §6).
+        ItemResult::Failed {
+            failure,
+            fatal: None,
+            ..
+        } if failure.reason.starts_with(FORBIDDEN_PREFIX) => ItemResult::Replanned {
+            replanned: Replanned {
+                user_name: failure.user_name,
+                action: Action::Conflict,
+                detail: format!("{}; left as it is", failure.reason),
+            },
+            record: None,
+            wrote: false,
+        },
+        other => other,
+    }
+}
+
+/// How [`DirectoryError::Forbidden`] displays.
+const FORBIDDEN_PREFIX: &str = "not allowed to write this user";
+
+async fn apply_write(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConfig) -> ItemResult {
     match item {
         PlanItem::Add {
             source_id,
             upn,
             desired,
+            shown_user_name,
             ..
         } => match destination.create_user(desired).await {
             Ok(created) => ItemResult::Created {
@@ -322,10 +374,42 @@ async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConf
                 entry: ManagedEntry::new(&created.id, source_id, &desired.user_name),
             },
             Err(DirectoryError::Conflict(_)) => {
-                replan_after_conflict(source_id, upn, desired, destination, cfg).await
+                replan_after_conflict(source_id, upn, shown_user_name, desired, destination, cfg)
+                    .await
             }
             Err(e) => failed(&desired.user_name, Action::Add, e, None),
         },
+        PlanItem::Restore(r) => {
+            let restored = match destination.restore_user(&r.deleted.id).await {
+                Ok(u) => u,
+                Err(e) => return failed(&r.desired.user_name, Action::Restore, e, None),
+            };
+            let imm = r.desired.immutable_id.clone();
+            let entry = ManagedEntry::new(&restored.id, &r.source_id, &r.desired.user_name);
+            // Restored, it is ours again whatever the update below does: recorded either way,
+            // so a failed update is retried as an Update, never as a second restore.
+            match destination
+                .update_user(&restored.id, &restored, &r.desired, Some(&imm))
+                .await
+            {
+                Ok(()) => ItemResult::Restored {
+                    imm,
+                    entry,
+                    failed: None,
+                },
+                Err(e) => {
+                    let mut f = failed(&r.desired.user_name, Action::Restore, e, None);
+                    if let ItemResult::Failed { failure, .. } = &mut f {
+                        failure.reason = format!("restored, but not updated: {}", failure.reason);
+                    }
+                    ItemResult::Restored {
+                        imm,
+                        entry,
+                        failed: Some(Box::new(f)),
+                    }
+                }
+            }
+        }
         PlanItem::Update(u) => {
             let (current, desired) = (&u.current, &u.desired);
             match destination
@@ -380,6 +464,7 @@ async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConf
 async fn replan_after_conflict(
     source_id: &str,
     upn: &str,
+    shown_user_name: &Option<String>,
     desired: &DesiredUser,
     destination: &dyn Directory,
     cfg: &SyncConfig,
@@ -400,6 +485,8 @@ async fn replan_after_conflict(
         upn: upn.to_owned(),
         desired: desired.clone(),
         resource_like: false,
+        shown_user_name: shown_user_name.clone(),
+        invalid: None,
     };
     let nobody = ManagedSet::new();
     let none = HashSet::new();

@@ -8,7 +8,7 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::{Directory, DirectoryError, ListScope, User};
-use crate::sync::config::{ConfigError, SyncConfig, ends_with_ignore_ascii_case};
+use crate::sync::config::{ConfigError, Direction, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::guard::{self, GuardVerdict};
 use crate::sync::incremental::{FullReason, RunKind};
 use crate::sync::managed::{ManagedEntry, ManagedSet};
@@ -91,7 +91,7 @@ pub async fn plan_run(
     others: &OtherResources,
 ) -> Result<PlannedRun, RunError> {
     cfg.validate()?;
-    let source_scope = ListScope::Domain(cfg.domain.clone());
+    let source_scope = source_scope(cfg);
     // The source is mapped as it is read; the destination is matched whole.
     let mut mapper = SourceMapper::new(cfg);
     let (src, dst) = futures::join!(
@@ -113,7 +113,8 @@ pub async fn plan_run(
         managed_elsewhere: &others.managed_elsewhere,
         handed_over: &handed_over,
     };
-    let plan = plan::plan(cfg, mapped.users, dst, &ctx);
+    let mut plan = plan::plan(cfg, mapped.users, dst, &ctx);
+    with_restores(destination, cfg, &mut plan).await?;
     let guard = guard::evaluate(&plan, cfg.max_allowed_deletions);
     let no_source_users = source_empty && plan.managed_present == 0;
     Ok(PlannedRun {
@@ -139,6 +140,34 @@ pub async fn plan_run(
 /// nothing is written, so the cut cannot cause a wrong deletion. `whole_read`: `mapped` is the
 /// whole source; an incremental run's part may be empty for good reasons, so it never stops
 /// early on that.
+/// What a full run lists from the source: a Graph source filters by domain itself; a SCIM
+/// source is read whole (its userNames need not carry the domain, and `ew` filters are not
+/// to be relied on: docs/behaviour.md §6) and the mapping scopes it.
+pub(crate) fn source_scope(cfg: &SyncConfig) -> ListScope {
+    match cfg.direction {
+        Direction::EntraIdToScim => ListScope::Domain(cfg.domain.clone()),
+        Direction::ScimToEntraId => ListScope::All,
+    }
+}
+
+/// Turns Adds that a soft-deleted destination user matches into Restore rows. Deleted items
+/// are read only when the plan has an Add.
+pub(crate) async fn with_restores(
+    destination: &dyn Directory,
+    cfg: &SyncConfig,
+    plan: &mut Plan,
+) -> Result<(), RunError> {
+    if plan.count(plan::Action::Add) == 0 {
+        return Ok(());
+    }
+    let deleted = destination
+        .deleted_users()
+        .await
+        .map_err(RunError::Destination)?;
+    plan::plan_restores(plan, deleted, plan::Carry::of(cfg));
+    Ok(())
+}
+
 pub(crate) async fn resolve_hand_overs(
     source: &dyn Directory,
     cfg: &SyncConfig,

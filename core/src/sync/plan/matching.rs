@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::*;
 use crate::directory::User;
-use crate::sync::config::{DeletionPolicy, SyncConfig, ends_with_ignore_ascii_case};
+use crate::sync::config::{DeletionPolicy, Direction, SyncConfig, ends_with_ignore_ascii_case};
 use crate::sync::managed::{ManagedEntry, ManagedSet};
 use crate::sync::mapping::MappedUser;
 
@@ -124,6 +124,22 @@ pub fn plan(
         }
     }
 
+    // Writing into Entra ID, a source user's Immutable ID may change (it is the SCIM
+    // externalId), but Entra ID keeps the one a user was created with: such a user is found by
+    // its recorded source id and is a Conflict, never a Delete of the old and an Add of the new
+    // (docs/behaviour.md §6). Entra object ids never change, so the forward direction needs
+    // none of this.
+    let renumbered: Option<HashMap<&str, &str>> =
+        (cfg.direction == Direction::ScimToEntraId).then(|| {
+            ctx.managed
+                .iter()
+                .map(|(imm, e)| (e.source_id.as_str(), imm))
+                .collect()
+        });
+    let source_ids: Option<HashSet<&str>> = renumbered
+        .as_ref()
+        .map(|_| source.iter().map(|s| s.source_id.as_str()).collect());
+
     let mut baseline = ctx.managed.clone();
     let mut unchanged = 0usize;
 
@@ -143,6 +159,7 @@ pub fn plan(
             &mut slots,
             ctx,
             &is_protected,
+            renumbered.as_ref(),
         );
         match &d {
             SourceDecision::Unchanged { dest } => {
@@ -183,6 +200,23 @@ pub fn plan(
             managed_present += 1;
         }
         if src_ext.contains_key(imm) {
+            continue;
+        }
+        if source_ids
+            .as_ref()
+            .is_some_and(|ids| ids.contains(entry.source_id.as_str()))
+        {
+            if let Some(Hits::One(i)) = hits {
+                slots[i] = Slot::Claimed;
+            }
+            missing.push(MissingDecision::Conflict {
+                shown: RowValues {
+                    user_name: entry.user_name.clone(),
+                    immutable_id: Some(imm.to_owned()),
+                    ..RowValues::default()
+                },
+                reason: "its source user now gives another Immutable ID; not removed".into(),
+            });
             continue;
         }
         if ctx.handed_over.contains(imm) || ctx.managed_elsewhere.contains(imm) {
@@ -313,6 +347,7 @@ pub fn plan(
                 upn: s.upn,
                 desired: s.desired,
                 resource_like: s.resource_like,
+                shown_user_name: s.shown_user_name,
             }),
             SourceDecision::Unchanged { .. } => {}
             SourceDecision::Conflict { reason } => items.push(PlanItem::Conflict {
@@ -341,6 +376,7 @@ pub fn plan(
                     kind,
                     source_id: s.source_id,
                     upn: Some(s.upn),
+                    shown_user_name: s.shown_user_name,
                     current,
                     desired: s.desired,
                     changes,
@@ -404,7 +440,7 @@ pub fn plan(
 /// depends on listing order). Sorts borrowed keys — most names are already lower-case and need
 /// no copy — then moves the rows into place by swapping, so no second row vector is built (at
 /// 100,000 rows that would be the run's peak).
-fn sort_rows(mut items: Vec<PlanItem>) -> Vec<PlanItem> {
+pub(super) fn sort_rows(mut items: Vec<PlanItem>) -> Vec<PlanItem> {
     let mut order: Vec<usize> = {
         let keys: Vec<(Action, Cow<'_, str>, &str)> = items
             .iter()
@@ -467,6 +503,7 @@ fn deactivation(current: User, managed: &ManagedSet) -> PlanItem {
         kind: UpdateKind::Deactivate,
         source_id,
         upn: current.upn.clone(),
+        shown_user_name: None,
         current,
         desired,
         changes: vec![Change {
@@ -491,11 +528,12 @@ fn decide_source(
     slots: &mut [Slot],
     ctx: &PlanContext<'_>,
     is_protected: &dyn Fn(&str) -> bool,
+    renumbered: Option<&HashMap<&str, &str>>,
 ) -> SourceDecision {
     let conflict = |reason: String| SourceDecision::Conflict { reason };
     let imm = s.desired.immutable_id.as_str();
     let name = fold_user_name(&s.desired.user_name);
-    let carry_upn = cfg.upn_attribute().is_some();
+    let carry = Carry::of(cfg);
 
     match dup {
         Duplicate::ImmutableId => {
@@ -505,6 +543,18 @@ fn decide_source(
             return conflict("more than one source user maps to this userName".into());
         }
         Duplicate::None => {}
+    }
+    if let Some(why) = &s.invalid {
+        reference(slots, by_name.get(name.as_ref()));
+        return conflict(format!("{why}; not written"));
+    }
+    if let Some(old) = renumbered.and_then(|m| m.get(s.source_id.as_str()).copied())
+        && old != imm
+    {
+        return conflict(format!(
+            "the source now gives Immutable ID {imm}, but this user was created with {old}; \
+             Entra ID keeps the first (a federated sign-in depends on it): not changed"
+        ));
     }
     if is_protected(&s.desired.user_name) {
         reference(slots, by_name.get(name.as_ref()));
@@ -519,6 +569,10 @@ fn decide_source(
         )),
         Some(Hits::One(i)) => {
             let current = &destination[i];
+            if current.guest {
+                mark(slots, i, Slot::Referenced);
+                return conflict(GUEST_CONFLICT.into());
+            }
             if is_protected(&current.user_name) {
                 mark(slots, i, Slot::Referenced);
                 return conflict(format!(
@@ -556,7 +610,7 @@ fn decide_source(
             } else {
                 UpdateKind::Retake
             };
-            let changes = diff(current, &s.desired, carry_upn);
+            let changes = diff(current, &s.desired, carry);
             if changes.is_empty() {
                 SourceDecision::Unchanged { dest: i }
             } else {
@@ -579,10 +633,14 @@ fn decide_source(
                             .into(),
                     );
                 }
+                if current.guest {
+                    mark(slots, i, Slot::Referenced);
+                    return conflict(GUEST_CONFLICT.into());
+                }
                 match current.immutable_id.as_deref().filter(|e| !e.is_empty()) {
                     None if cfg.adopt_existing => {
                         slots[i] = Slot::Claimed;
-                        let changes = diff(current, &s.desired, carry_upn);
+                        let changes = diff(current, &s.desired, carry);
                         SourceDecision::Update {
                             dest: i,
                             kind: UpdateKind::Adopt,
@@ -614,6 +672,10 @@ fn decide_source(
         },
     }
 }
+
+/// Why a guest of the destination (Entra ID) is never adopted or written.
+const GUEST_CONFLICT: &str =
+    "the destination user with this userPrincipalName is a guest; guests are never changed";
 
 fn mark(slots: &mut [Slot], i: usize, to: Slot) {
     if slots[i] == Slot::Free {

@@ -20,6 +20,9 @@ use crate::sync::mapping::MappedUser;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Action {
     Add,
+    /// A soft-deleted destination user brought back (then updated) instead of a second account
+    /// (docs/behaviour.md §6): sorts after Add.
+    Restore,
     Update,
     Delete,
     Conflict,
@@ -30,6 +33,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Add => "Add",
+            Action::Restore => "Restore",
             Action::Update => "Update",
             Action::Delete => "Delete",
             Action::Conflict => "Conflict",
@@ -138,7 +142,7 @@ impl RowValues {
     fn from_source(s: &MappedUser) -> Self {
         let d = &s.desired;
         Self {
-            user_name: d.user_name.clone(),
+            user_name: s.shown_user_name.as_ref().unwrap_or(&d.user_name).clone(),
             upn: Some(s.upn.clone()),
             display_name: d.display_name.clone(),
             given_name: d.given_name.clone(),
@@ -173,7 +177,13 @@ pub enum PlanItem {
         upn: String,
         desired: DesiredUser,
         resource_like: bool,
+        /// Shown in the userName column instead of `desired.user_name` ([`MappedUser::shown_user_name`]).
+        shown_user_name: Option<String>,
     },
+    /// Restore `deleted` from the destination's deleted items (the same object, with its
+    /// mailbox and memberships), then bring it to `desired`: an Add whose Immutable ID a
+    /// soft-deleted user carries. Boxed like Update.
+    Restore(Box<RestoreItem>),
     /// Bring `current` to `desired`, only while it still carries `expected_immutable_id`.
     /// Boxed: it holds two users, and rows are kept by the 100k.
     Update(Box<UpdateItem>),
@@ -189,6 +199,20 @@ pub enum PlanItem {
     Unmanaged { current: User },
 }
 
+/// A Restore row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreItem {
+    pub source_id: String,
+    /// Shown in the preview's userPrincipalName column.
+    pub upn: String,
+    pub shown_user_name: Option<String>,
+    /// The soft-deleted user, as deleted items list it (its UPN without Graph's id prefix).
+    pub deleted: User,
+    pub desired: DesiredUser,
+    /// What the update after the restore changes.
+    pub changes: Vec<Change>,
+}
+
 /// An Update row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpdateItem {
@@ -196,6 +220,8 @@ pub struct UpdateItem {
     pub source_id: String,
     /// Shown in the preview's userPrincipalName column.
     pub upn: Option<String>,
+    /// Shown in the userName column instead of `desired.user_name` ([`MappedUser::shown_user_name`]).
+    pub shown_user_name: Option<String>,
     /// The destination user as listed at plan time.
     pub current: User,
     pub desired: DesiredUser,
@@ -222,6 +248,7 @@ impl PlanItem {
     pub fn action(&self) -> Action {
         match self {
             PlanItem::Add { .. } => Action::Add,
+            PlanItem::Restore(_) => Action::Restore,
             PlanItem::Update(_) => Action::Update,
             PlanItem::Delete { .. } => Action::Delete,
             PlanItem::Conflict { .. } => Action::Conflict,
@@ -234,8 +261,24 @@ impl PlanItem {
     pub fn view(&self) -> RowView<'_> {
         let action = self.action();
         match self {
-            PlanItem::Add { upn, desired, .. } => desired_view(action, desired, Some(upn)),
-            PlanItem::Update(u) => desired_view(action, &u.desired, u.upn.as_deref()),
+            PlanItem::Add {
+                upn,
+                desired,
+                shown_user_name,
+                ..
+            } => desired_view(action, desired, Some(upn), shown_user_name.as_deref()),
+            PlanItem::Restore(r) => desired_view(
+                action,
+                &r.desired,
+                Some(&r.upn),
+                r.shown_user_name.as_deref(),
+            ),
+            PlanItem::Update(u) => desired_view(
+                action,
+                &u.desired,
+                u.upn.as_deref(),
+                u.shown_user_name.as_deref(),
+            ),
             PlanItem::Delete { current, .. } | PlanItem::Unmanaged { current } => RowView {
                 action,
                 user_name: &current.user_name,
@@ -280,7 +323,10 @@ impl PlanItem {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            PlanItem::Add { .. } | PlanItem::Update(_) | PlanItem::Delete { .. }
+            PlanItem::Add { .. }
+                | PlanItem::Restore(_)
+                | PlanItem::Update(_)
+                | PlanItem::Delete { .. }
         )
     }
 
@@ -301,6 +347,12 @@ impl PlanItem {
                     push(&RESOURCE_LIKE_WARNING);
                 }
                 push(&INITIAL_PASSWORD_NOTE);
+            }
+            PlanItem::Restore(r) => {
+                push(&format_args!("{RESTORE_NOTE} {}", r.deleted.id));
+                for c in &r.changes {
+                    push(c);
+                }
             }
             PlanItem::Update(u) => {
                 for c in &u.changes {
@@ -333,13 +385,20 @@ impl PlanItem {
 pub const RESOURCE_LIKE_WARNING: &str = "warning: resource-like account";
 /// `changes` text for every Add: a created user has no password (docs/behaviour.md §2.2, §4).
 pub const INITIAL_PASSWORD_NOTE: &str = "note: initial password required";
+/// `changes` text of a Restore row, followed by the deleted user's object id.
+pub const RESTORE_NOTE: &str = "restore soft-deleted user";
 /// `changes` text for a user handed over from another resource sharing the destination.
 pub const TAKE_OVER_NOTE: &str = "note: handed over from another DirectorySync";
 
-fn desired_view<'a>(action: Action, d: &'a DesiredUser, upn: Option<&'a str>) -> RowView<'a> {
+fn desired_view<'a>(
+    action: Action,
+    d: &'a DesiredUser,
+    upn: Option<&'a str>,
+    shown_user_name: Option<&'a str>,
+) -> RowView<'a> {
     RowView {
         action,
-        user_name: &d.user_name,
+        user_name: shown_user_name.unwrap_or(&d.user_name),
         upn,
         display_name: d.display_name.as_deref(),
         given_name: d.given_name.as_deref(),
@@ -428,11 +487,30 @@ pub fn same_user_name(a: &str, b: &str) -> bool {
         || (!(a.is_ascii() && b.is_ascii()) && fold_user_name(a) == fold_user_name(b))
 }
 
+/// The items a destination carries beyond the ones every direction writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Carry {
+    /// The UPN attribute of a SCIM destination, when one is configured.
+    pub upn: bool,
+    /// `email`: a SCIM destination's; Entra ID's `mail` is not written (docs/behaviour.md §6).
+    pub email: bool,
+}
+
+impl Carry {
+    pub fn of(cfg: &crate::sync::config::SyncConfig) -> Self {
+        let forward = cfg.direction == crate::sync::config::Direction::EntraIdToScim;
+        Self {
+            upn: forward && cfg.upn_attribute().is_some(),
+            email: forward,
+        }
+    }
+}
+
 /// The fields an update of `current` to `desired` changes. `userName` is compared
 /// case-insensitively (a SCIM server may store it in another case; a case-only rename would
 /// otherwise be sent on every run); the other items exactly, with an empty string the same as
 /// absent. The UPN attribute is compared only when it is carried.
-pub fn diff(current: &User, desired: &DesiredUser, carry_upn: bool) -> Vec<Change> {
+pub fn diff(current: &User, desired: &DesiredUser, carry: Carry) -> Vec<Change> {
     let mut changes = Vec::new();
     if !same_user_name(&current.user_name, &desired.user_name) {
         changes.push(Change {
@@ -441,7 +519,7 @@ pub fn diff(current: &User, desired: &DesiredUser, carry_upn: bool) -> Vec<Chang
             new: Some(desired.user_name.clone()),
         });
     }
-    if carry_upn {
+    if carry.upn {
         opt_change(
             &mut changes,
             Field::UserPrincipalName,
@@ -467,7 +545,9 @@ pub fn diff(current: &User, desired: &DesiredUser, carry_upn: bool) -> Vec<Chang
         &current.surname,
         &desired.surname,
     );
-    opt_change(&mut changes, Field::Email, &current.email, &desired.email);
+    if carry.email {
+        opt_change(&mut changes, Field::Email, &current.email, &desired.email);
+    }
     if current.active != desired.active {
         changes.push(Change {
             field: Field::Active,
@@ -491,5 +571,7 @@ fn opt_change(changes: &mut Vec<Change>, field: Field, old: &Option<String>, new
 }
 
 mod matching;
+mod restore;
 
 pub use matching::plan;
+pub use restore::plan_restores;

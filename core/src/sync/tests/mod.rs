@@ -14,6 +14,7 @@ mod matching;
 mod ordering;
 mod plan_actions;
 mod removal;
+mod reverse;
 mod scale;
 
 use std::collections::HashSet;
