@@ -427,6 +427,12 @@ impl Env {
         )
     }
 
+    /// Deletes SCIM user `id`.
+    pub fn scim_delete(&self, id: &str) {
+        let (s, body) = self.scim_call("DELETE", &format!("/Users/{id}"), None);
+        assert_eq!(s, 204, "SCIM delete {id}: {body}");
+    }
+
     /// Every user in the SCIM server.
     pub fn scim_users(&self) -> Vec<Value> {
         let mut out = Vec::new();

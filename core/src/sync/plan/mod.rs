@@ -342,11 +342,20 @@ impl PlanItem {
             let _ = write!(out, "{s}");
         };
         match self {
-            PlanItem::Add { resource_like, .. } => {
+            PlanItem::Add {
+                resource_like,
+                shown_user_name,
+                ..
+            } => {
                 if *resource_like {
                     push(&RESOURCE_LIKE_WARNING);
                 }
-                push(&INITIAL_PASSWORD_NOTE);
+                // Only rows written into Entra ID show a source userName (mapping.rs).
+                push(if shown_user_name.is_some() {
+                    &RANDOM_PASSWORD_NOTE
+                } else {
+                    &INITIAL_PASSWORD_NOTE
+                });
             }
             PlanItem::Restore(r) => {
                 push(&format_args!("{RESTORE_NOTE} {}", r.deleted.id));
@@ -385,6 +394,9 @@ impl PlanItem {
 pub const RESOURCE_LIKE_WARNING: &str = "warning: resource-like account";
 /// `changes` text for every Add: a created user has no password (docs/behaviour.md §2.2, §4).
 pub const INITIAL_PASSWORD_NOTE: &str = "note: initial password required";
+/// `changes` text for every Add into Entra ID: created with a random password nobody sees;
+/// sign-in goes through the federated service (docs/behaviour.md §6).
+pub const RANDOM_PASSWORD_NOTE: &str = "note: random password, never shown";
 /// `changes` text of a Restore row, followed by the deleted user's object id.
 pub const RESTORE_NOTE: &str = "restore soft-deleted user";
 /// `changes` text for a user handed over from another resource sharing the destination.
