@@ -14,6 +14,7 @@ mod ha;
 mod housekeeping;
 mod incremental;
 mod periodic;
+mod reverse;
 mod scale;
 mod secrets;
 mod security;
