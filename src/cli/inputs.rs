@@ -214,7 +214,7 @@ mod tests {
         let r = load_resource(&ok).unwrap();
         assert_eq!(r.spec.max_allowed_deletions, 65);
         assert_eq!(
-            r.spec.source.entra_id.authority_host,
+            r.spec.entra_id().unwrap().authority_host,
             "https://login.microsoftonline.com"
         );
         let over = write(

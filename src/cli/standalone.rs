@@ -19,8 +19,8 @@ use crate::clients::graph::{
 };
 use crate::clients::outbound::HttpConfig;
 use crate::clients::scim::{ScimClient, ScimConfig};
-use crate::crd::DirectorySync;
-use crate::directory::{DirectoryError, ListingLimits};
+use crate::crd::{Direction, DirectorySync};
+use crate::directory::{Directory, DirectoryError, ListingLimits};
 use crate::sync::approval::{ApprovalNeed, ApprovedPreview, approval_need, parse_preview, select};
 use crate::sync::csv::write_preview_csv;
 use crate::sync::display::terminal_safe;
@@ -123,14 +123,61 @@ fn check_plain_http(field: &str, url: &Url, allow: bool) -> Result<(), Failure> 
 /// Everything a run needs, built from the files.
 struct Setup {
     resource: DirectorySync,
+    direction: Direction,
     graph: GraphClient,
     scim: ScimClient,
     state: Option<StateFile>,
 }
 
+impl Setup {
+    /// The side users are read from: Graph or SCIM by direction (docs/behaviour.md §6).
+    fn source(&self) -> &dyn Directory {
+        match self.direction {
+            Direction::EntraIdToScim => &self.graph,
+            Direction::ScimToEntraId => &self.scim,
+        }
+    }
+
+    /// The side users are written to.
+    fn destination(&self) -> &dyn Directory {
+        match self.direction {
+            Direction::EntraIdToScim => &self.scim,
+            Direction::ScimToEntraId => &self.graph,
+        }
+    }
+
+    /// Whether Graph is on `side`.
+    fn graph_on(&self, side: Side) -> bool {
+        (self.direction == Direction::EntraIdToScim) == (side == Side::Source)
+    }
+
+    /// "Entra ID", "the SCIM source" or "the SCIM destination", for messages.
+    fn name(&self, side: Side) -> &'static str {
+        match (self.graph_on(side), side) {
+            (true, _) => "Entra ID",
+            (false, Side::Source) => "the SCIM source",
+            (false, Side::Destination) => "the SCIM destination",
+        }
+    }
+
+    /// What refused credentials on `side` are: the app's for Entra ID, the bearer token for SCIM.
+    fn refused_credentials(&self, side: Side) -> String {
+        if self.graph_on(side) {
+            "Entra ID refused the app's credentials".to_string()
+        } else {
+            format!("{} refused the bearer token", self.name(side))
+        }
+    }
+}
+
 fn setup(args: &RunArgs) -> Result<Setup, Failure> {
     crate::clients::outbound::init_crypto();
     let resource = load_resource(&args.resource)?;
+    // `load_resource` already refused a spec without a direction; an error, never a panic.
+    let sides = resource
+        .spec
+        .sides()
+        .map_err(|e| Failure::Run(format!("{}: {e}", args.resource.display())))?;
     let namespace = resource
         .metadata
         .namespace
@@ -154,7 +201,8 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
         Ok((!pem.is_empty()).then_some(pem))
     };
 
-    let entra = &resource.spec.source.entra_id;
+    let entra = sides.entra_id;
+    let entra_field = sides.entra_id_field();
     let credential = if let Some(r) = &entra.client_secret_ref {
         GraphCredential::ClientSecret(secrets.get(r)?)
     } else if let Some(r) = &entra.client_certificate_ref {
@@ -166,10 +214,9 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
         // Outside a cluster a workload identity token can only come from a file, as the Azure
         // SDKs read it (AZURE_FEDERATED_TOKEN_FILE).
         let path = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
-            Failure::Run(
-                "spec.source.entraID.workloadIdentity: outside a cluster set AZURE_FEDERATED_TOKEN_FILE to a file holding the federated token"
-                    .to_string(),
-            )
+            Failure::Run(format!(
+                "{entra_field}.workloadIdentity: outside a cluster set AZURE_FEDERATED_TOKEN_FILE to a file holding the federated token"
+            ))
         })?;
         GraphCredential::FederatedToken(std::sync::Arc::new(FederatedTokenFile::new(path)))
     };
@@ -177,8 +224,14 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
         |field: &str, s: &str| Url::parse(s).map_err(|e| Failure::Run(format!("{field}: {e}")));
     let mut graph_cfg =
         GraphConfig::new(entra.tenant_id.clone(), entra.client_id.clone(), credential);
-    graph_cfg.authority_host = url("spec.source.entraID.authorityHost", &entra.authority_host)?;
-    graph_cfg.graph_endpoint = url("spec.source.entraID.graphEndpoint", &entra.graph_endpoint)?;
+    graph_cfg.authority_host = url(
+        &format!("{entra_field}.authorityHost"),
+        &entra.authority_host,
+    )?;
+    graph_cfg.graph_endpoint = url(
+        &format!("{entra_field}.graphEndpoint"),
+        &entra.graph_endpoint,
+    )?;
     graph_cfg.http = HttpConfig {
         extra_ca_pem: ca_with(entra.ca_bundle_ref.as_ref())?,
         ..HttpConfig::default()
@@ -188,27 +241,30 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
         max_bytes: args.max_listing_bytes,
     };
     graph_cfg.limits = limits;
+    graph_cfg.write_pacing = sides.graph_write_pacing();
     let graph = GraphClient::new(graph_cfg).map_err(|e| Failure::Run(format!("Entra ID: {e}")))?;
 
-    let dest = &resource.spec.destination.scim;
-    let scim_url = url("spec.destination.scim.endpoint", &dest.endpoint)?;
-    check_plain_http(
-        "spec.destination.scim.endpoint",
-        &scim_url,
-        args.allow_insecure_http,
-    )?;
-    let mut scim_cfg = ScimConfig::new(scim_url, secrets.get(&dest.bearer_token_ref)?);
+    let scim_side = sides.scim;
+    let scim_field = format!("{}.endpoint", sides.scim_field());
+    let scim_url = url(&scim_field, &scim_side.endpoint)?;
+    check_plain_http(&scim_field, &scim_url, args.allow_insecure_http)?;
+    let mut scim_cfg = ScimConfig::new(scim_url, secrets.get(&scim_side.bearer_token_ref)?);
     scim_cfg.limits = limits;
     scim_cfg.upn_attribute =
-        Some(dest.user_principal_name_attribute.clone()).filter(|a| !a.is_empty());
+        Some(scim_side.user_principal_name_attribute.clone()).filter(|a| !a.is_empty());
     scim_cfg.http = HttpConfig {
-        extra_ca_pem: ca_with(dest.ca_bundle_ref.as_ref())?,
+        extra_ca_pem: ca_with(scim_side.ca_bundle_ref.as_ref())?,
         max_in_flight: usize::from(args.concurrency),
         ..HttpConfig::default()
     };
-    let scim =
-        ScimClient::new(scim_cfg).map_err(|e| Failure::Run(format!("SCIM destination: {e}")))?;
+    let scim = ScimClient::new(scim_cfg).map_err(|e| {
+        Failure::Run(format!(
+            "SCIM {}: {e}",
+            crate::crd::side_name(sides.scim_side())
+        ))
+    })?;
 
+    let direction = sides.direction;
     let state = args.state.as_ref().map(|p| {
         StateFile::new(
             p.clone(),
@@ -216,11 +272,13 @@ fn setup(args: &RunArgs) -> Result<Setup, Failure> {
                 namespace,
                 name: resource.metadata.name.clone().unwrap_or_default(),
                 domain: resource.spec.domain.to_ascii_lowercase(),
+                direction,
             },
         )
     });
     Ok(Setup {
         resource,
+        direction,
         graph,
         scim,
         state,
@@ -252,10 +310,13 @@ async fn plan_once(
         s.resource.metadata.name.as_deref().unwrap_or("?"),
         spec.domain
     );
+    let cfg = spec
+        .sync_config()
+        .map_err(|e| Failure::Run(format!("invalid resource: {e}")))?;
     let run = incremental::plan_of_kind(
-        &s.graph,
-        &s.scim,
-        &spec.sync_config(),
+        s.source(),
+        s.destination(),
+        &cfg,
         managed,
         &OtherResources::default(),
         KindRequest {
@@ -268,7 +329,7 @@ async fn plan_once(
         },
     )
     .await
-    .map_err(|e| Failure::Run(describe_run_error(&e)))?;
+    .map_err(|e| Failure::Run(describe_run_error(s, &e)))?;
     let planned = &run.planned;
     eprintln!(
         "dirsync: {} run: read {} source and {} destination users in {:.1}s",
@@ -277,12 +338,14 @@ async fn plan_once(
         planned.destination_users_read,
         started.elapsed().as_secs_f64()
     );
+    // Either way round the domain must be one of the tenant's: its users are read from it,
+    // or written into it.
     if planned.no_source_users && s.graph.lacks_domain(&spec.domain).await {
+        let tenant = spec.entra_id().map_or("?", |e| e.tenant_id.as_str());
         return Err(Failure::Run(format!(
-            "{}: {} is not a domain of tenant {}",
+            "{}: {} is not a domain of tenant {tenant}",
             Reason::DomainNotFound,
             spec.domain,
-            spec.source.entra_id.tenant_id
         )));
     }
     Ok(run)
@@ -295,19 +358,25 @@ fn unix_now() -> i64 {
 }
 
 /// One line: the core's reason for the error, then what happened in the CLI's terms.
-fn describe_run_error(e: &RunError) -> String {
+fn describe_run_error(s: &Setup, e: &RunError) -> String {
     let what = match e {
         RunError::Source(DirectoryError::InvalidCredentials(m)) => {
-            format!("Entra ID refused the app's credentials ({m})")
+            format!("{} ({m})", s.refused_credentials(Side::Source))
         }
         RunError::Destination(DirectoryError::InvalidCredentials(m)) => {
-            format!("the SCIM destination refused the bearer token ({m})")
+            format!("{} ({m})", s.refused_credentials(Side::Destination))
         }
         RunError::Source(other) => {
-            format!("reading Entra ID failed, nothing was written ({other})")
+            format!(
+                "reading {} failed, nothing was written ({other})",
+                s.name(Side::Source)
+            )
         }
         RunError::Destination(other) => {
-            format!("reading the SCIM destination failed, nothing was written ({other})")
+            format!(
+                "reading {} failed, nothing was written ({other})",
+                s.name(Side::Destination)
+            )
         }
         RunError::Config(c) => return format!("invalid resource: {c}"),
     };
@@ -315,7 +384,7 @@ fn describe_run_error(e: &RunError) -> String {
 }
 
 /// `approved`: an approved preview confirms the plan's deletions (`dirsync apply --approved-preview`).
-fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool, approved: bool) {
+fn print_summary(s: &Setup, planned: &PlannedRun, csv_to: &str, dry_run: bool, approved: bool) {
     let c = planned.summary(dry_run).counts;
     eprintln!(
         "dirsync: plan: {} add, {} update, {} delete, {} conflict, {} unmanaged, {} unchanged{}",
@@ -355,7 +424,8 @@ fn print_summary(planned: &PlannedRun, csv_to: &str, dry_run: bool, approved: bo
     }
     if planned.no_source_users {
         eprintln!(
-            "dirsync: NoSourceUsers: Entra ID has no users in {} and none are managed",
+            "dirsync: NoSourceUsers: {} has no users in {} and none are managed",
+            s.name(Side::Source),
             planned.config.domain
         );
     }
@@ -369,7 +439,7 @@ async fn plan_inner(args: &RunArgs, out: Option<&Path>) -> Result<u8, Failure> {
         .await?
         .planned;
     let to = write_csv(&planned, out)?;
-    print_summary(&planned, &to, true, false);
+    print_summary(&s, &planned, &to, true, false);
     Ok(exit::DONE)
 }
 
@@ -496,6 +566,7 @@ async fn apply_inner(
     }
     let prior_delta = state.delta();
     print_summary(
+        &s,
         &planned,
         "not written (use dirsync plan --out to keep one)",
         false,
@@ -557,7 +628,7 @@ async fn apply_inner(
         last: Instant::now(),
         save_error: None,
     };
-    let outcome = engine::apply_run(&planned, &s.scim, &opts, &mut observer).await;
+    let outcome = engine::apply_run(&planned, s.destination(), &opts, &mut observer).await;
     // The new link is kept only now that the apply finished (docs/behaviour.md §7).
     if let Some(next) = incremental::after_apply(
         prior_delta.as_ref(),
@@ -611,7 +682,9 @@ async fn apply_inner(
             sel.not_approved
         );
     }
-    if outcome.created > 0 {
+    // Users created in Entra ID get a random password and sign in through the federated
+    // service (docs/behaviour.md §6); only SCIM users are created without one.
+    if outcome.created > 0 && s.direction == Direction::EntraIdToScim {
         eprintln!(
             "dirsync: note: users created by a sync have no password; an administrator must set an initial password"
         );
@@ -640,11 +713,11 @@ async fn apply_inner(
     }
     if let Some(e) = &outcome.aborted {
         let what = match e {
-            DirectoryError::InvalidCredentials(_) => {
-                "the SCIM destination refused the bearer token"
+            DirectoryError::InvalidCredentials(_) => s.refused_credentials(Side::Destination),
+            DirectoryError::EndpointNotAllowed(_) => {
+                format!("the endpoint of {} was refused", s.name(Side::Destination))
             }
-            DirectoryError::EndpointNotAllowed(_) => "the SCIM endpoint was refused",
-            _ => "the destination stopped accepting writes",
+            _ => "the destination stopped accepting writes".to_string(),
         };
         eprintln!(
             "error: {}: {what} mid-run ({}); {} changes were not attempted",

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::sync::config::Direction;
 use crate::sync::incremental::DeltaState;
 use crate::sync::managed::{ManagedSet, ManagedStore, StoreError};
 
@@ -28,6 +29,17 @@ pub struct ResourceIdentity {
     pub namespace: String,
     pub name: String,
     pub domain: String,
+    /// Which way users flow. The managed set holds SCIM ids one way and Entra object ids the
+    /// other, so a file is never used for the other direction (as the API server refuses a
+    /// change of direction, src/crd/mod.rs). Absent means Entra ID to SCIM: files written
+    /// before the reverse direction existed, and those written since for that direction, stay
+    /// as they were.
+    #[serde(default, skip_serializing_if = "is_entra_id_to_scim")]
+    pub direction: Direction,
+}
+
+fn is_entra_id_to_scim(d: &Direction) -> bool {
+    *d == Direction::EntraIdToScim
 }
 
 impl ResourceIdentity {
@@ -35,14 +47,19 @@ impl ResourceIdentity {
         self.namespace == other.namespace
             && self.name == other.name
             && self.domain.eq_ignore_ascii_case(&other.domain)
+            && self.direction == other.direction
     }
 }
 
 impl std::fmt::Display for ResourceIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let direction = match self.direction {
+            Direction::EntraIdToScim => "Entra ID to SCIM",
+            Direction::ScimToEntraId => "SCIM to Entra ID",
+        };
         write!(
             f,
-            "DirectorySync {}/{} (domain {})",
+            "DirectorySync {}/{} (domain {}, {direction})",
             self.namespace, self.name, self.domain
         )
     }
@@ -299,6 +316,7 @@ mod tests {
             namespace: "identity".into(),
             name: name.into(),
             domain: domain.into(),
+            direction: Direction::EntraIdToScim,
         }
     }
 
@@ -392,6 +410,11 @@ mod tests {
         for other in [
             identity("other", "example.com"),
             identity("example-com", "example.org"),
+            // The same resource turned round: its managed set holds the other side's ids.
+            ResourceIdentity {
+                direction: Direction::ScimToEntraId,
+                ..identity("example-com", "example.com")
+            },
         ] {
             let store = StateFile::new(&path, other);
             let err = store.load().await.expect_err("refused");
@@ -411,6 +434,41 @@ mod tests {
             before,
             "the other resource's file is untouched"
         );
+    }
+
+    /// A file for the Entra ID to SCIM direction names none (as before the reverse direction
+    /// existed); a reverse one does. Neither is taken for the other.
+    #[tokio::test]
+    async fn the_direction_is_recorded_and_a_file_of_the_other_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let forward_path = dir.path().join("forward.json");
+        let reverse_path = dir.path().join("reverse.json");
+        let forward = identity("example-com", "example.com");
+        let reverse = ResourceIdentity {
+            direction: Direction::ScimToEntraId,
+            ..identity("example-com", "example.com")
+        };
+        for (path, who) in [(&forward_path, &forward), (&reverse_path, &reverse)] {
+            StateFile::new(path, who.clone())
+                .save(&sample())
+                .await
+                .expect("saves");
+        }
+        let doc = |path: &Path| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
+        };
+        assert!(doc(&forward_path)["resource"].get("direction").is_none());
+        assert_eq!(doc(&reverse_path)["resource"]["direction"], "ScimToEntraId");
+        for (path, who) in [(&forward_path, &forward), (&reverse_path, &reverse)] {
+            assert_eq!(StateFile::new(path, who.clone()).load().await, Ok(sample()));
+        }
+        for (path, who) in [(&forward_path, &reverse), (&reverse_path, &forward)] {
+            let err = StateFile::new(path, who.clone())
+                .load()
+                .await
+                .expect_err("refused");
+            assert!(matches!(err, StoreError::WrongOwner(_)), "{err:?}");
+        }
     }
 
     #[tokio::test]

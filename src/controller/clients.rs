@@ -21,8 +21,8 @@ use crate::clients::outbound::{HttpConfig, RetryPolicy};
 use crate::clients::scim::{ScimClient, ScimConfig};
 use crate::controller::error::{Error, Result};
 use crate::controller::workload_identity::{self, ServiceAccountToken};
-use crate::crd::{DirectorySyncSpec, SecretKeyRef};
-use crate::directory::ListingLimits;
+use crate::crd::{Direction, DirectorySyncSpec, EntraId, Scim, SecretKeyRef, SpecError, side_name};
+use crate::directory::{Directory, ListingLimits};
 
 pub use crate::controller::endpoint_policy::EndpointPolicy;
 
@@ -139,8 +139,14 @@ pub async fn load_credentials(
     token_requests: &Counter,
 ) -> Result<Credentials> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let src = &spec.source.entra_id;
-    let dst = &spec.destination.scim;
+    let sides = spec
+        .sides()
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    // Field paths in messages name the side each block is on.
+    let entra = sides.entra_id;
+    let entra_at = |field: &str| format!("{}.{field}", sides.entra_id_field());
+    let scim = sides.scim;
+    let scim_at = |field: &str| format!("{}.{field}", sides.scim_field());
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&spec.source).unwrap_or_default());
     h.update(serde_json::to_vec(&spec.destination).unwrap_or_default());
@@ -149,56 +155,51 @@ pub async fn load_credentials(
         h.update((bytes.len() as u64).to_be_bytes());
         h.update(bytes);
     };
-    let graph = if let Some(r) = &src.client_secret_ref {
-        let v = read_secret_key(
-            &secrets,
-            namespace,
-            r,
-            "spec.source.entraID.clientSecretRef",
-        )
-        .await?;
+    let graph = if let Some(r) = &entra.client_secret_ref {
+        let v = read_secret_key(&secrets, namespace, r, &entra_at("clientSecretRef")).await?;
         feed("client-secret", &v);
         GraphCredential::ClientSecret(to_secret_string(v, "client secret")?)
-    } else if let Some(r) = &src.client_certificate_ref {
-        let v = read_secret_key(
-            &secrets,
-            namespace,
-            r,
-            "spec.source.entraID.clientCertificateRef",
-        )
-        .await?;
+    } else if let Some(r) = &entra.client_certificate_ref {
+        let v = read_secret_key(&secrets, namespace, r, &entra_at("clientCertificateRef")).await?;
         feed("client-certificate", &v);
         let cert = ClientCertificate::from_pem(&v).map_err(|source| Error::BuildClient {
-            side: "source",
+            side: side_name(sides.entra_id_side()),
             source,
         })?;
         GraphCredential::ClientCertificate(Arc::new(cert))
-    } else if let Some(wi) = &src.workload_identity {
+    } else if let Some(wi) = &entra.workload_identity {
         // Checked here, before any token is requested; the provider checks again before
         // each later TokenRequest. The account's name and the client ID are in the spec,
         // which the fingerprint already covers.
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
         let name = wi.service_account_name.clone();
-        workload_identity::verify(&api, &name, namespace, &src.client_id)
-            .await
-            .map_err(Error::Kube)?
-            .map_err(Error::WorkloadIdentity)?;
+        workload_identity::verify(
+            &api,
+            &name,
+            namespace,
+            &entra.client_id,
+            sides.entra_id_field(),
+        )
+        .await
+        .map_err(Error::Kube)?
+        .map_err(Error::WorkloadIdentity)?;
         GraphCredential::FederatedToken(Arc::new(ServiceAccountToken {
             api,
             name,
             namespace: namespace.to_owned(),
-            client_id: src.client_id.clone(),
+            client_id: entra.client_id.clone(),
+            entra_field: sides.entra_id_field(),
             requests: token_requests.clone(),
         }))
     } else {
-        return Err(Error::InvalidSpec(
-            "spec.source.entraID names no credential".into(),
-        ));
+        return Err(Error::InvalidSpec(format!(
+            "{} names no credential",
+            sides.entra_id_field()
+        )));
     };
-    let graph_ca = match &src.ca_bundle_ref {
+    let graph_ca = match &entra.ca_bundle_ref {
         Some(r) => {
-            let v =
-                read_secret_key(&secrets, namespace, r, "spec.source.entraID.caBundleRef").await?;
+            let v = read_secret_key(&secrets, namespace, r, &entra_at("caBundleRef")).await?;
             feed("graph-ca", &v);
             Some(v)
         }
@@ -207,16 +208,15 @@ pub async fn load_credentials(
     let token = read_secret_key(
         &secrets,
         namespace,
-        &dst.bearer_token_ref,
-        "spec.destination.scim.bearerTokenRef",
+        &scim.bearer_token_ref,
+        &scim_at("bearerTokenRef"),
     )
     .await?;
     feed("scim-token", &token);
     let scim_token = to_secret_string(token, "SCIM bearer token")?;
-    let scim_ca = match &dst.ca_bundle_ref {
+    let scim_ca = match &scim.ca_bundle_ref {
         Some(r) => {
-            let v = read_secret_key(&secrets, namespace, r, "spec.destination.scim.caBundleRef")
-                .await?;
+            let v = read_secret_key(&secrets, namespace, r, &scim_at("caBundleRef")).await?;
             feed("scim-ca", &v);
             Some(v)
         }
@@ -232,11 +232,39 @@ pub async fn load_credentials(
     })
 }
 
-/// The two clients of one resource.
+/// The two clients of one resource, and which one is the source.
 #[derive(Clone)]
 pub struct ResourceClients {
+    pub direction: Direction,
     pub graph: GraphClient,
     pub scim: ScimClient,
+}
+
+impl ResourceClients {
+    /// The same clients with another run deadline.
+    pub fn with_deadline(&self, deadline: Option<std::time::Instant>) -> Self {
+        Self {
+            direction: self.direction,
+            graph: self.graph.with_deadline(deadline),
+            scim: self.scim.with_deadline(deadline),
+        }
+    }
+
+    /// The side users are read from (docs/behaviour.md §6).
+    pub fn source(&self) -> &dyn Directory {
+        match self.direction {
+            Direction::EntraIdToScim => &self.graph,
+            Direction::ScimToEntraId => &self.scim,
+        }
+    }
+
+    /// The side users are written to.
+    pub fn destination(&self) -> &dyn Directory {
+        match self.direction {
+            Direction::EntraIdToScim => &self.scim,
+            Direction::ScimToEntraId => &self.graph,
+        }
+    }
 }
 
 /// Clients per resource uid, rebuilt when the credentials, CA or endpoints change (so a
@@ -260,16 +288,27 @@ impl ClientCache {
         {
             return Ok(c.clone());
         }
-        let src = &spec.source.entra_id;
-        let parse = |what: &str, s: &str| {
+        let sides = spec
+            .sides()
+            .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let entra = sides.entra_id;
+        let parse = |what: String, s: &str| {
             Url::parse(s).map_err(|_| Error::InvalidSpec(format!("{what} is not a valid URL")))
         };
-        let authority = parse("spec.source.entraID.authorityHost", &src.authority_host)?;
-        let graph_endpoint = parse("spec.source.entraID.graphEndpoint", &src.graph_endpoint)?;
-        let scim_url = parse(
-            "spec.destination.scim.endpoint",
-            &spec.destination.scim.endpoint,
+        let authority = parse(
+            format!("{}.authorityHost", sides.entra_id_field()),
+            &entra.authority_host,
         )?;
+        let graph_endpoint = parse(
+            format!("{}.graphEndpoint", sides.entra_id_field()),
+            &entra.graph_endpoint,
+        )?;
+        let scim_url = parse(
+            format!("{}.endpoint", sides.scim_field()),
+            &sides.scim.endpoint,
+        )?;
+        // The same policy whichever side each is on: the authority and Graph hosts on their
+        // allowlists, the SCIM endpoint's addresses checked (src/controller/endpoint_policy.rs).
         let policy = &settings.policy;
         policy
             .check_authority(&authority)
@@ -277,29 +316,38 @@ impl ClientCache {
             .and_then(|()| policy.check_scim_url(&scim_url))
             .map_err(Error::EndpointPolicy)?;
 
-        let mut gcfg = GraphConfig::new(src.tenant_id.clone(), src.client_id.clone(), creds.graph);
+        let mut gcfg = GraphConfig::new(
+            entra.tenant_id.clone(),
+            entra.client_id.clone(),
+            creds.graph,
+        );
         gcfg.authority_host = authority;
         gcfg.graph_endpoint = graph_endpoint;
         gcfg.http = settings.http(creds.graph_ca);
         gcfg.limits = settings.listing_limits;
+        gcfg.write_pacing = sides.graph_write_pacing();
         let graph = GraphClient::new(gcfg).map_err(|source| Error::BuildClient {
-            side: "source",
+            side: side_name(sides.entra_id_side()),
             source,
         })?;
 
         let mut scfg = ScimConfig::new(scim_url, creds.scim_token);
-        let attr = spec.destination.scim.user_principal_name_attribute.trim();
+        let attr = sides.scim.user_principal_name_attribute.trim();
         scfg.upn_attribute = (!attr.is_empty()).then(|| attr.to_owned());
         scfg.http = settings.http(creds.scim_ca);
         scfg.limits = settings.listing_limits;
         // Host names are checked at every connect (IP literals were checked above).
         scfg.http.resolver = Some(policy.resolver());
         let scim = ScimClient::new(scfg).map_err(|source| Error::BuildClient {
-            side: "destination",
+            side: side_name(sides.scim_side()),
             source,
         })?;
 
-        let clients = ResourceClients { graph, scim };
+        let clients = ResourceClients {
+            direction: sides.direction,
+            graph,
+            scim,
+        };
         if let Ok(mut map) = self.entries.lock() {
             map.insert(uid.to_owned(), (creds.fingerprint, clients.clone()));
         }
@@ -314,25 +362,137 @@ impl ClientCache {
     }
 }
 
-/// The one normal form of a SCIM endpoint for comparing two resources' destinations (and keying
-/// the per-destination lock): trimmed, without a trailing slash, lower-case.
+/// The one normal form of an endpoint URL for comparing two resources' sides: trimmed, without
+/// a trailing slash, lower-case.
 pub fn endpoint_key(endpoint: &str) -> String {
     endpoint.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
-/// Whether a Secret named `secret` is referenced by `obj`.
+/// The directory a SCIM block names: its endpoint.
+fn scim_key(scim: &Scim) -> String {
+    format!("scim {}", endpoint_key(&scim.endpoint))
+}
+
+/// The directory an Entra ID block names: the tenant on its Graph endpoint (the same tenant ID
+/// on another Graph, e.g. an emulator, is another directory). A tenant named once by GUID and
+/// once by domain name counts as two.
+fn entra_key(entra: &EntraId) -> String {
+    format!(
+        "entraID {} {}",
+        entra.tenant_id.trim().to_ascii_lowercase(),
+        endpoint_key(&entra.graph_endpoint)
+    )
+}
+
+/// Where a resource writes: the key of the per-destination lock and of the other resources
+/// that share its destination (their managed sets, `src/controller/run.rs`). The SCIM endpoint
+/// (Entra ID to SCIM) or the Entra tenant (SCIM to Entra ID); the kind is part of the key, so a
+/// resource that only reads a directory never shares a key with one that writes it. An error
+/// for a spec without a direction (which the API server refuses).
+pub fn destination_key(spec: &DirectorySyncSpec) -> Result<String, SpecError> {
+    let sides = spec.sides()?;
+    Ok(match sides.direction {
+        Direction::EntraIdToScim => scim_key(sides.scim),
+        Direction::ScimToEntraId => entra_key(sides.entra_id),
+    })
+}
+
+/// Where a resource reads, keyed as [`destination_key`]: resources with the same source and
+/// destination hand users over between their domains.
+pub fn source_key(spec: &DirectorySyncSpec) -> Result<String, SpecError> {
+    let sides = spec.sides()?;
+    Ok(match sides.direction {
+        Direction::EntraIdToScim => entra_key(sides.entra_id),
+        Direction::ScimToEntraId => scim_key(sides.scim),
+    })
+}
+
+/// Whether a Secret named `secret` is referenced by `obj`, on either side.
 pub fn references_secret(obj: &crate::crd::DirectorySync, secret: &str) -> bool {
-    let src = &obj.spec.source.entra_id;
-    let dst = &obj.spec.destination.scim;
-    let names: std::collections::HashSet<&str> = [
-        src.client_secret_ref.as_ref().map(|r| r.name.as_str()),
-        src.client_certificate_ref.as_ref().map(|r| r.name.as_str()),
-        src.ca_bundle_ref.as_ref().map(|r| r.name.as_str()),
-        Some(dst.bearer_token_ref.name.as_str()),
-        dst.ca_bundle_ref.as_ref().map(|r| r.name.as_str()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    names.contains(secret)
+    obj.spec.secret_refs().iter().any(|r| r.name == secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(source: serde_json::Value, destination: serde_json::Value) -> DirectorySyncSpec {
+        serde_json::from_value(json!({
+            "domain": "example.com", "upnMode": "Enabled", "maxAllowedDeletions": 5,
+            "source": source, "destination": destination,
+        }))
+        .expect("spec")
+    }
+
+    fn entra(tenant: &str, graph: &str) -> serde_json::Value {
+        json!({"entraID": {"tenantID": tenant, "clientID": "3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c",
+            "graphEndpoint": graph, "clientSecretRef": {"name": "entra-app", "key": "s"}}})
+    }
+
+    fn scim(endpoint: &str, token_secret: &str) -> serde_json::Value {
+        json!({"scim": {"endpoint": endpoint, "bearerTokenRef": {"name": token_secret, "key": "t"}}})
+    }
+
+    const TENANT: &str = "7d6f3c2a-1b4e-4f8a-9c5d-2e1f0a9b8c7d";
+    const GRAPH: &str = "https://graph.microsoft.com";
+
+    /// The per-destination lock and the search for resources sharing a destination key by
+    /// where users are written: the SCIM endpoint one way, the Entra tenant the other.
+    #[test]
+    fn the_destination_is_the_scim_endpoint_forward_and_the_tenant_reverse() {
+        let fwd = spec(entra(TENANT, GRAPH), scim("https://S.example.net/v2/", "a"));
+        let fwd2 = spec(
+            entra("contoso.example", GRAPH),
+            scim("https://s.example.net/v2", "b"),
+        );
+        let rev = spec(scim("https://s.example.net/v2", "a"), entra(TENANT, GRAPH));
+        let rev2 = spec(
+            scim("https://other.example.net/v2", "c"),
+            entra(&TENANT.to_ascii_uppercase(), "https://graph.microsoft.com/"),
+        );
+        let rev_elsewhere = spec(
+            scim("https://s.example.net/v2", "a"),
+            entra(TENANT, "https://graph.example.net"),
+        );
+        // Two forward resources writing to one SCIM service share it, whatever their tenants.
+        assert_eq!(destination_key(&fwd), destination_key(&fwd2));
+        // Two reverse resources writing into one tenant share it, whatever their sources.
+        assert_eq!(destination_key(&rev), destination_key(&rev2));
+        // Reading a directory is not writing to it: a forward resource never shares a key
+        // with a reverse one, even on the same endpoint and tenant.
+        assert_ne!(destination_key(&fwd), destination_key(&rev));
+        // The keys name directories: the service one resource writes is the one the other reads.
+        assert_eq!(destination_key(&fwd), source_key(&rev));
+        // The same tenant ID behind another Graph endpoint is another directory.
+        assert_ne!(destination_key(&rev), destination_key(&rev_elsewhere));
+        // Hand-overs need the same source as well.
+        assert_eq!(
+            source_key(&fwd),
+            source_key(&spec(
+                entra(TENANT, GRAPH),
+                scim("https://x.example/v2", "a")
+            ))
+        );
+        assert_ne!(source_key(&fwd), source_key(&fwd2));
+        assert_ne!(source_key(&rev), source_key(&rev2));
+        // A spec without a direction has no key (and no panic).
+        let invalid = spec(entra(TENANT, GRAPH), entra(TENANT, GRAPH));
+        assert!(destination_key(&invalid).is_err());
+        assert!(source_key(&invalid).is_err());
+    }
+
+    #[test]
+    fn secrets_are_found_on_either_side() {
+        let rev = crate::crd::DirectorySync::new(
+            "r",
+            spec(
+                scim("https://s.example.net/v2", "scim-token"),
+                entra(TENANT, GRAPH),
+            ),
+        );
+        assert!(references_secret(&rev, "scim-token"));
+        assert!(references_secret(&rev, "entra-app"));
+        assert!(!references_secret(&rev, "other"));
+    }
 }

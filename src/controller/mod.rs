@@ -170,12 +170,12 @@ impl Context {
         }
     }
 
-    /// A lock per destination endpoint: resources that write to the same SCIM service run one
-    /// at a time, so a hand-over reads the other resource's managed set as it stands.
-    pub fn destination_lock(&self, endpoint: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let key = clients::endpoint_key(endpoint);
+    /// A lock per destination ([`clients::destination_key`]: a SCIM service, or an Entra
+    /// tenant written into): resources that write to the same one run one at a time, so a
+    /// hand-over reads the other resource's managed set as it stands.
+    pub fn destination_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         match self.destinations.lock() {
-            Ok(mut m) => m.entry(key).or_default().clone(),
+            Ok(mut m) => m.entry(key.to_owned()).or_default().clone(),
             Err(_) => Arc::new(tokio::sync::Mutex::new(())),
         }
     }

@@ -14,10 +14,9 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::clients::graph::GraphClient;
 use crate::controller::approval::{self, Gated};
 use crate::controller::claim::{self, Claim, ClaimedRun};
-use crate::controller::clients::{self, ResourceClients, endpoint_key};
+use crate::controller::clients::{self, ResourceClients};
 use crate::controller::error::{Error, Result};
 use crate::controller::objects::{MAX_PART_BYTES, Objects, Owner, WriteCheck};
 use crate::controller::outcome::{self, RunOutcome, count};
@@ -28,6 +27,7 @@ use crate::controller::store::ManagedSetObjects;
 use crate::controller::timing::{add, requeue_for, sync_now_value};
 use crate::controller::{Context, report};
 use crate::crd::{DirectorySync, PreviewStatus};
+use crate::directory::Directory;
 use crate::sync::engine::{ApplyObserver, ApplyOptions, OtherResources, RunError};
 use crate::sync::incremental::{
     self, AppliedRun, DeltaState, FullReason, KindRequest, KindedRun, plan_of_kind,
@@ -137,14 +137,16 @@ async fn sync_resource(
         &ctx.metrics.token_requests,
     )
     .await?;
-    let ResourceClients { graph, scim } =
-        ctx.clients
-            .get_or_build(&owner.uid, &obj.spec, creds, &ctx.settings.clients)?;
+    let clients = ctx
+        .clients
+        .get_or_build(&owner.uid, &obj.spec, creds, &ctx.settings.clients)?;
     let deadline = Some(Instant::now() + ctx.settings.run_deadline);
-    let graph = graph.with_deadline(deadline);
-    let scim = scim.with_deadline(deadline);
-    // One run at a time per destination (held until this run's managed set is saved).
-    let lock = ctx.destination_lock(&obj.spec.destination.scim.endpoint);
+    let clients = clients.with_deadline(deadline);
+    // One run at a time per destination (held until this run's managed set is saved): the SCIM
+    // endpoint, or the Entra tenant when users are written into Entra ID.
+    let destination =
+        clients::destination_key(&obj.spec).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let lock = ctx.destination_lock(&destination);
     let _destination = lock.lock().await;
     let store = Arc::new(ManagedSetObjects::new(
         ctx.client.clone(),
@@ -152,12 +154,11 @@ async fn sync_resource(
         ctx.settings.store_in,
     ));
     let managed = store.load().await.map_err(Error::LoadManagedSet)?;
-    let others = other_resources(ctx, obj, owner).await?;
+    let others = other_resources(ctx, obj, owner, &destination).await?;
     let kept = store.delta();
     let kinded = plan(
         obj,
-        &graph,
-        &scim,
+        &clients,
         &managed,
         &others,
         kept.as_ref(),
@@ -258,7 +259,17 @@ async fn sync_resource(
         started_at: now.as_second(),
     };
     apply_and_report(
-        ctx, owner, &objects, &store, &scim, planned, approved, base, run_id, now, delta,
+        ctx,
+        owner,
+        &objects,
+        &store,
+        clients.destination(),
+        planned,
+        approved,
+        base,
+        run_id,
+        now,
+        delta,
     )
     .await
 }
@@ -273,12 +284,12 @@ struct DeltaAfter {
 }
 
 /// Plans the run that is due, full or incremental (docs/behaviour.md §7); a source without
-/// users is `DomainNotFound` when the tenant lacks the domain.
+/// users is `DomainNotFound` when the tenant lacks the domain (whichever side the tenant is:
+/// its users are read from the domain, or written into it).
 #[allow(clippy::too_many_arguments)]
 async fn plan(
     obj: &DirectorySync,
-    graph: &GraphClient,
-    scim: &crate::clients::scim::ScimClient,
+    clients: &ResourceClients,
     managed: &ManagedSet,
     others: &OtherResources,
     kept: Option<&DeltaState>,
@@ -286,11 +297,14 @@ async fn plan(
     trigger: &Trigger,
     now: Timestamp,
 ) -> Result<KindedRun> {
-    let cfg = obj.spec.sync_config();
+    let cfg = obj
+        .spec
+        .sync_config()
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let forced = full_run_reason(obj, apply, trigger);
     let run = plan_of_kind(
-        graph,
-        scim,
+        clients.source(),
+        clients.destination(),
         &cfg,
         managed,
         others,
@@ -309,7 +323,7 @@ async fn plan(
         RunError::Source(d) => Error::FetchSource(d),
         RunError::Destination(d) => Error::FetchDestination(d),
     })?;
-    if run.planned.no_source_users && graph.lacks_domain(&cfg.domain).await {
+    if run.planned.no_source_users && clients.graph.lacks_domain(&cfg.domain).await {
         return Err(Error::DomainNotFound(cfg.domain.clone()));
     }
     Ok(run)
@@ -364,7 +378,7 @@ async fn apply_and_report(
     owner: &Owner,
     objects: &Objects,
     store: &Arc<ManagedSetObjects>,
-    scim: &crate::clients::scim::ScimClient,
+    destination: &dyn Directory,
     planned: PlannedRun,
     approved: Option<(String, crate::crd::ApprovalStatus)>,
     base: RunOutcome,
@@ -381,7 +395,7 @@ async fn apply_and_report(
         name: owner.name.clone(),
     };
     let partial_plan = approved.is_some();
-    let applied = apply_run(&planned, scim, &opts, &mut observer).await;
+    let applied = apply_run(&planned, destination, &opts, &mut observer).await;
     ctx.metrics.users("created", applied.created);
     ctx.metrics.users("restored", applied.restored);
     ctx.metrics.users("updated", applied.updated);
@@ -491,27 +505,29 @@ impl ApplyObserver for Checkpointer {
     }
 }
 
-/// The other resources that write to the same destination: their domains (same tenant) and
-/// their managed sets.
+/// The other resources that write to `destination` ([`clients::destination_key`]): their
+/// domains (those that also read this resource's source) and their managed sets.
 async fn other_resources(
     ctx: &Context,
     obj: &DirectorySync,
     owner: &Owner,
+    destination: &str,
 ) -> Result<OtherResources> {
     let mut others = OtherResources::default();
-    let endpoint = endpoint_key(&obj.spec.destination.scim.endpoint);
-    let tenant = obj.spec.source.entra_id.tenant_id.to_ascii_lowercase();
+    let source = clients::source_key(&obj.spec).ok();
     for other in ctx.resources() {
         let Some(uid) = other.meta().uid.as_deref() else {
             continue;
         };
-        if uid == owner.uid || endpoint_key(&other.spec.destination.scim.endpoint) != endpoint {
+        if uid == owner.uid
+            || clients::destination_key(&other.spec).ok().as_deref() != Some(destination)
+        {
             continue;
         }
         let (Some(ns), Some(name)) = (other.namespace(), other.meta().name.clone()) else {
             continue;
         };
-        if other.spec.source.entra_id.tenant_id.to_ascii_lowercase() == tenant {
+        if source.is_some() && clients::source_key(&other.spec).ok() == source {
             others
                 .synced_domains
                 .push(other.spec.domain.to_ascii_lowercase());

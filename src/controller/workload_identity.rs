@@ -31,11 +31,14 @@ pub const AUDIENCE: &str = "api://AzureADTokenExchange";
 pub const EXPIRATION_SECONDS: i64 = 600;
 
 /// Why a ServiceAccount may not be used for a resource, or `Ok` when it may.
+/// `entra_field` is where the Entra ID block is (`spec.source.entraID` or
+/// `spec.destination.entraID`), for the message.
 pub fn check_account(
     sa: Option<&ServiceAccount>,
     name: &str,
     namespace: &str,
     client_id: &str,
+    entra_field: &str,
 ) -> Result<(), String> {
     let Some(sa) = sa else {
         return Err(format!(
@@ -55,7 +58,7 @@ pub fn check_account(
         )),
         Some(v) if v.trim() != client_id.trim() => Err(format!(
             "workloadIdentity: the annotation {CLIENT_ID_ANNOTATION} of ServiceAccount {name:?} \
-             in namespace {namespace:?} does not equal spec.source.entraID.clientID; no token \
+             in namespace {namespace:?} does not equal {entra_field}.clientID; no token \
              was requested"
         )),
         Some(_) => Ok(()),
@@ -69,9 +72,16 @@ pub async fn verify(
     name: &str,
     namespace: &str,
     client_id: &str,
+    entra_field: &str,
 ) -> Result<Result<(), String>, kube::Error> {
     let sa = api.get_opt(name).await?;
-    Ok(check_account(sa.as_ref(), name, namespace, client_id))
+    Ok(check_account(
+        sa.as_ref(),
+        name,
+        namespace,
+        client_id,
+        entra_field,
+    ))
 }
 
 /// The [`AssertionProvider`] of one resource: a TokenRequest per Graph token request.
@@ -80,6 +90,8 @@ pub struct ServiceAccountToken {
     pub name: String,
     pub namespace: String,
     pub client_id: String,
+    /// `spec.source.entraID` or `spec.destination.entraID`, for messages.
+    pub entra_field: &'static str,
     /// `dirsync_token_requests_total`.
     pub requests: Counter,
 }
@@ -93,10 +105,16 @@ impl AssertionProvider for ServiceAccountToken {
                 kube_error_summary(&e)
             )))
         };
-        verify(&self.api, &self.name, &self.namespace, &self.client_id)
-            .await
-            .map_err(unavailable)?
-            .map_err(DirectoryError::InvalidCredentials)?;
+        verify(
+            &self.api,
+            &self.name,
+            &self.namespace,
+            &self.client_id,
+            self.entra_field,
+        )
+        .await
+        .map_err(unavailable)?
+        .map_err(DirectoryError::InvalidCredentials)?;
         let req = TokenRequest {
             spec: Some(TokenRequestSpec {
                 audiences: Some(vec![AUDIENCE.to_owned()]),
@@ -160,13 +178,17 @@ mod tests {
 
     #[test]
     fn only_an_account_annotated_with_the_client_id_is_used() {
-        assert!(check_account(Some(&sa(Some("app-1"))), "dirsync", "a", "app-1").is_ok());
-        let e = check_account(Some(&sa(Some("app-2"))), "dirsync", "a", "app-1").unwrap_err();
-        assert!(e.contains("does not equal") && !e.contains("app-2"), "{e}");
-        let e = check_account(Some(&sa(None)), "dirsync", "a", "app-1").unwrap_err();
+        let at = "spec.destination.entraID";
+        assert!(check_account(Some(&sa(Some("app-1"))), "dirsync", "a", "app-1", at).is_ok());
+        let e = check_account(Some(&sa(Some("app-2"))), "dirsync", "a", "app-1", at).unwrap_err();
+        assert!(
+            e.contains("does not equal spec.destination.entraID.clientID") && !e.contains("app-2"),
+            "{e}"
+        );
+        let e = check_account(Some(&sa(None)), "dirsync", "a", "app-1", at).unwrap_err();
         assert!(e.contains("has no annotation"), "{e}");
-        let e = check_account(None, "dirsync", "a", "app-1").unwrap_err();
+        let e = check_account(None, "dirsync", "a", "app-1", at).unwrap_err();
         assert!(e.contains("not found in namespace \"a\""), "{e}");
-        assert!(check_account(Some(&sa(Some(""))), "dirsync", "a", "app-1").is_err());
+        assert!(check_account(Some(&sa(Some(""))), "dirsync", "a", "app-1", at).is_err());
     }
 }

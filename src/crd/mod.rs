@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use crate::sync::config::{ApprovalPolicy, DeletionPolicy, UpnMode};
+pub use crate::sync::config::{ApprovalPolicy, DeletionPolicy, Direction, UpnMode};
 
 /// API group of the resource.
 pub const GROUP: &str = "dirsync.io";
@@ -14,9 +14,20 @@ pub const GROUP: &str = "dirsync.io";
 pub const SYNC_NOW_ANNOTATION: &str = "dirsync.io/sync-now";
 /// The message the API server gives when `domain` or `upnMode` is changed (docs/behaviour.md §1).
 pub const IMMUTABLE_MESSAGE: &str = "upnMode and domain cannot be changed after creation: every destination userName would change. Create a new DirectorySync; deleting this one never deletes destination users.";
+/// The message the API server gives when `source` and `destination` swap kinds on an existing
+/// resource (docs/behaviour.md §1, §6).
+pub const DIRECTION_IMMUTABLE_MESSAGE: &str = "the direction cannot be changed after creation: source and destination keep the kinds (entraID, scim) they were created with. Create a new DirectorySync; deleting this one never deletes destination users.";
+/// The message the API server gives when `source` and `destination` hold the same kind.
+pub const DIFFERENT_KINDS_MESSAGE: &str =
+    "source and destination must be different kinds: one entraID and one scim";
+/// The message the API server gives when `source` holds both kinds or neither.
+pub const SOURCE_KIND_MESSAGE: &str = "source must hold exactly one of entraID and scim";
+/// The message the API server gives when `destination` holds both kinds or neither.
+pub const DESTINATION_KIND_MESSAGE: &str = "destination must hold exactly one of entraID and scim";
 
-/// Keeps the users of one domain of a Microsoft Entra ID tenant in step with a SCIM 2.0 user
-/// directory.
+/// Keeps the users of one domain in step between a Microsoft Entra ID tenant and a SCIM 2.0 user
+/// directory, in either direction: Entra ID to SCIM (`source.entraID`, `destination.scim`) or
+/// SCIM to Entra ID (`source.scim`, `destination.entraID`).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "dirsync.io",
@@ -26,8 +37,8 @@ pub const IMMUTABLE_MESSAGE: &str = "upnMode and domain cannot be changed after 
     shortname = "dsync",
     namespaced,
     status = "DirectorySyncStatus",
-    doc = "DirectorySync keeps the users of one Entra ID domain in step with a SCIM 2.0 user directory: it previews (DryRun), applies once (Once) or applies on a schedule (Periodic).",
-    validation = Rule::new("self.spec.domain == oldSelf.spec.domain && self.spec.upnMode == oldSelf.spec.upnMode").message("upnMode and domain cannot be changed after creation: every destination userName would change. Create a new DirectorySync; deleting this one never deletes destination users."),
+    doc = "DirectorySync keeps the users of one domain in step between Microsoft Entra ID and a SCIM 2.0 user directory, in either direction (Entra ID to SCIM, or SCIM to Entra ID, fixed at creation): it previews (DryRun), applies once (Once) or applies on a schedule (Periodic).",
+    validation = Rule::new("self.spec.domain == oldSelf.spec.domain && self.spec.upnMode == oldSelf.spec.upnMode").message(IMMUTABLE_MESSAGE),
     printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
@@ -40,10 +51,18 @@ pub const IMMUTABLE_MESSAGE: &str = "upnMode and domain cannot be changed after 
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+// On the spec rather than the root, so that the API server reports them at `spec`. The first
+// speaks only when both sides hold one kind each (a side with both or neither is the rule of
+// SourceSpec / DestinationSpec, one message per problem); then, with different kinds, which
+// side holds entraID is the direction.
+#[x_kube(
+    validation = Rule::new("has(self.source.entraID) == has(self.source.scim) || has(self.destination.entraID) == has(self.destination.scim) || has(self.source.entraID) != has(self.destination.entraID)").message(DIFFERENT_KINDS_MESSAGE),
+    validation = Rule::new("has(self.source.entraID) == has(oldSelf.source.entraID)").message(DIRECTION_IMMUTABLE_MESSAGE)
+)]
 pub struct DirectorySyncSpec {
-    /// The domain to synchronise: every Entra ID user whose userPrincipalName ends in
-    /// "@<domain>" (case-insensitive). Guests are never synchronised. Cannot be changed after
-    /// creation.
+    /// The domain to synchronise: every user whose userPrincipalName ends in "@<domain>"
+    /// (case-insensitive); from a SCIM source, the userPrincipalName the user has in Entra ID
+    /// (see upnMode). Guests are never synchronised. Cannot be changed after creation.
     #[schemars(
         length(min = 3, max = 253),
         regex(
@@ -52,9 +71,11 @@ pub struct DirectorySyncSpec {
     )]
     pub domain: String,
 
-    /// How the destination userName is formed. Enabled: the full userPrincipalName
-    /// ("alice@example.com"). Disabled: the part before "@" ("alice"). Cannot be changed after
-    /// creation, because every destination userName would change.
+    /// How the SCIM userName and the Entra ID userPrincipalName correspond. Enabled: the
+    /// userName is the full userPrincipalName ("alice@example.com"). Disabled: the userName is
+    /// the part before "@" ("alice"; from a SCIM source, the userPrincipalName is then
+    /// "<userName>@<domain>"). Cannot be changed after creation, because every destination
+    /// userName would change.
     pub upn_mode: UpnMode,
 
     /// Deletion guard, in percent (0–100) of the users this resource manages. If a run would
@@ -80,7 +101,7 @@ pub struct DirectorySyncSpec {
     /// scheduled run is incremental: it reads only the Entra ID users that changed (Graph
     /// delta) and only their destination records. A full run also repairs edits made directly
     /// in the destination, which no incremental run sees. Dry runs, sync-now and spec changes
-    /// are always full.
+    /// are always full, and so is every run from a SCIM source, which offers no change feed.
     #[serde(default = "default_full_sync_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub full_sync_interval: String,
@@ -92,13 +113,15 @@ pub struct DirectorySyncSpec {
     pub deletion_policy: DeletionPolicy,
 
     /// Take over pre-existing destination users whose userName matches a source user and who
-    /// carry no externalId (shown as Update rows that set externalId). When false, such users
-    /// are reported as Conflict and left alone.
+    /// carry no externalId (shown as Update rows that set externalId); in Entra ID as the
+    /// destination, users with the same userPrincipalName and no Immutable ID (Update rows
+    /// that set it). When false, such users are reported as Conflict and left alone.
     #[serde(default)]
     pub adopt_existing: bool,
 
     /// Destination userNames (case-insensitive) that are never adopted, updated or deleted,
-    /// e.g. the service's initial administrator.
+    /// e.g. the service's initial administrator; in Entra ID as the destination, they are
+    /// matched against the userPrincipalName (e.g. a break-glass account).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub protected_user_names: Vec<String>,
@@ -125,10 +148,13 @@ pub struct DirectorySyncSpec {
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub approved_preview: Option<String>,
 
-    /// Where users are read from.
+    /// Where users are read from: exactly one of entraID (Entra ID to SCIM) and scim (SCIM to
+    /// Entra ID). The destination holds the other kind. Which side holds which cannot be
+    /// changed after creation.
     pub source: SourceSpec,
 
-    /// Where users are written to.
+    /// Where users are written to: exactly one of scim and entraID, the other kind than the
+    /// source. Only users this resource created or adopted are ever updated or deleted.
     pub destination: DestinationSpec,
 }
 
@@ -154,21 +180,46 @@ pub enum SyncMode {
     Periodic,
 }
 
-/// The source directory.
+/// Where users are read from: exactly one of `entraID` and `scim`, the other kind than the
+/// destination. The pair fixes the direction, which cannot change after creation.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.entraID), has(self.scim)].filter(x, x).size() == 1").message(SOURCE_KIND_MESSAGE))]
 pub struct SourceSpec {
-    /// Microsoft Entra ID, read through Microsoft Graph. The app registration needs the Graph
-    /// application permission User.Read.All (with admin consent).
-    #[serde(rename = "entraID")]
-    pub entra_id: EntraIdSource,
+    /// Microsoft Entra ID as the source (users flow into the SCIM service), read through
+    /// Microsoft Graph. The app registration needs the Graph application permission
+    /// User.Read.All (with admin consent).
+    #[serde(rename = "entraID", default, skip_serializing_if = "Option::is_none")]
+    pub entra_id: Option<EntraId>,
+
+    /// A SCIM 2.0 service as the source (users flow into Entra ID), read whole at every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<Scim>,
 }
 
-/// A Microsoft Entra ID tenant and the app registration used to read it.
+/// Where users are written to: exactly one of `entraID` and `scim`, the other kind than the
+/// source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.entraID), has(self.scim)].filter(x, x).size() == 1").message(DESTINATION_KIND_MESSAGE))]
+pub struct DestinationSpec {
+    /// Microsoft Entra ID as the destination: users are created, updated and deleted (soft
+    /// delete) through Microsoft Graph. The app registration needs the Graph application
+    /// permissions User.ReadWrite.All and Domain.Read.All (with admin consent).
+    #[serde(rename = "entraID", default, skip_serializing_if = "Option::is_none")]
+    pub entra_id: Option<EntraId>,
+
+    /// A SCIM 2.0 service provider as the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<Scim>,
+}
+
+/// A Microsoft Entra ID tenant and the app registration dirsync uses to reach it through
+/// Microsoft Graph.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.clientSecretRef), has(self.clientCertificateRef), has(self.workloadIdentity)].filter(x, x).size() == 1").message("exactly one of clientSecretRef, clientCertificateRef and workloadIdentity must be set"))]
-pub struct EntraIdSource {
+pub struct EntraId {
     /// The tenant: its directory (tenant) ID, a GUID, or one of its domain names. Cannot be
     /// changed after creation.
     #[serde(rename = "tenantID")]
@@ -178,7 +229,7 @@ pub struct EntraIdSource {
             pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)$"
         )
     )]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("source.entraID.tenantID cannot be changed after creation: the managed users belong to this tenant. Create a new DirectorySync; deleting this one never deletes destination users."))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("entraID.tenantID cannot be changed after creation: the users this resource manages are tied to this tenant. Create a new DirectorySync; deleting this one never deletes destination users."))]
     pub tenant_id: String,
 
     /// The application (client) ID of the app registration, a GUID.
@@ -246,25 +297,17 @@ pub struct WorkloadIdentity {
     pub service_account_name: String,
 }
 
-/// The destination directory.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DestinationSpec {
-    /// A SCIM 2.0 service provider.
-    pub scim: ScimDestination,
-}
-
 /// A SCIM 2.0 service provider (RFC 7643/7644).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ScimDestination {
+pub struct Scim {
     /// The SCIM base URL, e.g. https://access-control.example.net/scim/v2 (no user-info).
     /// Cannot be changed after creation.
     #[schemars(
         length(max = 2048),
         regex(pattern = r"^https?://[^/?#@\s]+(/[^?#@\s]*)?$")
     )]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("destination.scim.endpoint cannot be changed after creation: the managed users live in this destination. Create a new DirectorySync; deleting this one never deletes destination users."))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("scim.endpoint cannot be changed after creation: the users this resource manages are tied to this service. Create a new DirectorySync; deleting this one never deletes destination users."))]
     pub endpoint: String,
 
     /// A key of a Secret in this namespace holding the SCIM bearer token.
@@ -275,8 +318,10 @@ pub struct ScimDestination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_ref: Option<SecretKeyRef>,
 
-    /// Optional SCIM attribute path that carries the source userPrincipalName (for example
-    /// "nickName" or an enterprise-extension attribute). Empty: not written.
+    /// Optional SCIM attribute path that carries the userPrincipalName (for example "nickName"
+    /// or an enterprise-extension attribute). As a destination, the Entra ID
+    /// userPrincipalName is also written there; as a source, its value is the
+    /// userPrincipalName of the Entra ID user. Empty: not used.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 512))]
     pub user_principal_name_attribute: String,
@@ -523,4 +568,4 @@ mod schema;
 mod validate;
 
 pub use schema::{directory_sync_crd, reflow_paragraphs, unknown_fields};
-pub use validate::SpecError;
+pub use validate::{Sides, SpecError, side_name};
