@@ -96,6 +96,32 @@ spec:
       bearerTokenRef: {name: access-control-scim, key: token}
 ";
 
+/// [`GOOD_RESOURCE`] turned round: the SCIM service as the source, Entra ID as the destination.
+fn reverse_resource() -> String {
+    with_sides(&scim_block(), &entra_block())
+}
+
+/// The Entra ID block of [`GOOD_RESOURCE`] (its `entraID:` line and fields).
+fn entra_block() -> String {
+    let (_, rest) = GOOD_RESOURCE.split_once("  source:\n").unwrap();
+    rest.split_once("  destination:\n").unwrap().0.to_string()
+}
+
+/// The SCIM block of [`GOOD_RESOURCE`].
+fn scim_block() -> String {
+    GOOD_RESOURCE
+        .split_once("  destination:\n")
+        .unwrap()
+        .1
+        .to_string()
+}
+
+/// `GOOD_RESOURCE` with these sides.
+fn with_sides(source: &str, destination: &str) -> String {
+    let head = GOOD_RESOURCE.split_once("  source:\n").unwrap().0;
+    format!("{head}  source:\n{source}  destination:\n{destination}")
+}
+
 const GOOD_SECRETS: &str = "apiVersion: v1
 kind: Secret
 metadata: {name: entra-app}
@@ -188,6 +214,51 @@ fn bad_resource_and_secrets_files_give_one_readable_line_and_exit_1() {
             ),
             GOOD_SECRETS.into(),
             "would send the bearer token unencrypted; use https://, or pass --allow-insecure-http",
+        ),
+        (
+            "entraID on both sides",
+            with_sides(&entra_block(), &entra_block()),
+            GOOD_SECRETS.into(),
+            "spec: source and destination must be different kinds: one entraID and one scim",
+        ),
+        (
+            "scim on both sides",
+            with_sides(&scim_block(), &scim_block()),
+            GOOD_SECRETS.into(),
+            "spec: source and destination must be different kinds: one entraID and one scim",
+        ),
+        (
+            "a source with both kinds",
+            with_sides(&format!("{}{}", entra_block(), scim_block()), &scim_block()),
+            GOOD_SECRETS.into(),
+            "spec.source: source must hold exactly one of entraID and scim",
+        ),
+        (
+            "a destination with neither kind",
+            with_sides(&entra_block(), "    {}\n"),
+            GOOD_SECRETS.into(),
+            "spec.destination: destination must hold exactly one of entraID and scim",
+        ),
+        (
+            "reverse: plain-http Graph destination",
+            reverse_resource().replace("graphEndpoint: https://", "graphEndpoint: http://"),
+            GOOD_SECRETS.into(),
+            "spec.destination.entraID.graphEndpoint: must use https",
+        ),
+        (
+            "reverse: plain-http SCIM source off this machine",
+            reverse_resource().replace(
+                "endpoint: http://127.0.0.1:9/v2",
+                "endpoint: http://192.0.2.10/v2",
+            ),
+            GOOD_SECRETS.into(),
+            "spec.source.scim.endpoint: plain http:// to 192.0.2.10 would send the bearer token unencrypted",
+        ),
+        (
+            "reverse: SCIM token missing",
+            reverse_resource(),
+            GOOD_SECRETS.replace("token: canary", "other: canary"),
+            "access-control-scim",
         ),
         (
             "missing secrets file",

@@ -300,11 +300,11 @@ async fn cel_rules_reject_changing_upn_mode_domain_tenant_or_endpoint() {
     for (change, field) in [
         (
             json!({"source": {"entraID": {"tenantID": "contoso.onmicrosoft.com"}}}),
-            "source.entraID.tenantID",
+            "spec.source.entraID.tenantID",
         ),
         (
             json!({"destination": {"scim": {"endpoint": "https://other.example.net/scim/v2"}}}),
-            "destination.scim.endpoint",
+            "spec.destination.scim.endpoint",
         ),
     ] {
         let err = api
@@ -317,8 +317,12 @@ async fn cel_rules_reject_changing_upn_mode_domain_tenant_or_endpoint() {
             .expect_err("the CEL rule must reject {change}");
         let (code, _, message) = api_error(err);
         assert_eq!(code, 422, "{message}");
+        // The API server names the path; the message names the block (either side holds it).
+        let block_field = field.trim_start_matches("spec.source.");
+        let block_field = block_field.trim_start_matches("spec.destination.");
         assert!(
-            message.contains(&format!("{field} cannot be changed after creation")),
+            message.contains(field)
+                && message.contains(&format!("{block_field} cannot be changed after creation")),
             "{message}"
         );
     }
@@ -334,6 +338,244 @@ async fn cel_rules_reject_changing_upn_mode_domain_tenant_or_endpoint() {
         .await
         .expect("changing the guard, the mode and the interval is allowed");
     assert_eq!(ok.spec.max_allowed_deletions, 10);
+}
+
+/// A reverse resource: SCIM as the source, Entra ID as the destination (docs/behaviour.md §6).
+fn reverse_spec_json(domain: &str) -> serde_json::Value {
+    let forward = spec_json(domain);
+    let mut spec = forward.clone();
+    spec["upnMode"] = json!("Disabled");
+    spec["source"] = json!({"scim": forward["destination"]["scim"]});
+    spec["destination"] = json!({"entraID": forward["source"]["entraID"]});
+    spec
+}
+
+/// The API server refuses every shape of `source` / `destination` but one kind per side and
+/// different kinds, each with the message that names the problem (and only that one), and
+/// accepts the reverse direction.
+#[tokio::test]
+async fn cel_rules_require_one_kind_per_side_and_different_kinds() {
+    use dirsync::crd::{DESTINATION_KIND_MESSAGE, DIFFERENT_KINDS_MESSAGE, SOURCE_KIND_MESSAGE};
+    let cp = control_plane().await;
+    let ns = cp.namespace("dsync-sides").await;
+    let api: Api<DirectorySync> = ns.api();
+    let forward = spec_json("example.com");
+    let entra = json!({"entraID": forward["source"]["entraID"]});
+    let scim = json!({"scim": forward["destination"]["scim"]});
+    let both =
+        json!({"entraID": forward["source"]["entraID"], "scim": forward["destination"]["scim"]});
+    let neither = json!({});
+    let messages = [
+        SOURCE_KIND_MESSAGE,
+        DESTINATION_KIND_MESSAGE,
+        DIFFERENT_KINDS_MESSAGE,
+    ];
+    for (what, source, destination, field, want) in [
+        (
+            "entraID on both sides",
+            &entra,
+            &entra,
+            "spec",
+            DIFFERENT_KINDS_MESSAGE,
+        ),
+        (
+            "scim on both sides",
+            &scim,
+            &scim,
+            "spec",
+            DIFFERENT_KINDS_MESSAGE,
+        ),
+        (
+            "a source with both",
+            &both,
+            &scim,
+            "spec.source",
+            SOURCE_KIND_MESSAGE,
+        ),
+        (
+            "a source with neither",
+            &neither,
+            &scim,
+            "spec.source",
+            SOURCE_KIND_MESSAGE,
+        ),
+        (
+            "a destination with both",
+            &entra,
+            &both,
+            "spec.destination",
+            DESTINATION_KIND_MESSAGE,
+        ),
+        (
+            "a destination with neither",
+            &scim,
+            &neither,
+            "spec.destination",
+            DESTINATION_KIND_MESSAGE,
+        ),
+    ] {
+        let mut spec = spec_json("example.com");
+        spec["source"] = source.clone();
+        spec["destination"] = destination.clone();
+        let err = api
+            .create(&PostParams::default(), &directory_sync("sides", spec))
+            .await
+            .expect_err(what);
+        let (code, reason, message) = api_error(err);
+        assert_eq!(
+            (code, reason.as_str()),
+            (422, "Invalid"),
+            "{what}: {message}"
+        );
+        assert!(
+            message.contains(&format!("{field}: Invalid value")) && message.contains(want),
+            "{what}: {message}"
+        );
+        for other in messages.iter().filter(|m| **m != want) {
+            assert!(!message.contains(other), "{what}: {message}");
+        }
+    }
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing was stored"
+    );
+
+    // kubectl (and so Argo CD) gets the same answer.
+    let mut spec = spec_json("example.com");
+    spec["destination"] = entra.clone();
+    let manifest = json!({"apiVersion": "dirsync.io/v1alpha1", "kind": "DirectorySync",
+        "metadata": {"name": "same-kind", "namespace": ns.name()}, "spec": spec});
+    let file = cp.dir().join(format!("{}-same-kind.json", ns.name()));
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let out = cp
+        .kubectl()
+        .args(["apply", "--server-side", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "kubectl apply accepted entraID on both sides"
+    );
+    assert!(stderr.contains(DIFFERENT_KINDS_MESSAGE), "{stderr}");
+
+    // The reverse direction is a valid resource, read back as such.
+    let created = api
+        .create(
+            &PostParams::default(),
+            &directory_sync("reverse", reverse_spec_json("example.com")),
+        )
+        .await
+        .expect("the API server accepts a reverse DirectorySync");
+    assert_eq!(
+        created.spec.direction(),
+        Ok(dirsync::crd::Direction::ScimToEntraId)
+    );
+    assert!(created.spec.source.entra_id.is_none() && created.spec.destination.scim.is_none());
+    assert_eq!(
+        created.spec.entra_id().unwrap().authority_host,
+        "https://login.microsoftonline.com",
+        "the destination's Entra ID block takes its defaults"
+    );
+}
+
+/// Swapping the sides of an existing resource is refused with the direction message, either
+/// way round; the reverse resource's tenant and SCIM endpoint are fixed as the forward one's,
+/// with messages at their own paths.
+#[tokio::test]
+async fn cel_rules_keep_the_direction_tenant_and_endpoint_of_either_direction() {
+    use dirsync::crd::DIRECTION_IMMUTABLE_MESSAGE;
+    let cp = control_plane().await;
+    let ns = cp.namespace("dsync-direction").await;
+    let api: Api<DirectorySync> = ns.api();
+    let forward = spec_json("example.com");
+    let reverse = reverse_spec_json("example.com");
+    for (name, spec) in [("forward", &forward), ("reverse", &reverse)] {
+        api.create(&PostParams::default(), &directory_sync(name, spec.clone()))
+            .await
+            .unwrap();
+    }
+    // A merge patch: `null` removes the block the other side held.
+    let to_reverse = json!({"spec": {
+        "source": {"entraID": null, "scim": forward["destination"]["scim"]},
+        "destination": {"scim": null, "entraID": forward["source"]["entraID"]},
+    }});
+    let to_forward = json!({"spec": {
+        "source": {"scim": null, "entraID": forward["source"]["entraID"]},
+        "destination": {"entraID": null, "scim": forward["destination"]["scim"]},
+    }});
+    for (name, patch) in [("forward", to_reverse), ("reverse", to_forward)] {
+        let err = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect_err("the direction cannot change");
+        let (code, reason, message) = api_error(err);
+        assert_eq!(
+            (code, reason.as_str()),
+            (422, "Invalid"),
+            "{name}: {message}"
+        );
+        assert!(
+            message.contains(DIRECTION_IMMUTABLE_MESSAGE),
+            "{name}: {message}"
+        );
+    }
+    for name in ["forward", "reverse"] {
+        let kept = api.get(name).await.unwrap();
+        assert_eq!(
+            kept.spec.source.entra_id.is_some(),
+            name == "forward",
+            "{name} kept its direction"
+        );
+    }
+
+    for (change, field, block_field) in [
+        (
+            json!({"destination": {"entraID": {"tenantID": "contoso.onmicrosoft.com"}}}),
+            "spec.destination.entraID.tenantID",
+            "entraID.tenantID",
+        ),
+        (
+            json!({"source": {"scim": {"endpoint": "https://other.example.net/scim/v2"}}}),
+            "spec.source.scim.endpoint",
+            "scim.endpoint",
+        ),
+    ] {
+        let err = api
+            .patch(
+                "reverse",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": change})),
+            )
+            .await
+            .expect_err("the CEL rule must reject {change}");
+        let (code, _, message) = api_error(err);
+        assert_eq!(code, 422, "{message}");
+        assert!(
+            message.contains(field)
+                && message.contains(&format!("{block_field} cannot be changed after creation")),
+            "{message}"
+        );
+        assert!(!message.contains(DIRECTION_IMMUTABLE_MESSAGE), "{message}");
+    }
+    // Other fields of a reverse resource may change.
+    let ok = api
+        .patch(
+            "reverse",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Once", "destination": {"entraID": {"graphEndpoint": "https://graph.microsoft.us"}}}})),
+        )
+        .await
+        .expect("changing the mode and the Graph endpoint is allowed");
+    assert_eq!(
+        ok.spec.entra_id().unwrap().graph_endpoint,
+        "https://graph.microsoft.us"
+    );
 }
 
 #[tokio::test]

@@ -76,6 +76,78 @@ fn crd_carries_the_validation_spec_1_asks_for() {
     assert!(
         entra["properties"]["tenantID"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
     );
+    // Both sides take either kind (docs/behaviour.md §6): neither is required, each side holds
+    // exactly one, the kinds differ, and the direction is fixed after creation.
+    let rules_of = |schema: &serde_json::Value| -> Vec<(String, String)> {
+        schema["x-kubernetes-validations"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["rule"].as_str().unwrap().to_string(),
+                            r["message"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (side, message) in [
+        ("source", dirsync::crd::SOURCE_KIND_MESSAGE),
+        ("destination", dirsync::crd::DESTINATION_KIND_MESSAGE),
+    ] {
+        let schema = &spec["properties"][side];
+        assert!(schema["required"].is_null(), "{side} requires no kind");
+        for kind in ["entraID", "scim"] {
+            assert!(schema["properties"][kind].is_object(), "{side}.{kind}");
+        }
+        assert!(
+            rules_of(schema).iter().any(|(rule, m)| m == message
+                && rule.contains("has(self.entraID)")
+                && rule.contains("has(self.scim)")),
+            "{side}: {:?}",
+            rules_of(schema)
+        );
+        let entra = &schema["properties"]["entraID"];
+        assert_eq!(
+            entra["properties"]["tenantID"]["x-kubernetes-validations"][0]["rule"],
+            "self == oldSelf",
+            "{side}.entraID.tenantID is fixed"
+        );
+        assert_eq!(
+            schema["properties"]["scim"]["properties"]["endpoint"]["x-kubernetes-validations"][0]["rule"],
+            "self == oldSelf",
+            "{side}.scim.endpoint is fixed"
+        );
+    }
+    let spec_rules = rules_of(spec);
+    assert!(
+        spec_rules
+            .iter()
+            .any(|(_, m)| m == dirsync::crd::DIFFERENT_KINDS_MESSAGE),
+        "{spec_rules:?}"
+    );
+    assert!(
+        spec_rules
+            .iter()
+            .any(|(rule, m)| m == dirsync::crd::DIRECTION_IMMUTABLE_MESSAGE
+                && rule.contains("oldSelf.source.entraID")),
+        "{spec_rules:?}"
+    );
+    // kubectl explain says what the app needs on each side.
+    let described = |side: &str| {
+        spec["properties"][side]["properties"]["entraID"]["description"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(described("source").contains("User.Read.All"));
+    assert!(
+        described("destination").contains("User.ReadWrite.All")
+            && described("destination").contains("Domain.Read.All")
+    );
     // every spec field explains itself (kubectl explain)
     fn all_described(schema: &serde_json::Value, path: &str) {
         if let Some(props) = schema["properties"].as_object() {
