@@ -24,6 +24,7 @@ async fn examples_are_valid() {
         "two-domains-one-destination.yaml",
         "secrets.yaml",
         "workload-identity.yaml",
+        "reverse.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == want),
@@ -57,6 +58,17 @@ async fn examples_are_valid() {
                         .validate()
                         .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                     assert!(r.spec.max_allowed_deletions <= 100);
+                    let reverse = f.ends_with("reverse.yaml");
+                    assert_eq!(
+                        r.spec.direction(),
+                        Ok(if reverse {
+                            dirsync::crd::Direction::ScimToEntraId
+                        } else {
+                            dirsync::crd::Direction::EntraIdToScim
+                        }),
+                        "{}",
+                        f.display()
+                    );
                     dsyncs += 1;
                 }
                 Some("Secret") => {
@@ -79,5 +91,5 @@ async fn examples_are_valid() {
             }
         }
     }
-    assert_eq!(dsyncs, 6);
+    assert_eq!(dsyncs, 7);
 }
