@@ -94,7 +94,10 @@ async fn a_reverse_resource_previews_applies_and_is_guarded_like_a_forward_one()
     create(&sc.ns, "reverse", reverse_spec("DryRun", &sc)).await;
     let d = wait_for_reason(&sc.ns, "reverse", "PreviewReady", T, Some(&sc.op)).await;
     let run = status(&d).last_run.expect("lastRun");
-    assert_eq!((run.adds, run.updates, run.deletes, run.conflicts), (3, 0, 0, 1));
+    assert_eq!(
+        (run.adds, run.updates, run.deletes, run.conflicts),
+        (3, 0, 0, 1)
+    );
     let csv = configmap(&sc.ns, "reverse-preview")
         .await
         .and_then(|c| c.data)
@@ -127,7 +130,8 @@ async fn a_reverse_resource_previews_applies_and_is_guarded_like_a_forward_one()
     assert_eq!(entra_user(&sc, "admin@example.com"), admin_before);
     let evs = events_when(&sc.ns, "reverse", |e| e.iter().any(|e| e.1 == "Synced")).await;
     assert!(
-        evs.iter().all(|e| !e.2.contains(CLIENT_SECRET) && !e.2.contains(SCIM_TOKEN)),
+        evs.iter()
+            .all(|e| !e.2.contains(CLIENT_SECRET) && !e.2.contains(SCIM_TOKEN)),
         "{evs:?}"
     );
 
@@ -142,7 +146,12 @@ async fn a_reverse_resource_previews_applies_and_is_guarded_like_a_forward_one()
             .expect("SCIM delete");
         assert!(r.status().is_success());
     }
-    patch_spec(&sc, "reverse", json!({"mode": "Periodic", "interval": "12s"})).await;
+    patch_spec(
+        &sc,
+        "reverse",
+        json!({"mode": "Periodic", "interval": "12s"}),
+    )
+    .await;
     let d = wait_for_reason(
         &sc.ns,
         "reverse",
@@ -160,12 +169,19 @@ async fn a_reverse_resource_previews_applies_and_is_guarded_like_a_forward_one()
 
     // Raising the threshold lets the next applying run soft-delete both.
     patch_spec(&sc, "reverse", json!({"maxAllowedDeletions": 100})).await;
-    let d = wait_for(&sc.ns, "reverse", "Synced after raising", T, Some(&sc.op), |d| {
-        status(d)
-            .last_run
-            .as_ref()
-            .is_some_and(|r| r.result == "Synced" && r.deletes == 2)
-    })
+    let d = wait_for(
+        &sc.ns,
+        "reverse",
+        "Synced after raising",
+        T,
+        Some(&sc.op),
+        |d| {
+            status(d)
+                .last_run
+                .as_ref()
+                .is_some_and(|r| r.result == "Synced" && r.deletes == 2)
+        },
+    )
     .await;
     assert_eq!(status(&d).managed_users, Some(1));
     assert!(entra_user(&sc, "alice@example.com").is_none());

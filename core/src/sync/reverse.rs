@@ -8,6 +8,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+pub use crate::directory::entra::{check_immutable_id, check_upn};
 use crate::directory::{DesiredUser, User};
 use crate::sync::config::{SyncConfig, UpnMode, ends_with_ignore_ascii_case};
 use crate::sync::immutable_id::{ImmutableIdError, immutable_id_from_guid};
@@ -92,65 +93,6 @@ pub fn derived_immutable_id(scim_id: &str) -> Result<String, ImmutableIdError> {
         });
     }
     Ok(immutable_id_from_guid(scim_id).unwrap_or_else(|_| STANDARD.encode(scim_id.as_bytes())))
-}
-
-/// Why Graph would refuse `upn` as a userPrincipalName, or `Ok`: one `@`, a local part of only
-/// `A–Z a–z 0–9 ' . - _ ! # ^ ~` that neither starts nor ends with `.` and has at most 64
-/// characters, a domain, 113 characters in all (the create rules gathered in
-/// docs/behaviour.md §6). Whether the domain is a verified domain of the tenant only Graph
-/// knows.
-pub fn check_upn(upn: &str) -> Result<(), &'static str> {
-    let Some((local, domain)) = upn.split_once('@') else {
-        return Err("it has no @domain");
-    };
-    if domain.is_empty() || domain.contains('@') {
-        return Err("it needs exactly one @ followed by a domain");
-    }
-    if local.is_empty() {
-        return Err("its local part is empty");
-    }
-    if !local.bytes().all(is_upn_local_byte) {
-        return Err(
-            "its local part may hold only letters A-Z, digits and ' . - _ ! # ^ ~ (no spaces, no other characters)",
-        );
-    }
-    if local.starts_with('.') || local.ends_with('.') {
-        return Err("its local part may not start or end with a dot");
-    }
-    if local.len() > 64 {
-        return Err("its local part is longer than 64 characters");
-    }
-    if upn.len() > 113 {
-        return Err("it is longer than 113 characters");
-    }
-    if !domain
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    {
-        return Err("its domain is not a domain name");
-    }
-    Ok(())
-}
-
-fn is_upn_local_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"'.-_!#^~".contains(&b)
-}
-
-/// Why Graph would refuse `id` as `onPremisesImmutableId`, or `Ok`: it must be set and may not
-/// hold `_` or `$` (so base64url, which can, is refused: use standard base64).
-pub fn check_immutable_id(id: &str) -> Result<(), &'static str> {
-    if id.trim().is_empty() {
-        return Err("the Immutable ID is empty");
-    }
-    if id.contains('_') || id.contains('$') {
-        return Err(
-            "the Immutable ID contains '_' or '$', which Graph refuses (use standard base64, not base64url)",
-        );
-    }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("the Immutable ID contains spaces or non-ASCII characters");
-    }
-    Ok(())
 }
 
 /// The UPN's local part.

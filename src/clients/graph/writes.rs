@@ -60,7 +60,7 @@ pub fn graph_upn(desired: &DesiredUser) -> &str {
     desired.upn.as_deref().unwrap_or(&desired.user_name)
 }
 
-pub use crate::sync::reverse::{check_immutable_id, check_upn};
+pub use crate::directory::entra::{check_immutable_id, check_upn};
 
 /// The `mailNickname` for `upn`: its local part with every character Graph refuses in an alias
 /// left out (non-ASCII, white space, `@ , ; : < > ( ) [ ] \ "`), no leading or trailing dots, at

@@ -65,7 +65,7 @@ async fn rows_show_the_source_user_name_and_the_entra_upn() {
     assert_eq!(lines.len(), 3, "{csv}");
     assert_eq!(
         lines[1],
-        "Add,alice,alice@example.com,User 1,Given1,Family,,true,"note: random password, never shown",czE="
+        "Add,alice,alice@example.com,User 1,Given1,Family,,true,\"note: random password, never shown\",czE="
     );
     assert!(
         lines[2].starts_with("Conflict,bob smith,bob smith@example.com,"),
