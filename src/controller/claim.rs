@@ -139,6 +139,7 @@ pub fn claimed_status(
         holder: holder.to_owned(),
         run_id: run_id.to_owned(),
         since: Time(now),
+        progress: None,
     });
     let what = if apply { "apply" } else { "preview" };
     status::set_condition(

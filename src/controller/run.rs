@@ -393,6 +393,10 @@ async fn apply_and_report(
     let mut observer = Checkpointer {
         store: store.clone(),
         name: owner.name.clone(),
+        run_id: run_id.to_owned(),
+        api: Api::namespaced(ctx.client.clone(), &owner.namespace),
+        done: 0,
+        total: 0,
     };
     let partial_plan = approved.is_some();
     let applied = apply_run(&planned, destination, &opts, &mut observer).await;
@@ -490,17 +494,55 @@ async fn apply_and_report(
     })
 }
 
-/// Saves the managed set every `checkpoint_every` writes of a long apply.
+/// Saves the managed set every `checkpoint_every` writes of a long apply, and shows how far the
+/// apply has come in `status.claim.progress`.
 struct Checkpointer {
     store: Arc<ManagedSetObjects>,
     name: String,
+    run_id: String,
+    api: Api<DirectorySync>,
+    done: usize,
+    total: usize,
 }
 
 #[async_trait]
 impl ApplyObserver for Checkpointer {
+    fn progress(&mut self, done: usize, total: usize) {
+        (self.done, self.total) = (done, total);
+    }
+
     async fn checkpoint(&mut self, managed: &ManagedSet) {
         if let Err(e) = self.store.save(managed).await {
             warn!(name = %self.name, error = %e, "managed-set checkpoint failed; continuing");
+        }
+        // Only while the claim is still this run's, and only if nobody wrote status since the
+        // read (resourceVersion): a merge patch of the claim's one field, which the claim
+        // heartbeat (claim.rs) keeps.
+        let Ok(o) = self.api.get_status(&self.name).await else {
+            return;
+        };
+        if o.status
+            .as_ref()
+            .and_then(|s| s.claim.as_ref())
+            .is_none_or(|c| c.run_id != self.run_id)
+        {
+            return;
+        }
+        let progress = format!("applied {} of {} changes", self.done, self.total);
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": o.metadata.resource_version },
+            "status": { "claim": { "progress": progress } },
+        });
+        if let Err(e) = self
+            .api
+            .patch_status(
+                &self.name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            warn!(name = %self.name, error = %e, "could not show the apply's progress; continuing");
         }
     }
 }

@@ -562,6 +562,11 @@ pub struct RunClaim {
     pub run_id: String,
     /// When the claim was taken; a claim older than the run deadline is stale.
     pub since: Time,
+    /// How far a long apply has come ("applied 3000 of 100000 changes"), updated at each
+    /// managed-set checkpoint: a first sync into Entra ID is paced by Graph's write limit and
+    /// can take hours (docs/behaviour.md §6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 mod schema;

@@ -287,6 +287,21 @@ async fn killing_the_operator_mid_apply_then_restarting_ends_right_without_dupli
         status(&d).claim.is_some(),
         "the run was claimed when it died"
     );
+    // A long apply shows how far it has come (every checkpoint, here 50 writes).
+    let progress = status(&d)
+        .claim
+        .and_then(|c| c.progress)
+        .unwrap_or_default();
+    let counts: Vec<usize> = progress.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert!(
+        progress.starts_with("applied ")
+            && progress.ends_with(" changes")
+            && counts.len() == 2
+            && counts[0] >= 50
+            && counts[0] < counts[1]
+            && counts[1] > 1000,
+        "{progress:?}"
+    );
     let partial = scim_users(&scim.base_url()).await.len();
     let checkpointed = configmap(&ns, "example-com-managed")
         .await
