@@ -15,11 +15,15 @@
 //! - `ListScope::Domain` is applied client-side over a full listing (userName or the UPN
 //!   attribute ending in `@domain`), because the UPN attribute counts too.
 //! - A ServiceProviderConfig that is missing (404/501) means: no PATCH, no ETags, no filter.
+//! - Listings page by cursor (RFC 9865) when the config says `pagination.cursor: true`, else by
+//!   index; either way a listing is whole or an error (`list_by_index`, `list_by_cursor`),
+//!   since a short source or destination listing turns into deletions.
 
 mod model;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -99,6 +103,25 @@ pub struct ScimCapabilities {
     pub max_page_size: Option<usize>,
 }
 
+/// How the server pages a listing (its `/ServiceProviderConfig` `pagination`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paging {
+    /// `startIndex`/`count` (RFC 7644 §3.4.2.4): the default, and all a server without
+    /// `pagination` offers.
+    Index,
+    /// `cursor`/`nextCursor` (RFC 9865), used whenever `pagination.cursor` is true.
+    Cursor,
+}
+
+/// What this client takes from `/ServiceProviderConfig`. The paging method is kept beside
+/// [`ScimCapabilities`] rather than in it, so that code building that struct by its fields
+/// (tests/scim_client.rs) keeps compiling.
+#[derive(Clone, Debug)]
+struct ServerConfig {
+    caps: ScimCapabilities,
+    paging: Paging,
+}
+
 /// The SCIM client. Cheap to clone; clones share the connection pool, the in-flight bound
 /// and the capabilities read.
 #[derive(Clone)]
@@ -113,7 +136,7 @@ struct Inner {
     upn: Option<UpnAttribute>,
     page_size: usize,
     limits: ListingLimits,
-    caps: OnceCell<ScimCapabilities>,
+    config: OnceCell<ServerConfig>,
     /// Set when the server answered 501 to a PATCH although its config claimed support.
     patch_refused: AtomicBool,
     redactor: Redactor,
@@ -132,6 +155,8 @@ impl fmt::Debug for ScimClient {
 struct ListResponse {
     total_results: Option<u64>,
     start_index: Option<u64>,
+    /// RFC 9865: present on every page but the last.
+    next_cursor: Option<String>,
     #[serde(rename = "Resources", default)]
     resources: Option<Vec<RawUser>>,
 }
@@ -154,7 +179,7 @@ impl ScimClient {
                 upn,
                 page_size: cfg.page_size.max(1),
                 limits: cfg.limits,
-                caps: OnceCell::new(),
+                config: OnceCell::new(),
                 patch_refused: AtomicBool::new(false),
                 redactor,
             }),
@@ -171,28 +196,44 @@ impl ScimClient {
 
     /// The server's capabilities, read once from `/ServiceProviderConfig`.
     pub async fn capabilities(&self) -> Result<ScimCapabilities, DirectoryError> {
+        Ok(self.server_config().await?.caps)
+    }
+
+    /// How listings page: [`Paging::Cursor`] when `/ServiceProviderConfig` advertises
+    /// `pagination.cursor: true`, else [`Paging::Index`]. Read once, with the capabilities.
+    pub async fn paging(&self) -> Result<Paging, DirectoryError> {
+        Ok(self.server_config().await?.paging)
+    }
+
+    async fn server_config(&self) -> Result<ServerConfig, DirectoryError> {
         self.inner
-            .caps
+            .config
             .get_or_try_init(|| self.read_capabilities())
             .await
             .cloned()
             .map_err(|e| self.inner.redactor.scrub(e))
     }
 
-    async fn read_capabilities(&self) -> Result<ScimCapabilities, DirectoryError> {
+    async fn read_capabilities(&self) -> Result<ServerConfig, DirectoryError> {
         #[derive(Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
         struct Spc {
             patch: Feature,
             etag: Feature,
             filter: Feature,
-            pagination: Feature,
+            pagination: Pagination,
         }
         #[derive(Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
         struct Feature {
             supported: Option<bool>,
             max_results: Option<u64>,
+        }
+        /// RFC 9865 §4 (`cursor` and `index` are REQUIRED there; absent reads as "no").
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Pagination {
+            cursor: Option<bool>,
             max_page_size: Option<u64>,
         }
         const WHAT: &str = "SCIM ServiceProviderConfig";
@@ -214,12 +255,21 @@ impl ScimClient {
             n.filter(|n| *n > 0)
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         };
-        Ok(ScimCapabilities {
-            patch: spc.patch.supported.unwrap_or(false),
-            etag: spc.etag.supported.unwrap_or(false),
-            filter: spc.filter.supported.unwrap_or(true),
-            max_results: cap(spc.filter.max_results),
-            max_page_size: cap(spc.pagination.max_page_size),
+        Ok(ServerConfig {
+            caps: ScimCapabilities {
+                patch: spc.patch.supported.unwrap_or(false),
+                etag: spc.etag.supported.unwrap_or(false),
+                filter: spc.filter.supported.unwrap_or(true),
+                max_results: cap(spc.filter.max_results),
+                max_page_size: cap(spc.pagination.max_page_size),
+            },
+            // Cursor whenever offered, even beside index: a cursor names the next page itself,
+            // so users added or removed while paging cannot shift a page under it.
+            paging: if spc.pagination.cursor == Some(true) {
+                Paging::Cursor
+            } else {
+                Paging::Index
+            },
         })
     }
 
@@ -256,98 +306,197 @@ impl ScimClient {
             .await
     }
 
-    /// Every user matching `filter` (a SCIM filter expression), all pages or an error.
-    /// The listing must add up: `totalResults` holds still and is reachable within the
-    /// listing's ceilings, each page starts where asked, and no id repeats (checked page by
-    /// page, so a server that serves the same page forever is stopped at its second copy).
+    /// Every user matching `filter` (a SCIM filter expression), all pages or an error, by
+    /// cursor when the server offers it, else by index.
     async fn list_filtered(&self, filter: Option<&str>) -> Result<Vec<User>, DirectoryError> {
-        const WHAT: &str = "SCIM list users";
-        let caps = self.capabilities().await?;
+        let server = self.server_config().await?;
+        // `filter.maxResults` caps what one response holds (RFC 7643 §5), whatever the paging.
         let page_size = [
             Some(self.inner.page_size),
-            caps.max_results,
-            caps.max_page_size,
+            server.caps.max_results,
+            server.caps.max_page_size,
         ]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(self.inner.page_size)
         .max(1);
-        let limits = self.inner.limits;
         let filter_q = filter
             .map(|f| format!("&filter={}", encode_component(f)))
             .unwrap_or_default();
-        let mut users: Vec<User> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut total: Option<u64> = None;
-        let mut bytes: u64 = 0;
+        let mut listing = Listing::new(self.inner.limits);
+        match server.paging {
+            Paging::Index => {
+                self.list_by_index(&mut listing, page_size, &filter_q)
+                    .await?
+            }
+            Paging::Cursor => {
+                self.list_by_cursor(&mut listing, page_size, &filter_q)
+                    .await?
+            }
+        }
+        Ok(listing.users)
+    }
+
+    /// One listing page, its bytes counted against the listing's ceilings.
+    async fn list_page(
+        &self,
+        listing: &mut Listing,
+        url: &str,
+    ) -> Result<ListResponse, DirectoryError> {
+        let resp = self.request(LIST, Method::GET, url, None, None).await?;
+        if !resp.status.is_success() {
+            return Err(scim_error(LIST, &resp));
+        }
+        listing.bytes += resp.body.len() as u64;
+        listing
+            .limits
+            .check_read(LIST, listing.records, listing.bytes)?;
+        resp.json(LIST)
+    }
+
+    /// Index paging (RFC 7644 §3.4.2.4). The listing must add up: `totalResults` holds still
+    /// and is reachable within the listing's ceilings, each page starts where asked, and no id
+    /// repeats.
+    ///
+    /// Index paging "is not session based" and clients "SHOULD never assume repeatable results"
+    /// (RFC 7644 §3.4.2.4): a user created or deleted while paging shifts every later position,
+    /// so one user is read twice and another never. De-duplicating by id cannot repair that:
+    /// `totalResults` positions holding a repeated id hold at most `totalResults - 1` users, so
+    /// with `totalResults` fixed the listing can no longer add up. A repeat is therefore a read
+    /// error at once (checked page by page, which also stops a server serving one page forever
+    /// at its second copy), never a user dropped from a list that then comes out short.
+    async fn list_by_index(
+        &self,
+        listing: &mut Listing,
+        page_size: usize,
+        filter_q: &str,
+    ) -> Result<(), DirectoryError> {
         let mut start: u64 = 1;
         loop {
             let url = format!(
                 "{}/Users?startIndex={start}&count={page_size}{filter_q}",
                 self.inner.base
             );
-            let resp = self.request(WHAT, Method::GET, &url, None, None).await?;
-            if !resp.status.is_success() {
-                return Err(scim_error(WHAT, &resp));
-            }
-            bytes += resp.body.len() as u64;
-            limits.check_read(WHAT, users.len() as u64, bytes)?;
-            let page: ListResponse = resp.json(WHAT)?;
-            drop(resp);
-            let page_total = page.total_results.ok_or_else(|| {
-                DirectoryError::Protocol(format!("{WHAT}: page without totalResults"))
-            })?;
-            match total {
-                None => {
-                    limits.check_claimed(WHAT, page_total)?;
-                    total = Some(page_total);
-                    users.reserve(page_total.min(100_000) as usize);
-                }
-                Some(t) if t != page_total => {
-                    return Err(DirectoryError::Protocol(format!(
-                        "{WHAT}: totalResults changed from {t} to {page_total} while paging"
-                    )));
-                }
-                Some(_) => {}
-            }
+            let page = self.list_page(listing, &url).await?;
+            let page_total = listing.hold_total(page.total_results, "page")?;
             if let Some(si) = page.start_index
                 && si != start
             {
                 return Err(DirectoryError::Protocol(format!(
-                    "{WHAT}: asked for startIndex {start}, got {si}"
+                    "{LIST}: asked for startIndex {start}, got {si}"
                 )));
             }
             let resources = page.resources.unwrap_or_default();
             let n = resources.len() as u64;
             for r in resources {
                 let user = r.into_user(self.inner.upn.as_ref())?;
-                if !seen.insert(user.id.clone()) {
+                if listing.add(user, false) {
                     return Err(DirectoryError::Protocol(format!(
-                        "{WHAT}: user record {} (page at startIndex {start}) repeats an id already listed; \
+                        "{LIST}: user record {} (page at startIndex {start}) repeats an id already listed; \
                          the paging is broken",
-                        users.len() + 1
+                        listing.records
                     )));
                 }
-                users.push(user);
             }
-            let have = users.len() as u64;
+            let have = listing.users.len() as u64;
             if have > page_total {
                 return Err(DirectoryError::Protocol(format!(
-                    "{WHAT}: got {have} users, more than totalResults {page_total}"
+                    "{LIST}: got {have} users, more than totalResults {page_total}"
                 )));
             }
             if have == page_total {
-                break;
+                return Ok(());
             }
             if n == 0 {
                 return Err(DirectoryError::Protocol(format!(
-                    "{WHAT}: listing ended after {have} of {page_total} users"
+                    "{LIST}: listing ended after {have} of {page_total} users"
                 )));
             }
             start += n;
         }
-        Ok(users)
+    }
+
+    /// Cursor paging (RFC 9865 §2): the first request carries an empty `cursor`
+    /// (`?cursor&count=N`, spelled as in the RFC's example), each next one the `nextCursor`
+    /// just served with every other parameter unchanged; the page without `nextCursor` is the
+    /// last.
+    ///
+    /// The same promise as index paging: the users returned are exactly `totalResults`
+    /// distinct ids, or the read is an error. Cursor pages have no positions, so a repeated id
+    /// does not prove that another user was skipped (a server paging by last modification
+    /// serves a user changed mid-read again, later): a repeat is de-duplicated by id, keeping
+    /// the copy read last (the freshest), and the listing is still held to `totalResults`
+    /// distinct users when its last page arrives. Fewer is "listing ended after …", a read
+    /// error, never a shorter list. Further:
+    /// - `totalResults` is required on every page and must hold still. RFC 9865 lets a server
+    ///   omit it, but then nothing could tell a whole listing from a cut one.
+    /// - A `nextCursor` served before (the empty first one included) is a loop: an error.
+    /// - A page that brings no new user must be the last: a chain that keeps serving repeats
+    ///   or empty pages under fresh cursors is stopped (at most `totalResults + 1` pages).
+    /// - Records served, repeats included, count against the listing's ceilings.
+    /// - Cursors are opaque, server-given, and never quoted in an error.
+    async fn list_by_cursor(
+        &self,
+        listing: &mut Listing,
+        page_size: usize,
+        filter_q: &str,
+    ) -> Result<(), DirectoryError> {
+        // Cursors served so far, remembered by a keyed hash: a listing of a million users
+        // then remembers 8 bytes per page, whatever the length of the cursors. A collision
+        // could only turn a good read into an error.
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut served: HashSet<u64> = HashSet::from([hasher.hash_one("")]);
+        let mut cursor_q = "cursor".to_string();
+        let mut page_no: u64 = 0;
+        let mut repeats: u64 = 0;
+        loop {
+            page_no += 1;
+            let url = format!(
+                "{}/Users?{cursor_q}&count={page_size}{filter_q}",
+                self.inner.base
+            );
+            let page = self.list_page(listing, &url).await?;
+            let total = listing.hold_total(page.total_results, "cursor page")?;
+            let before = listing.users.len();
+            for r in page.resources.unwrap_or_default() {
+                let user = r.into_user(self.inner.upn.as_ref())?;
+                // The copy read last wins: it is the fresher one.
+                if listing.add(user, true) {
+                    repeats += 1;
+                }
+            }
+            let have = listing.users.len() as u64;
+            if have > total {
+                return Err(DirectoryError::Protocol(format!(
+                    "{LIST}: got {have} users, more than totalResults {total}"
+                )));
+            }
+            let Some(next) = page.next_cursor else {
+                if have < total {
+                    let also = match repeats {
+                        0 => String::new(),
+                        1 => "; 1 record repeated an id already listed".to_string(),
+                        n => format!("; {n} records repeated an id already listed"),
+                    };
+                    return Err(DirectoryError::Protocol(format!(
+                        "{LIST}: listing ended after {have} of {total} users{also}"
+                    )));
+                }
+                return Ok(());
+            };
+            if !served.insert(hasher.hash_one(next.as_str())) {
+                return Err(DirectoryError::Protocol(format!(
+                    "{LIST}: nextCursor of page {page_no} repeats an earlier cursor"
+                )));
+            }
+            if listing.users.len() == before {
+                return Err(DirectoryError::Protocol(format!(
+                    "{LIST}: cursor page {page_no} brought no new user but names a next page"
+                )));
+            }
+            cursor_q = format!("cursor={}", encode_component(&next));
+        }
     }
 
     /// Reads one user as JSON with its version, or `None` when it does not exist.
@@ -476,6 +625,74 @@ impl ScimClient {
     }
 }
 
+const LIST: &str = "SCIM list users";
+
+/// A listing in progress, whichever the paging: what it read, against its ceilings.
+struct Listing {
+    limits: ListingLimits,
+    /// `totalResults` of the first page; every later page must repeat it.
+    total: Option<u64>,
+    bytes: u64,
+    /// Records served so far, repeats included (what the user ceiling counts).
+    records: u64,
+    users: Vec<User>,
+    /// Where each id listed sits in `users`.
+    positions: HashMap<String, usize>,
+}
+
+impl Listing {
+    fn new(limits: ListingLimits) -> Self {
+        Self {
+            limits,
+            total: None,
+            bytes: 0,
+            records: 0,
+            users: Vec::new(),
+            positions: HashMap::new(),
+        }
+    }
+
+    /// The page's `totalResults`: required, within the ceiling, and the same on every page.
+    fn hold_total(&mut self, page_total: Option<u64>, what: &str) -> Result<u64, DirectoryError> {
+        let page_total = page_total.ok_or_else(|| {
+            DirectoryError::Protocol(format!("{LIST}: {what} without totalResults"))
+        })?;
+        match self.total {
+            None => {
+                self.limits.check_claimed(LIST, page_total)?;
+                self.total = Some(page_total);
+                self.users.reserve(page_total.min(100_000) as usize);
+            }
+            Some(t) if t != page_total => {
+                return Err(DirectoryError::Protocol(format!(
+                    "{LIST}: totalResults changed from {t} to {page_total} while paging"
+                )));
+            }
+            Some(_) => {}
+        }
+        Ok(page_total)
+    }
+
+    /// Adds a user and tells whether its id was listed already; the earlier copy then stays
+    /// in its place, with this copy's values when `replace`.
+    fn add(&mut self, user: User, replace: bool) -> bool {
+        self.records += 1;
+        match self.positions.get(&user.id) {
+            Some(&at) => {
+                if replace {
+                    self.users[at] = user;
+                }
+                true
+            }
+            None => {
+                self.positions.insert(user.id.clone(), self.users.len());
+                self.users.push(user);
+                false
+            }
+        }
+    }
+}
+
 /// The write goes ahead only while the target still carries the expected Immutable ID.
 fn check_owner(
     what: &str,
@@ -506,6 +723,8 @@ fn scim_error(what: &str, resp: &HttpResponse) -> DirectoryError {
 
 #[async_trait]
 impl Directory for ScimClient {
+    /// `All` is every user, unfiltered (a SCIM source is read whole: the core scopes it);
+    /// `Domain` is the same listing kept to userNames or UPN attributes in the domain.
     async fn list_users(&self, scope: &ListScope) -> Result<Vec<User>, DirectoryError> {
         let mut users = self
             .list_filtered(None)
