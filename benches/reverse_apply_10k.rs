@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! cargo build --release -p entra-emulator
-//! cargo bench --bench reverse_apply_10k                       # 10,000 users, ~8 min
+//! cargo bench --bench reverse_apply_10k                       # 10,000 users, ~10 min
 //! cargo bench --bench reverse_apply_10k -- --users 4000 --runs 1
 //! ```
 //!
@@ -387,7 +387,7 @@ async fn dirsync_run(
     let mut finished: Vec<Duration> = Vec::with_capacity(source.len());
     let mut progress = |done: usize, total: usize| {
         finished.push(t.elapsed());
-        if paced.is_some() && (done % 1000 == 0 || done == total) {
+        if paced.is_some() && (done.is_multiple_of(1000) || done == total) {
             println!(
                 "     {done:6} of {total} writes after {:6.1} s",
                 secs(t.elapsed())
