@@ -55,6 +55,30 @@ fn directory_sync(name: &str, spec: serde_json::Value) -> DirectorySync {
 }
 
 /// The API server's own rejection: status code, reason and message.
+/// `kubectl apply --server-side` of a DirectorySync `name` with `spec` in `ns`: whether it was
+/// accepted, and kubectl's stderr (what a user, or Argo CD, sees).
+fn kubectl_apply(
+    cp: &ControlPlane,
+    ns: &TestNamespace,
+    name: &str,
+    spec: serde_json::Value,
+) -> (bool, String) {
+    let manifest = json!({"apiVersion": "dirsync.io/v1alpha1", "kind": "DirectorySync",
+        "metadata": {"name": name, "namespace": ns.name()}, "spec": spec});
+    let file = cp.dir().join(format!("{}-{name}.json", ns.name()));
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let out = cp
+        .kubectl()
+        .args(["apply", "--server-side", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn api_error(err: kube::Error) -> (u16, String, String) {
     match err {
         kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
@@ -248,21 +272,8 @@ async fn api_server_rejects_out_of_range_max_allowed_deletions() {
     // kubectl (and so Argo CD) gets the same answer from the server.
     let mut spec = spec_json("example.com");
     spec["maxAllowedDeletions"] = json!(101);
-    let manifest = json!({"apiVersion": "dirsync.io/v1alpha1", "kind": "DirectorySync",
-        "metadata": {"name": "via-kubectl", "namespace": ns.name()}, "spec": spec});
-    let file = cp.dir().join(format!("{}-invalid.json", ns.name()));
-    std::fs::write(&file, manifest.to_string()).unwrap();
-    let out = cp
-        .kubectl()
-        .args(["apply", "--server-side", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "kubectl apply accepted maxAllowedDeletions=101"
-    );
+    let (applied, stderr) = kubectl_apply(cp, &ns, "via-kubectl", spec);
+    assert!(!applied, "kubectl apply accepted maxAllowedDeletions=101");
     assert!(
         stderr.contains("spec.maxAllowedDeletions") && stderr.contains("less than or equal to 100"),
         "{stderr}"
@@ -447,21 +458,8 @@ async fn cel_rules_require_one_kind_per_side_and_different_kinds() {
     // kubectl (and so Argo CD) gets the same answer.
     let mut spec = spec_json("example.com");
     spec["destination"] = entra.clone();
-    let manifest = json!({"apiVersion": "dirsync.io/v1alpha1", "kind": "DirectorySync",
-        "metadata": {"name": "same-kind", "namespace": ns.name()}, "spec": spec});
-    let file = cp.dir().join(format!("{}-same-kind.json", ns.name()));
-    std::fs::write(&file, manifest.to_string()).unwrap();
-    let out = cp
-        .kubectl()
-        .args(["apply", "--server-side", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "kubectl apply accepted entraID on both sides"
-    );
+    let (applied, stderr) = kubectl_apply(cp, &ns, "same-kind", spec);
+    assert!(!applied, "kubectl apply accepted entraID on both sides");
     assert!(stderr.contains(DIFFERENT_KINDS_MESSAGE), "{stderr}");
 
     // The reverse direction is a valid resource, read back as such.
