@@ -100,7 +100,7 @@ impl Metrics {
         let users_written = Family::<ResultLabels, Counter>::default();
         registry.register(
             "user_writes",
-            "Destination user writes by outcome (created, updated, deleted, failed)",
+            "Destination user writes by outcome (created, restored, updated, deleted, failed)",
             users_written.clone(),
         );
         let token_requests = Counter::default();
