@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::GraphReq;
 use super::query;
-use super::user_writes::{WErr, WRITE_ROLES, may_change};
+use super::user_writes::{WErr, write_target};
 use super::users::{READ_ROLES, decode_key, list_users};
 use crate::http::{GRAPH_JSON, Resp, graph_error, no_content, response};
 use crate::props;
@@ -141,17 +141,8 @@ pub fn get(g: &GraphReq, raw_id: &str) -> Resp {
 pub fn restore(g: &GraphReq, raw_id: &str) -> Resp {
     let id = decode_key(raw_id);
     let run = || -> Result<Arc<User>, WErr> {
-        if !g.has_role(WRITE_ROLES) {
-            return Err(WErr::forbidden());
-        }
-        let u = g
-            .tenant
-            .deleted_user(&id)
-            .ok_or_else(|| WErr::not_found(&id))?;
         // Restoring an administrator needs a privileged app, as deleting one did.
-        if !may_change(g, &u.id) {
-            return Err(WErr::forbidden());
-        }
+        let u = write_target(g, &id, || g.tenant.deleted_user(&id))?;
         Ok(g.tenant.restore_user(&u.id)?)
     };
     match run() {
@@ -164,16 +155,7 @@ pub fn restore(g: &GraphReq, raw_id: &str) -> Resp {
 pub fn purge(g: &GraphReq, raw_id: &str) -> Resp {
     let id = decode_key(raw_id);
     let run = || -> Result<(), WErr> {
-        if !g.has_role(WRITE_ROLES) {
-            return Err(WErr::forbidden());
-        }
-        let u = g
-            .tenant
-            .deleted_user(&id)
-            .ok_or_else(|| WErr::not_found(&id))?;
-        if !may_change(g, &u.id) {
-            return Err(WErr::forbidden());
-        }
+        let u = write_target(g, &id, || g.tenant.deleted_user(&id))?;
         Ok(g.tenant.purge_deleted(&u.id)?)
     };
     match run() {

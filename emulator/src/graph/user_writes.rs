@@ -317,6 +317,24 @@ fn apply(user: &mut User, m: &Map<String, Value>, now: i64, creating: bool) -> V
     changed
 }
 
+/// The user a write (update, delete, restore, purge) acts on, in the order Graph checks: the
+/// app must hold a write permission (else 403), `found` must give the user (else 404), and the
+/// app must outrank any directory role the user holds ([`may_change`], else 403).
+pub fn write_target(
+    g: &GraphReq,
+    key: &str,
+    found: impl FnOnce() -> Option<Arc<User>>,
+) -> Result<Arc<User>, WErr> {
+    if !g.has_role(WRITE_ROLES) {
+        return Err(WErr::forbidden());
+    }
+    let user = found().ok_or_else(|| WErr::not_found(key))?;
+    if !may_change(g, &user.id) {
+        return Err(WErr::forbidden());
+    }
+    Ok(user)
+}
+
 /// May this app change this user? Not a member of a directory role unless the app holds a
 /// role that outranks it (`roles.rs`).
 pub fn may_change(g: &GraphReq, user_id: &str) -> bool {
@@ -435,18 +453,7 @@ pub fn update(g: &GraphReq, raw_key: &str) -> Resp {
 }
 
 fn update_user(g: &GraphReq, key: &str) -> Result<(), WErr> {
-    if !g.has_role(WRITE_ROLES) {
-        return Err(WErr::forbidden());
-    }
-    let old = g
-        .tenant
-        .snapshot()
-        .find(key)
-        .cloned()
-        .ok_or_else(|| WErr::not_found(key))?;
-    if !may_change(g, &old.id) {
-        return Err(WErr::forbidden());
-    }
+    let old = write_target(g, key, || g.tenant.snapshot().find(key).cloned())?;
     let m = body(g)?;
     check_properties(&m)?;
     if m.is_empty() {
@@ -521,18 +528,7 @@ pub fn delete(g: &GraphReq, raw_key: &str) -> Resp {
 }
 
 fn delete_user(g: &GraphReq, key: &str) -> Result<(), WErr> {
-    if !g.has_role(WRITE_ROLES) {
-        return Err(WErr::forbidden());
-    }
-    let old = g
-        .tenant
-        .snapshot()
-        .find(key)
-        .cloned()
-        .ok_or_else(|| WErr::not_found(key))?;
-    if !may_change(g, &old.id) {
-        return Err(WErr::forbidden());
-    }
+    let old = write_target(g, key, || g.tenant.snapshot().find(key).cloned())?;
     // Its source of authority is on-premises AD: Entra Connect deletes it, not Graph.
     if is_synced(&old) {
         return Err(WErr::bad(EXTERNAL_SERVICE));
