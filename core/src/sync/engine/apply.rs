@@ -313,6 +313,19 @@ fn failed(
     e: DirectoryError,
     forget: Option<String>,
 ) -> ItemResult {
+    if let DirectoryError::Forbidden(_) = e {
+        // The destination refused this one user (Entra ID's 403 on an administrator, a user
+        // synced from on-premises AD): a Conflict row, not a failed run (docs/behaviour.md §6).
+        return ItemResult::Replanned {
+            replanned: Replanned {
+                user_name: user_name.to_owned(),
+                action: Action::Conflict,
+                detail: format!("{e}; left as it is"),
+            },
+            record: None,
+            wrote: false,
+        };
+    }
     let fatal = is_fatal(&e).then(|| e.clone());
     let changed_destination = matches!(
         e,
@@ -337,30 +350,6 @@ fn failed(
 }
 
 async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConfig) -> ItemResult {
-    match apply_write(item, destination, cfg).await {
-        // The destination refused this one user (Entra ID's 403 on an administrator, a user
-        // synced from on-premises AD): a Conflict row, not a failed run (docs/behaviour.md §6).
-        ItemResult::Failed {
-            failure,
-            fatal: None,
-            ..
-        } if failure.reason.starts_with(FORBIDDEN_PREFIX) => ItemResult::Replanned {
-            replanned: Replanned {
-                user_name: failure.user_name,
-                action: Action::Conflict,
-                detail: format!("{}; left as it is", failure.reason),
-            },
-            record: None,
-            wrote: false,
-        },
-        other => other,
-    }
-}
-
-/// How [`DirectoryError::Forbidden`] displays.
-const FORBIDDEN_PREFIX: &str = "not allowed to write this user";
-
-async fn apply_write(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConfig) -> ItemResult {
     match item {
         PlanItem::Add {
             source_id,
@@ -399,8 +388,16 @@ async fn apply_write(item: &PlanItem, destination: &dyn Directory, cfg: &SyncCon
                 },
                 Err(e) => {
                     let mut f = failed(&r.desired.user_name, Action::Restore, e, None);
-                    if let ItemResult::Failed { failure, .. } = &mut f {
-                        failure.reason = format!("restored, but not updated: {}", failure.reason);
+                    match &mut f {
+                        ItemResult::Failed { failure, .. } => {
+                            failure.reason =
+                                format!("restored, but not updated: {}", failure.reason);
+                        }
+                        ItemResult::Replanned { replanned, .. } => {
+                            replanned.detail =
+                                format!("restored, but not updated: {}", replanned.detail);
+                        }
+                        _ => {}
                     }
                     ItemResult::Restored {
                         imm,
