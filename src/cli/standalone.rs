@@ -691,7 +691,7 @@ async fn apply_inner(
     }
     for r in &outcome.replanned {
         // A 409 on create, or a user the destination refused (Entra ID's privileged users).
-        let why = if r.detail.starts_with("not allowed to write") {
+        let why = if r.detail.contains("not allowed to write this user") {
             "left alone, the destination refused the write"
         } else {
             "re-planned after 409 on create"
