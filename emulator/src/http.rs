@@ -60,26 +60,12 @@ pub fn set_header(r: &mut Resp, name: &'static str, value: &str) {
 
 /// Graph's error body: `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
 pub fn graph_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> Resp {
-    let body = json!({
-        "error": {
-            "code": code,
-            "message": message,
-            "innerError": {
-                "date": time::graph_date(ctx.now),
-                "request-id": ctx.request_id,
-                "client-request-id": ctx.client_request_id,
-            }
-        }
-    });
-    response(
-        status,
-        PLAIN_JSON,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
+    graph_error_details(ctx, status, code, message, &[])
 }
 
-/// Graph's error body with `details` (conflicts and invalid values carry them, e.g.
-/// `[{"target":"userPrincipalName","code":"ObjectConflict"}]`; shared/reference/graph-writes.md §1).
+/// Graph's error body with `details` when there are any (conflicts and invalid values carry
+/// them, e.g. `[{"target":"userPrincipalName","code":"ObjectConflict"}]`;
+/// shared/reference/graph-writes.md §1), between `message` and `innerError` as Graph orders them.
 pub fn graph_error_details(
     ctx: &Ctx,
     status: StatusCode,
@@ -87,21 +73,21 @@ pub fn graph_error_details(
     message: &str,
     details: &[Value],
 ) -> Resp {
-    if details.is_empty() {
-        return graph_error(ctx, status, code, message);
+    let mut error = serde_json::Map::new();
+    error.insert("code".into(), json!(code));
+    error.insert("message".into(), json!(message));
+    if !details.is_empty() {
+        error.insert("details".into(), json!(details));
     }
-    let body = json!({
-        "error": {
-            "code": code,
-            "message": message,
-            "details": details,
-            "innerError": {
-                "date": time::graph_date(ctx.now),
-                "request-id": ctx.request_id,
-                "client-request-id": ctx.client_request_id,
-            }
-        }
-    });
+    error.insert(
+        "innerError".into(),
+        json!({
+            "date": time::graph_date(ctx.now),
+            "request-id": ctx.request_id,
+            "client-request-id": ctx.client_request_id,
+        }),
+    );
+    let body = json!({ "error": error });
     response(
         status,
         PLAIN_JSON,

@@ -445,13 +445,7 @@ impl Tenant {
         let lower = key.to_ascii_lowercase();
         if permanent && let Some(u) = st.deleted.remove(lower.as_str()) {
             // Purging an already soft-deleted user.
-            st.seq += 1;
-            let change = Change {
-                seq: st.seq,
-                id: u.id.clone(),
-                kind: ChangeKind::HardDeleted,
-            };
-            st.log.push(change);
+            Self::log_purge(&mut st, &u);
             return Ok(());
         }
         let Some(old) = st.snap.find(key).cloned() else {
@@ -535,6 +529,13 @@ impl Tenant {
         let Some(u) = st.deleted.remove(id.to_ascii_lowercase().as_str()) else {
             return Err(MutationError::NotFound(id.to_string()));
         };
+        Self::log_purge(&mut st, &u);
+        Ok(())
+    }
+
+    /// A soft-deleted user `u`, just taken out of deleted items, is gone for good: delta's
+    /// `@removed: deleted` from now on.
+    fn log_purge(st: &mut State, u: &User) {
         st.seq += 1;
         let change = Change {
             seq: st.seq,
@@ -542,7 +543,6 @@ impl Tenant {
             kind: ChangeKind::HardDeleted,
         };
         st.log.push(change);
-        Ok(())
     }
 
     pub fn deleted_ids(&self) -> Vec<String> {
