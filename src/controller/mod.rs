@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -296,13 +296,70 @@ pub async fn run_controller(
         ready.store(true, Ordering::Relaxed);
         info!("watches synced; controller ready");
     };
+    // kube-runtime's Runner holds its (empty) queue until the stores are ready, and a graceful
+    // shutdown drops the watches that would make them ready: a SIGTERM before the first lists
+    // finished would never end. Nothing can be in flight then, so such a shutdown ends here.
+    let mut stop = shutdown.clone();
+    let stopped_before_ready = async {
+        let _ = stop.wait_for(|s| *s).await;
+        let all_ready = stores
+            .iter()
+            .all(|s| s.wait_until_ready().now_or_never().is_some());
+        if all_ready {
+            futures::future::pending::<()>().await;
+        }
+        info!("shutdown before the watches synced: nothing in flight");
+    };
     let controllers = futures::future::join_all(runs);
     tokio::pin!(controllers);
     tokio::select! {
         _ = &mut controllers => {}
         _ = async { readiness.await; futures::future::pending::<()>().await } => {}
+        _ = stopped_before_ready => {}
     }
     if !*shutdown.borrow() {
         error!("controller stopped unexpectedly");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    /// A SIGTERM that arrives while the first lists are still outstanding ends the controller
+    /// (kube-runtime alone would wait for stores that can no longer become ready).
+    #[tokio::test]
+    async fn a_shutdown_before_the_watches_synced_ends_the_controller() {
+        // An API server that accepts every request and never answers.
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(pending) = handle.next_request().await {
+                held.push(pending);
+            }
+        });
+        let client = Client::new(service, "default");
+        let ctx = Arc::new(Context::new(
+            client,
+            Settings::default(),
+            Arc::new(Metrics::new()),
+        ));
+        let (tx, rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(false));
+        let run = tokio::spawn(run_controller(
+            ctx,
+            Scope::Namespaces(vec!["identity".into()]),
+            rx,
+            ready.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!run.is_finished(), "the controller runs until shutdown");
+        tx.send(true).unwrap_or_else(|e| panic!("{e}"));
+        let ended = tokio::time::timeout(Duration::from_secs(5), run).await;
+        assert!(ended.is_ok(), "the controller did not end after shutdown");
+        assert!(!ready.load(Ordering::Relaxed), "never synced, never ready");
+        silent.abort();
     }
 }
