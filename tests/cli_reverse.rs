@@ -299,8 +299,22 @@ fn the_guard_cancels_with_exit_3_and_no_write_and_deletes_are_soft_and_restorabl
             Some(&format!("dXNlcj{n}=")),
         ));
     }
+    let before = env.emu.requests(0);
     let run = env.apply().expect(0);
     assert!(run.stderr.contains("1 deleted"), "{}", run.stderr);
+    // The delete went through `$batch` (the guarded read, then the DELETE), never alone.
+    let after = env.emu.requests(0);
+    let count = |c: &Value, path: &str| c.pointer(path).and_then(Value::as_u64).unwrap_or(0);
+    assert_eq!(
+        count(&after, "/byEndpoint/batch") - count(&before, "/byEndpoint/batch"),
+        2,
+        "{after}"
+    );
+    assert_eq!(
+        count(&after, "/byEndpoint/userWrite"),
+        count(&before, "/byEndpoint/userWrite"),
+        "{after}"
+    );
     let (status, _) = env
         .emu
         .control("GET", &format!("/users/{user3_id}"), None)

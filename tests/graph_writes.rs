@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::Response;
 use dirsync::clients::graph::{GraphClient, GraphConfig, GraphCredential, WritePacing};
 use dirsync::clients::outbound::{HttpConfig, RetryPolicy};
-use dirsync::directory::{DesiredUser, Directory, DirectoryError, User};
+use dirsync::directory::{DesiredUser, Directory, DirectoryError, User, UserUpdate};
 use entra_emulator::{Config, Emulator, RunningEmulator};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -960,11 +960,29 @@ async fn batched_deletes_and_updates_give_one_result_per_user() {
         immutable_id: u1.1.clone(),
         upn: None,
     };
+    // `current` is the plan's view, which the Graph client does not need (it reads afresh).
+    let plan_view = User::default();
+    let alice = alice_desired();
     let results = graph
         .update_users(&[
-            (&u1.0, &renamed, Some(&u1.1)),
-            (ALICE, &alice_desired(), Some(ALICE_IMM)),
-            (&u0.0, &renamed, Some(&u0.1)),
+            UserUpdate {
+                id: &u1.0,
+                current: &plan_view,
+                desired: &renamed,
+                expected_immutable_id: Some(&u1.1),
+            },
+            UserUpdate {
+                id: ALICE,
+                current: &plan_view,
+                desired: &alice,
+                expected_immutable_id: Some(ALICE_IMM),
+            },
+            UserUpdate {
+                id: &u0.0,
+                current: &plan_view,
+                desired: &renamed,
+                expected_immutable_id: Some(&u0.1),
+            },
         ])
         .await;
     assert_eq!(results[0], Ok(()));

@@ -165,6 +165,15 @@ pub trait DeltaSource: Send + Sync {
     async fn read_delta(&self, link: &str) -> Result<DeltaRead, DeltaError>;
 }
 
+/// One update of [`Directory::update_users`]: the arguments of [`Directory::update_user`].
+#[derive(Clone, Copy, Debug)]
+pub struct UserUpdate<'a> {
+    pub id: &'a str,
+    pub current: &'a User,
+    pub desired: &'a DesiredUser,
+    pub expected_immutable_id: Option<&'a str>,
+}
+
 /// A directory of users that a run can read from and write to.
 ///
 /// Writes take the Immutable ID the caller expects the target to carry right now
@@ -225,6 +234,39 @@ pub trait Directory: Send + Sync {
         id: &str,
         expected_immutable_id: Option<&str>,
     ) -> Result<(), DirectoryError>;
+
+    /// The most updates or deletes [`Directory::update_users`] and [`Directory::delete_users`]
+    /// send in one request (Graph's `$batch`). 1, the default: one request per write, and the
+    /// engine calls [`Directory::update_user`] and [`Directory::delete_user`] one at a time.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
+    /// [`Directory::update_user`] for several users at once: one result per update, in order.
+    /// The default makes them one after the other.
+    async fn update_users(&self, updates: &[UserUpdate<'_>]) -> Vec<Result<(), DirectoryError>> {
+        let mut results = Vec::with_capacity(updates.len());
+        for u in updates {
+            results.push(
+                self.update_user(u.id, u.current, u.desired, u.expected_immutable_id)
+                    .await,
+            );
+        }
+        results
+    }
+
+    /// [`Directory::delete_user`] for several users at once, each `(id, expected Immutable
+    /// ID)`: one result per user, in order. The default deletes them one after the other.
+    async fn delete_users(
+        &self,
+        deletes: &[(&str, Option<&str>)],
+    ) -> Vec<Result<(), DirectoryError>> {
+        let mut results = Vec::with_capacity(deletes.len());
+        for (id, expected) in deletes {
+            results.push(self.delete_user(id, *expected).await);
+        }
+        results
+    }
 
     /// Users deleted but still restorable (Entra ID's `directory/deletedItems`), with the
     /// user name they had. A directory without such a bin has none.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::directory::{
     DeltaError, DeltaItem, DeltaRead, DeltaSource, DesiredUser, Directory, DirectoryError,
-    ListScope, User,
+    ListScope, User, UserUpdate,
 };
 use crate::sync::config::ends_with_ignore_ascii_case;
 use crate::sync::plan::same_user_name;
@@ -25,6 +25,9 @@ pub struct Calls {
     pub deletes: usize,
     /// Delta reads (links followed) and links taken.
     pub deltas: usize,
+    /// Calls of `update_users` / `delete_users` (each also counts its users in `updates` /
+    /// `deletes`).
+    pub batches: usize,
 }
 
 impl Calls {
@@ -54,6 +57,8 @@ struct State {
     /// Deletes are soft, as in Entra ID: deleted users wait here, by id.
     recycle_bin: Option<BTreeMap<String, User>>,
     restores: usize,
+    /// [`Directory::batch_limit`]; 0 = the default.
+    batch_limit: usize,
 }
 
 impl State {
@@ -94,6 +99,12 @@ impl FakeDirectory {
     /// Deletes become soft deletes, restorable as the same object (Entra ID's deleted items).
     pub fn with_recycle_bin(self) -> Self {
         self.lock().recycle_bin = Some(BTreeMap::new());
+        self
+    }
+
+    /// Takes up to `n` updates or deletes per call, as Graph's `$batch` does.
+    pub fn with_batch_limit(self, n: usize) -> Self {
+        self.lock().batch_limit = n;
         self
     }
 
@@ -311,6 +322,42 @@ impl Directory for FakeDirectory {
             u.upn = desired.upn.clone();
         }
         Ok(())
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.lock().batch_limit.max(1)
+    }
+
+    async fn update_users(&self, updates: &[UserUpdate<'_>]) -> Vec<Result<(), DirectoryError>> {
+        assert!(
+            updates.len() <= self.batch_limit(),
+            "a batch over the limit"
+        );
+        self.lock().calls.batches += 1;
+        let mut results = Vec::with_capacity(updates.len());
+        for u in updates {
+            results.push(
+                self.update_user(u.id, u.current, u.desired, u.expected_immutable_id)
+                    .await,
+            );
+        }
+        results
+    }
+
+    async fn delete_users(
+        &self,
+        deletes: &[(&str, Option<&str>)],
+    ) -> Vec<Result<(), DirectoryError>> {
+        assert!(
+            deletes.len() <= self.batch_limit(),
+            "a batch over the limit"
+        );
+        self.lock().calls.batches += 1;
+        let mut results = Vec::with_capacity(deletes.len());
+        for (id, expected) in deletes {
+            results.push(self.delete_user(id, *expected).await);
+        }
+        results
     }
 
     async fn delete_user(

@@ -8,10 +8,11 @@
 //! 5xx are sent again in a later batch after the longest `Retry-After` among them (which also
 //! holds off every other write of the client), at most [`RetryPolicy::MAX_ATTEMPTS`] times.
 //!
-//! [`GraphClient::delete_users`] and [`GraphClient::update_users`] do what
-//! [`crate::directory::Directory::delete_user`] and `update_user` do for each user — the
-//! guarded read (batched as well: reads cost no write quota), then the write — and give one
-//! result per user, in the order given.
+//! [`GraphClient::delete_batch`] and [`GraphClient::update_batch`] (the client's
+//! [`crate::directory::Directory::delete_users`] and `update_users`, which the engine calls with
+//! up to [`MAX_BATCH`] consecutive Deletes or Updates) do what `delete_user` and `update_user` do
+//! for each user — the guarded read (batched as well: reads cost no write quota), then the
+//! write — and give one result per user, in the order given.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -29,7 +30,7 @@ use super::{GraphClient, graph_error};
 use crate::clients::outbound::{
     HttpResponse, RetryPolicy, encode_id, is_retryable_status, json_error, parse_retry_after,
 };
-use crate::directory::{DesiredUser, DirectoryError};
+use crate::directory::{DirectoryError, UserUpdate};
 
 /// Graph's limit on requests in one batch.
 pub const MAX_BATCH: usize = 20;
@@ -288,7 +289,7 @@ impl GraphClient {
 
     /// [`crate::directory::Directory::delete_user`] for many users through `$batch`: one result
     /// per `(id, expected Immutable ID)`, in order. Users that fail a guard are not sent.
-    pub async fn delete_users(
+    pub(super) async fn delete_batch(
         &self,
         users: &[(&str, Option<&str>)],
     ) -> Vec<Result<(), DirectoryError>> {
@@ -330,20 +331,23 @@ impl GraphClient {
     /// [`crate::directory::Directory::update_user`] for many users through `$batch`: one result
     /// per `(id, desired, expected Immutable ID)`, in order. Users that fail a guard, or have
     /// nothing to change, are not sent.
-    pub async fn update_users(
+    pub(super) async fn update_batch(
         &self,
-        users: &[(&str, &DesiredUser, Option<&str>)],
+        users: &[UserUpdate<'_>],
     ) -> Vec<Result<(), DirectoryError>> {
         const WHAT: &str = "Graph update user";
-        let ids: Vec<&str> = users.iter().map(|(id, _, _)| *id).collect();
+        let ids: Vec<&str> = users.iter().map(|u| u.id).collect();
         let targets = self.read_targets(&ids, "Graph $batch read users").await;
         let mut results: Vec<Option<Result<(), DirectoryError>>> = Vec::new();
         let mut items = Vec::new();
         let mut sent = Vec::new();
-        for (i, ((id, desired, expected), target)) in users.iter().zip(targets).enumerate() {
+        for (i, (u, target)) in users.iter().zip(targets).enumerate() {
+            let (id, desired) = (u.id, u.desired);
             let patch = check_desired(WHAT, desired).and_then(|()| match target? {
                 None => Err(DirectoryError::NotFound(format!("{WHAT}: HTTP 404"))),
-                Some(t) => t.check(WHAT, *expected).map(|()| patch_body(&t, desired)),
+                Some(t) => t
+                    .check(WHAT, u.expected_immutable_id)
+                    .map(|()| patch_body(&t, desired)),
             });
             match patch {
                 Ok(p) if p.is_empty() => results.push(Some(Ok(()))),

@@ -37,7 +37,7 @@ use crate::clients::outbound::{
     json_error, status_error,
 };
 use crate::directory::{
-    DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User, UserSink,
+    DesiredUser, Directory, DirectoryError, ListScope, ListingLimits, User, UserSink, UserUpdate,
 };
 
 pub use batch::MAX_BATCH;
@@ -784,6 +784,23 @@ impl Directory for GraphClient {
         self.update_inner(id, desired, expected_immutable_id)
             .await
             .map_err(|e| self.inner.redactor.scrub(e))
+    }
+
+    /// Consecutive updates or deletes go out as one `$batch` of reads and one of writes
+    /// (`batch.rs`): two round trips for up to 20 users instead of forty.
+    fn batch_limit(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn update_users(&self, updates: &[UserUpdate<'_>]) -> Vec<Result<(), DirectoryError>> {
+        self.update_batch(updates).await
+    }
+
+    async fn delete_users(
+        &self,
+        deletes: &[(&str, Option<&str>)],
+    ) -> Vec<Result<(), DirectoryError>> {
+        self.delete_batch(deletes).await
     }
 
     /// Reads user `id` (the guards and the precondition), then `DELETE`s it: Graph's soft

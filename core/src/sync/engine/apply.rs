@@ -12,12 +12,14 @@ use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 use super::{DEFAULT_APPLY_CONCURRENCY, PlannedRun, RunResult};
-use crate::directory::{DesiredUser, Directory, DirectoryError};
+use crate::directory::{DesiredUser, Directory, DirectoryError, User, UserUpdate};
 use crate::sync::config::SyncConfig;
 use crate::sync::limiter::ConcurrencyLimit;
 use crate::sync::managed::{ManagedEntry, ManagedSet};
 use crate::sync::mapping::MappedUser;
-use crate::sync::plan::{self, Action, PlanContext, PlanItem, UpdateKind, fold_user_name};
+use crate::sync::plan::{
+    self, Action, PlanContext, PlanItem, UpdateItem, UpdateKind, fold_user_name,
+};
 
 /// One user a write failed for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,8 +130,6 @@ enum ItemResult {
         entry: ManagedEntry,
         failed: Option<Box<ItemResult>>,
     },
-    /// Already counted and recorded (a restore, flattened in the apply loop).
-    Accounted,
     Replanned {
         replanned: Replanned,
         record: Option<(String, ManagedEntry)>,
@@ -183,106 +183,61 @@ pub async fn apply_run(
     let stop = AtomicBool::new(false);
     let cfg = &planned.config;
     let stop_ref = &stop;
-    let mut pending = planned.plan.items.iter().filter(|i| i.is_write());
+    let batch = destination.batch_limit().max(1);
+    // Collected first: an iterator adapter's closure held across the awaits below would keep
+    // the future from being `Send` (the operator spawns it).
+    let writes: Vec<&PlanItem> = planned.plan.items.iter().filter(|i| i.is_write()).collect();
+    let mut next = 0usize;
     let mut in_flight = FuturesUnordered::new();
     let mut limit = ConcurrencyLimit::new(opts.concurrency);
     // Bumped by every checkpoint: writes in flight across one waited on it, so their latency
     // says nothing about the destination.
     let mut epoch = 0usize;
     let mut done = 0usize;
+    let mut next_checkpoint = opts.checkpoint_every;
     loop {
         while in_flight.len() < limit.current()
-            && let Some(item) = pending.next()
+            && let Some(unit) = next_unit(&writes, &mut next, batch)
         {
             let sent_with = in_flight.len() + 1;
             in_flight.push(async move {
                 if stop_ref.load(Ordering::Relaxed) {
-                    return (ItemResult::NotAttempted, None);
+                    let skipped = (0..unit.len()).map(|_| ItemResult::NotAttempted);
+                    return (skipped.collect::<Vec<_>>(), None);
                 }
                 let started = Instant::now();
-                let r = apply_item(item, destination, cfg).await;
-                if let ItemResult::Failed { fatal: Some(_), .. } = &r {
+                let results = apply_unit(&unit, destination, cfg).await;
+                if results
+                    .iter()
+                    .any(|r| matches!(r, ItemResult::Failed { fatal: Some(_), .. }))
+                {
                     stop_ref.store(true, Ordering::Relaxed);
                 }
-                (r, Some((started.elapsed(), sent_with, epoch)))
+                // A batch's latency is not one write's.
+                let timing =
+                    matches!(unit, Unit::One(_)).then(|| (started.elapsed(), sent_with, epoch));
+                (results, timing)
             });
         }
-        let Some((r, timing)) = in_flight.next().await else {
+        let Some((results, timing)) = in_flight.next().await else {
             break;
         };
         // A re-planned create made several requests; its latency is not one write's.
         if let Some((latency, sent_with, at)) = timing
             && at == epoch
-            && !matches!(r, ItemResult::Replanned { .. })
+            && !matches!(results.as_slice(), [ItemResult::Replanned { .. }])
         {
             limit.on_sample(latency, sent_with);
         }
-        // A restored user is recorded even when the update after it failed (then reported
-        // as that failure).
-        let r = match r {
-            ItemResult::Restored { imm, entry, failed } => {
-                managed.insert(imm, entry);
-                match failed {
-                    None => {
-                        outcome.restored += 1;
-                        ItemResult::Accounted
-                    }
-                    Some(f) => *f,
-                }
-            }
-            other => other,
-        };
-        match r {
-            ItemResult::Created { imm, entry } => {
-                outcome.created += 1;
-                managed.insert(imm, entry);
-            }
-            ItemResult::Updated { imm, entry } => {
-                outcome.updated += 1;
-                managed.insert(imm, entry);
-            }
-            ItemResult::Deleted { imm } => {
-                outcome.deleted += 1;
-                managed.remove(&imm);
-            }
-            ItemResult::Replanned {
-                replanned,
-                record,
-                wrote,
-            } => {
-                if wrote {
-                    outcome.updated += 1;
-                }
-                if let Some((imm, entry)) = record {
-                    managed.insert(imm, entry);
-                }
-                outcome.replanned.push(replanned);
-            }
-            ItemResult::Failed {
-                failure,
-                forget,
-                fatal,
-                changed_destination,
-            } => {
-                outcome.met_changed_destination |= changed_destination;
-                if let Some(imm) = forget {
-                    managed.remove(&imm);
-                }
-                if let Some(e) = fatal
-                    && outcome.aborted.is_none()
-                {
-                    outcome.aborted = Some(e);
-                }
-                outcome.failures.push(failure);
-            }
-            ItemResult::NotAttempted => outcome.not_attempted += 1,
-            ItemResult::Restored { .. } | ItemResult::Accounted => {}
+        for r in results {
+            record(r, &mut outcome, &mut managed);
+            done += 1;
+            observer.progress(done, total);
         }
-        done += 1;
-        observer.progress(done, total);
-        if opts.checkpoint_every > 0 && done.is_multiple_of(opts.checkpoint_every) && done < total {
+        if opts.checkpoint_every > 0 && done >= next_checkpoint && done < total {
             observer.checkpoint(&managed).await;
             epoch += 1;
+            next_checkpoint = done - done % opts.checkpoint_every + opts.checkpoint_every;
         }
     }
 
@@ -297,6 +252,214 @@ pub async fn apply_run(
     }
     outcome.managed = Some(managed);
     outcome
+}
+
+/// Counts one write's result and records it in the managed set.
+fn record(r: ItemResult, outcome: &mut ApplyOutcome, managed: &mut ManagedSet) {
+    // A restored user is recorded even when the update after it failed (then reported as that
+    // failure).
+    let r = match r {
+        ItemResult::Restored { imm, entry, failed } => {
+            managed.insert(imm, entry);
+            match failed {
+                None => {
+                    outcome.restored += 1;
+                    return;
+                }
+                Some(f) => *f,
+            }
+        }
+        other => other,
+    };
+    match r {
+        ItemResult::Created { imm, entry } => {
+            outcome.created += 1;
+            managed.insert(imm, entry);
+        }
+        ItemResult::Updated { imm, entry } => {
+            outcome.updated += 1;
+            managed.insert(imm, entry);
+        }
+        ItemResult::Deleted { imm } => {
+            outcome.deleted += 1;
+            managed.remove(&imm);
+        }
+        ItemResult::Replanned {
+            replanned,
+            record,
+            wrote,
+        } => {
+            if wrote {
+                outcome.updated += 1;
+            }
+            if let Some((imm, entry)) = record {
+                managed.insert(imm, entry);
+            }
+            outcome.replanned.push(replanned);
+        }
+        ItemResult::Failed {
+            failure,
+            forget,
+            fatal,
+            changed_destination,
+        } => {
+            outcome.met_changed_destination |= changed_destination;
+            if let Some(imm) = forget {
+                managed.remove(&imm);
+            }
+            if let Some(e) = fatal
+                && outcome.aborted.is_none()
+            {
+                outcome.aborted = Some(e);
+            }
+            outcome.failures.push(failure);
+        }
+        ItemResult::NotAttempted => outcome.not_attempted += 1,
+        ItemResult::Restored { .. } => {}
+    }
+}
+
+/// What one request in flight carries: one plan item, or consecutive Updates or Deletes sent
+/// together to a destination that takes several in one request ([`Directory::batch_limit`]:
+/// Graph's `$batch` saves round trips, not write quota).
+enum Unit<'p> {
+    One(&'p PlanItem),
+    Updates(Vec<&'p UpdateItem>),
+    /// `(current, immutable_id)` of each Delete.
+    Deletes(Vec<(&'p User, &'p str)>),
+}
+
+impl Unit<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Unit::One(_) => 1,
+            Unit::Updates(u) => u.len(),
+            Unit::Deletes(d) => d.len(),
+        }
+    }
+}
+
+/// The unit starting at `writes[*next]`: up to `batch` consecutive Updates or Deletes, else one
+/// item; `*next` moves past it.
+fn next_unit<'p>(writes: &[&'p PlanItem], next: &mut usize, batch: usize) -> Option<Unit<'p>> {
+    let item = *writes.get(*next)?;
+    *next += 1;
+    if batch < 2 {
+        return Some(Unit::One(item));
+    }
+    match item {
+        PlanItem::Update(u) => {
+            let mut updates = vec![&**u];
+            while updates.len() < batch
+                && let Some(PlanItem::Update(u)) = writes.get(*next)
+            {
+                updates.push(&**u);
+                *next += 1;
+            }
+            Some(Unit::Updates(updates))
+        }
+        PlanItem::Delete {
+            current,
+            immutable_id,
+        } => {
+            let mut deletes = vec![(current, immutable_id.as_str())];
+            while deletes.len() < batch
+                && let Some(PlanItem::Delete {
+                    current,
+                    immutable_id,
+                }) = writes.get(*next)
+            {
+                deletes.push((current, immutable_id.as_str()));
+                *next += 1;
+            }
+            Some(Unit::Deletes(deletes))
+        }
+        _ => Some(Unit::One(item)),
+    }
+}
+
+async fn apply_unit(
+    unit: &Unit<'_>,
+    destination: &dyn Directory,
+    cfg: &SyncConfig,
+) -> Vec<ItemResult> {
+    match unit {
+        Unit::One(item) => vec![apply_item(item, destination, cfg).await],
+        Unit::Updates(updates) => {
+            let requests: Vec<UserUpdate<'_>> = updates
+                .iter()
+                .map(|u| UserUpdate {
+                    id: &u.current.id,
+                    current: &u.current,
+                    desired: &u.desired,
+                    expected_immutable_id: u.expected_immutable_id.as_deref(),
+                })
+                .collect();
+            let results = one_each(destination.update_users(&requests).await, updates.len());
+            updates
+                .iter()
+                .zip(results)
+                .map(|(u, r)| update_result(u, r))
+                .collect()
+        }
+        Unit::Deletes(deletes) => {
+            let requests: Vec<(&str, Option<&str>)> = deletes
+                .iter()
+                .map(|(current, imm)| (current.id.as_str(), Some(*imm)))
+                .collect();
+            let results = one_each(destination.delete_users(&requests).await, deletes.len());
+            deletes
+                .iter()
+                .zip(results)
+                .map(|((current, imm), r)| delete_result(current, imm, r))
+                .collect()
+        }
+    }
+}
+
+/// `n` results: a directory that answered fewer is failed for the rest, never taken as done.
+fn one_each(
+    mut results: Vec<Result<(), DirectoryError>>,
+    n: usize,
+) -> Vec<Result<(), DirectoryError>> {
+    results.truncate(n);
+    while results.len() < n {
+        results.push(Err(DirectoryError::Protocol(
+            "the directory gave no result for this write".into(),
+        )));
+    }
+    results
+}
+
+fn update_result(u: &UpdateItem, r: Result<(), DirectoryError>) -> ItemResult {
+    let (current, desired) = (&u.current, &u.desired);
+    match r {
+        Ok(()) => ItemResult::Updated {
+            imm: desired.immutable_id.clone(),
+            entry: ManagedEntry::new(&current.id, &u.source_id, &desired.user_name),
+        },
+        // Gone since planning: forget it if it was ours, so the next run re-creates it.
+        Err(e @ DirectoryError::NotFound(_)) => {
+            let ours = matches!(u.kind, UpdateKind::Sync | UpdateKind::Deactivate);
+            failed(
+                &current.user_name,
+                Action::Update,
+                e,
+                ours.then(|| desired.immutable_id.clone()),
+            )
+        }
+        Err(e) => failed(&current.user_name, Action::Update, e, None),
+    }
+}
+
+fn delete_result(current: &User, immutable_id: &str, r: Result<(), DirectoryError>) -> ItemResult {
+    match r {
+        // Already gone: the goal is reached.
+        Ok(()) | Err(DirectoryError::NotFound(_)) => ItemResult::Deleted {
+            imm: immutable_id.to_owned(),
+        },
+        Err(e) => failed(&current.user_name, Action::Delete, e, None),
+    }
 }
 
 /// Refused credentials or endpoint fail every further write too: stop sending them.
@@ -408,47 +571,24 @@ async fn apply_item(item: &PlanItem, destination: &dyn Directory, cfg: &SyncConf
             }
         }
         PlanItem::Update(u) => {
-            let (current, desired) = (&u.current, &u.desired);
-            match destination
+            let r = destination
                 .update_user(
-                    &current.id,
-                    current,
-                    desired,
+                    &u.current.id,
+                    &u.current,
+                    &u.desired,
                     u.expected_immutable_id.as_deref(),
                 )
-                .await
-            {
-                Ok(()) => ItemResult::Updated {
-                    imm: desired.immutable_id.clone(),
-                    entry: ManagedEntry::new(&current.id, &u.source_id, &desired.user_name),
-                },
-                // Gone since planning: forget it if it was ours, so the next run re-creates it.
-                Err(e @ DirectoryError::NotFound(_)) => {
-                    let ours = matches!(u.kind, UpdateKind::Sync | UpdateKind::Deactivate);
-                    failed(
-                        &current.user_name,
-                        Action::Update,
-                        e,
-                        ours.then(|| desired.immutable_id.clone()),
-                    )
-                }
-                Err(e) => failed(&current.user_name, Action::Update, e, None),
-            }
+                .await;
+            update_result(u, r)
         }
         PlanItem::Delete {
             current,
             immutable_id,
         } => {
-            match destination
+            let r = destination
                 .delete_user(&current.id, Some(immutable_id))
-                .await
-            {
-                // Already gone: the goal is reached.
-                Ok(()) | Err(DirectoryError::NotFound(_)) => ItemResult::Deleted {
-                    imm: immutable_id.clone(),
-                },
-                Err(e) => failed(&current.user_name, Action::Delete, e, None),
-            }
+                .await;
+            delete_result(current, immutable_id, r)
         }
         PlanItem::Conflict { .. } | PlanItem::Unmanaged { .. } => ItemResult::NotAttempted,
     }

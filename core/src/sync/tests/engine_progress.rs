@@ -83,9 +83,9 @@ async fn engine_raises_writes_in_flight_up_to_the_bound_on_a_parallel_destinatio
 }
 
 #[derive(Default)]
-struct Recorder {
-    progress: Vec<(usize, usize)>,
-    checkpoints: Vec<usize>,
+pub(super) struct Recorder {
+    pub(super) progress: Vec<(usize, usize)>,
+    pub(super) checkpoints: Vec<usize>,
 }
 
 #[async_trait::async_trait]

@@ -3,6 +3,7 @@
 //!
 //! One file per topic; the imports and fixtures they share are here (`use super::*;`).
 
+mod batching;
 mod csv_and_summary;
 mod engine;
 mod engine_failures;
