@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -291,8 +292,8 @@ pub fn after_apply(prev: Option<&DeltaState>, run: &AppliedRun<'_>) -> Option<De
 ///
 /// Scoping: a changed user is considered when its user name is in the domain now or it is
 /// managed (by its source id: a user renamed out of the domain or removed must be let go); a
-/// removed user only when it is managed. Destination records are read one by one: the managed
-/// record of each user concerned, and the users holding each planned user name (a collision or
+/// removed user only when it is managed. Destination records are read by id and by name (a few
+/// at a time, taken in order): the managed record of each user concerned, and the users holding each planned user name (a collision or
 /// an adoption is decided as a full run would). A managed destination user found that way whose
 /// source user did not change is read from the source as well, so that it is planned, never
 /// taken for gone.
@@ -362,38 +363,44 @@ pub async fn plan_incremental(
         }
     }
 
-    // Destination records: the managed ones by id, then whoever holds each planned name.
+    // Destination records: the managed ones by id, then whoever holds each planned name. The
+    // look-ups run concurrently; their results are taken in order, so the plan is the same.
     let mut dst: Vec<User> = Vec::new();
     let mut dst_ids: HashSet<String> = HashSet::new();
     let mut sorted_involved: Vec<&String> = involved.iter().collect();
     sorted_involved.sort();
-    for imm in sorted_involved {
-        if let Some(e) = managed.get(imm) {
-            let found = destination
-                .get_user(&e.destination_id)
-                .await
-                .map_err(RunError::Destination)?;
-            push_new(&mut dst, &mut dst_ids, found);
-        }
+    let ids: Vec<String> = sorted_involved
+        .into_iter()
+        .filter_map(|imm| managed.get(imm).map(|e| e.destination_id.clone()))
+        .collect();
+    let mut by_id = futures::stream::iter(ids)
+        .map(|id| read_by_id(destination, id))
+        .buffered(DESTINATION_LOOKUP_CONCURRENCY);
+    while let Some(found) = by_id.next().await {
+        push_new(
+            &mut dst,
+            &mut dst_ids,
+            found.map_err(RunError::Destination)?,
+        );
     }
+    drop(by_id);
     let mut pulled: Vec<User> = Vec::new();
     let names: Vec<String> = mapped
         .users
         .iter()
         .map(|m| m.desired.user_name.clone())
+        .filter(|name| !held(&dst, name))
         .collect();
-    for name in names {
-        let held = dst
-            .iter()
-            .any(|d| fold_user_name(&d.user_name) == fold_user_name(&name));
-        if held {
+    let mut by_name = futures::stream::iter(names)
+        .map(|name| read_by_name(destination, name))
+        .buffered(DESTINATION_LOOKUP_CONCURRENCY);
+    while let Some(r) = by_name.next().await {
+        let (name, found) = r.map_err(RunError::Destination)?;
+        // Already found under an earlier name: taken once, as one by one would.
+        if held(&dst, &name) {
             continue;
         }
-        for found in destination
-            .find_by_user_name(&name)
-            .await
-            .map_err(RunError::Destination)?
-        {
+        for found in found {
             // Ours, but its source user did not change: plan it too, from the source.
             if let Some(entry) = found
                 .immutable_id
@@ -416,6 +423,7 @@ pub async fn plan_incremental(
             push_new(&mut dst, &mut dst_ids, Some(found));
         }
     }
+    drop(by_name);
     let source_users_read = source_users_read + pulled.len();
     if !pulled.is_empty() {
         let mut mapper = SourceMapper::new(cfg);
@@ -483,6 +491,32 @@ pub(crate) fn last_per_id(items: Vec<DeltaItem>) -> Vec<DeltaItem> {
         .filter(|(n, i)| last.get(&id_of(i)) == Some(n))
         .map(|(_, i)| i)
         .collect()
+}
+
+/// How many destination records an incremental run reads at once.
+const DESTINATION_LOOKUP_CONCURRENCY: usize = 8;
+
+// Named async fns with owned arguments, not closures over borrows: the run's future must stay
+// `Send` (as `resolve_hand_overs` in core/src/sync/engine/mod.rs).
+async fn read_by_id(
+    destination: &dyn Directory,
+    id: String,
+) -> Result<Option<User>, DirectoryError> {
+    destination.get_user(&id).await
+}
+
+async fn read_by_name(
+    destination: &dyn Directory,
+    name: String,
+) -> Result<(String, Vec<User>), DirectoryError> {
+    let found = destination.find_by_user_name(&name).await?;
+    Ok((name, found))
+}
+
+/// Someone in `dst` holds `name` already.
+fn held(dst: &[User], name: &str) -> bool {
+    let name = fold_user_name(name);
+    dst.iter().any(|d| fold_user_name(&d.user_name) == name)
 }
 
 fn push_new(dst: &mut Vec<User>, ids: &mut HashSet<String>, found: Option<User>) {
