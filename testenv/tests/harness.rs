@@ -188,6 +188,16 @@ fn stale_runs_of_dead_owners_are_swept_and_live_ones_kept() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // `spawn` returns once the child has begun its exec, before the kernel has set up its new
+    // argv: /proc/PID/cmdline can still read empty. Sweep only once it names the run dir, as
+    // a real leftover of a dead run long does.
+    let stale_arg = stale.to_string_lossy().into_owned();
+    let visible = std::time::Instant::now() + Duration::from_secs(5);
+    while !proc::pids_with_arg_containing(&stale_arg).contains(&leftover.id())
+        && std::time::Instant::now() < visible
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(proc::sweep_stale_runs(&root), 1);
     assert!(!stale.exists());
     assert!(live.exists());
@@ -204,7 +214,7 @@ fn stale_runs_of_dead_owners_are_swept_and_live_ones_kept() {
         std::thread::sleep(Duration::from_millis(20));
     };
     if status.is_none() {
-        let seen = proc::pids_with_arg_containing(&stale.to_string_lossy());
+        let seen = proc::pids_with_arg_containing(&stale_arg);
         let _ = leftover.kill();
         let _ = leftover.wait();
         panic!(
