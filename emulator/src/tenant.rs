@@ -63,35 +63,96 @@ pub struct Change {
 }
 
 /// An immutable view of the live users, ordered by `User::ord`.
+///
+/// Look-ups go through an index by object id and by UPN: a base built now and then, plus the
+/// users written since (a small overlay, copied with each write). A write therefore costs the
+/// copy of the user list and of the overlay, not a rebuild of both indexes (which made writes
+/// O(n) with a large constant: 77 writes/s at 20,000 users). Entries may be stale (a deleted
+/// user, an old UPN); [`Snapshot::find`] checks the user it lands on, so they only cost a miss.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub users: Vec<Arc<User>>,
-    by_id: HashMap<Box<str>, u32>,
-    by_upn: HashMap<Box<str>, u32>,
+    base: Arc<Index>,
+    recent: Index,
 }
+
+/// Lower-cased object id and UPN to `User::ord`.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    by_id: HashMap<Box<str>, u64>,
+    by_upn: HashMap<Box<str>, u64>,
+}
+
+impl Index {
+    fn add(&mut self, u: &User) {
+        self.by_id
+            .insert(u.id.to_ascii_lowercase().into_boxed_str(), u.ord);
+        self.by_upn
+            .insert(u.upn().to_lowercase().into_boxed_str(), u.ord);
+    }
+}
+
+/// The base is rebuilt once this many users were written since it was built (amortised: a
+/// rebuild per 512 writes).
+const RECENT_MAX: usize = 512;
 
 impl Snapshot {
     fn build(users: Vec<Arc<User>>) -> Snapshot {
-        let mut by_id = HashMap::with_capacity(users.len());
-        let mut by_upn = HashMap::with_capacity(users.len());
-        for (i, u) in users.iter().enumerate() {
-            by_id.insert(u.id.to_ascii_lowercase().into_boxed_str(), i as u32);
-            by_upn.insert(u.upn().to_lowercase().into_boxed_str(), i as u32);
+        let mut base = Index {
+            by_id: HashMap::with_capacity(users.len()),
+            by_upn: HashMap::with_capacity(users.len()),
+        };
+        for u in &users {
+            base.add(u);
         }
         Snapshot {
             users,
-            by_id,
-            by_upn,
+            base: Arc::new(base),
+            recent: Index::default(),
+        }
+    }
+
+    /// The snapshot after a write: `users` (ordered by `ord`), where `written` (if any) was
+    /// created, changed or restored.
+    fn next(&self, users: Vec<Arc<User>>, written: Option<&User>) -> Snapshot {
+        if self.recent.by_id.len() >= RECENT_MAX {
+            return Snapshot::build(users);
+        }
+        let mut recent = self.recent.clone();
+        if let Some(u) = written {
+            recent.add(u);
+        }
+        Snapshot {
+            users,
+            base: self.base.clone(),
+            recent,
         }
     }
 
     /// Find by object id or userPrincipalName (both case-insensitive).
     pub fn find(&self, key: &str) -> Option<&Arc<User>> {
         let lower = key.to_lowercase();
-        self.by_id
-            .get(lower.as_str())
-            .or_else(|| self.by_upn.get(lower.as_str()))
-            .and_then(|i| self.users.get(*i as usize))
+        let k = lower.as_str();
+        let by_id = [self.recent.by_id.get(k), self.base.by_id.get(k)];
+        by_id
+            .into_iter()
+            .flatten()
+            .filter_map(|ord| self.at(*ord))
+            .find(|u| u.id.eq_ignore_ascii_case(k))
+            .or_else(|| {
+                let by_upn = [self.recent.by_upn.get(k), self.base.by_upn.get(k)];
+                by_upn
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|ord| self.at(*ord))
+                    .find(|u| u.upn().to_lowercase() == k)
+            })
+    }
+
+    /// The live user with this `ord`.
+    fn at(&self, ord: u64) -> Option<&Arc<User>> {
+        let i = self.users.partition_point(|u| u.ord < ord);
+        self.users.get(i).filter(|u| u.ord == ord)
     }
 
     /// Position of the first user whose `ord` is greater than `ord`.
@@ -302,8 +363,9 @@ impl Tenant {
         read(&self.state).snap.users.len()
     }
 
-    fn commit(st: &mut State, users: Vec<Arc<User>>, change: Change) {
-        st.snap = Arc::new(Snapshot::build(users));
+    /// `written`: the user created, changed or restored (none for a delete).
+    fn commit(st: &mut State, users: Vec<Arc<User>>, written: Option<&User>, change: Change) {
+        st.snap = Arc::new(st.snap.next(users, written));
         st.log.push(change);
     }
 
@@ -357,7 +419,7 @@ impl Tenant {
             id: user.id.clone(),
             kind: ChangeKind::Upsert(None),
         };
-        Self::commit(&mut st, users, change);
+        Self::commit(&mut st, users, Some(&*user), change);
         Ok(user)
     }
 
@@ -424,7 +486,7 @@ impl Tenant {
             id: user.id.clone(),
             kind: ChangeKind::Upsert(Some(changed)),
         };
-        Self::commit(&mut st, users, change);
+        Self::commit(&mut st, users, Some(&*user), change);
         Ok(user)
     }
 
@@ -476,7 +538,7 @@ impl Tenant {
             id: old.id.clone(),
             kind,
         };
-        Self::commit(&mut st, users, change);
+        Self::commit(&mut st, users, None, change);
         Ok(())
     }
 
@@ -503,7 +565,7 @@ impl Tenant {
             id: user.id.clone(),
             kind: ChangeKind::Upsert(None),
         };
-        Self::commit(&mut st, users, change);
+        Self::commit(&mut st, users, Some(&*user), change);
         Ok(user)
     }
 
@@ -551,5 +613,107 @@ impl Tenant {
             .values()
             .map(|u| u.id.to_string())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tenant() -> Tenant {
+        Tenant::new(
+            TenantSpec {
+                tenant_id: "t".into(),
+                display_name: "t".into(),
+                initial_domain: "t.onmicrosoft.com".into(),
+                domains: Vec::new(),
+                applications: Vec::new(),
+                users: Vec::new(),
+                directory_roles: Vec::new(),
+            },
+            1,
+        )
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    /// What `find` must answer: a plain scan of the live users.
+    fn scan<'a>(snap: &'a Snapshot, key: &str) -> Option<&'a Arc<User>> {
+        let k = key.to_lowercase();
+        snap.users
+            .iter()
+            .find(|u| u.id.eq_ignore_ascii_case(&k))
+            .or_else(|| snap.users.iter().find(|u| u.upn().to_lowercase() == k))
+    }
+
+    /// Random creates, renames (onto freed UPNs too), soft and hard deletes and restores, across
+    /// several rebuilds of the base index: `find` answers as a scan of the live users does, for
+    /// every id and UPN ever used, in any case.
+    #[test]
+    fn find_answers_as_a_scan_through_renames_deletes_restores_and_rebuilds() {
+        let t = tenant();
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut keys: Vec<String> = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        for step in 0..3000u64 {
+            let n = next();
+            let upn = format!("u{}@example.com", n % 400);
+            match n % 7 {
+                0..=2 => {
+                    if let Ok(u) = t.add_user(&obj(
+                        json!({ "userPrincipalName": upn, "displayName": "U" }),
+                    )) {
+                        ids.push(u.id.to_string());
+                        keys.push(u.id.to_string());
+                    }
+                    keys.push(upn);
+                }
+                3 | 4 if !ids.is_empty() => {
+                    let id = &ids[(next() % ids.len() as u64) as usize];
+                    let _ = t.update_user(id, &obj(json!({ "userPrincipalName": upn })));
+                    keys.push(upn);
+                }
+                5 if !ids.is_empty() => {
+                    let id = &ids[(next() % ids.len() as u64) as usize];
+                    let _ = t.delete_user(id, next() % 4 == 0);
+                }
+                _ if !ids.is_empty() => {
+                    let id = &ids[(next() % ids.len() as u64) as usize];
+                    let _ = t.restore_user(id);
+                }
+                _ => {}
+            }
+            if keys.is_empty() {
+                continue;
+            }
+            let snap = t.snapshot();
+            let check = |key: &str| {
+                let shouted = key.to_uppercase();
+                for k in [key, shouted.as_str()] {
+                    assert_eq!(
+                        snap.find(k).map(|u| u.ord),
+                        scan(&snap, k).map(|u| u.ord),
+                        "step {step}: {k}"
+                    );
+                }
+            };
+            if step % 500 == 499 {
+                keys.iter().for_each(|k| check(k));
+            } else {
+                for _ in 0..8 {
+                    check(&keys[(next() % keys.len() as u64) as usize]);
+                }
+            }
+        }
+        assert!(t.user_count() > 100, "{}", t.user_count());
     }
 }
