@@ -293,8 +293,8 @@ pub fn after_apply(prev: Option<&DeltaState>, run: &AppliedRun<'_>) -> Option<De
 /// Scoping: a changed user is considered when its user name is in the domain now or it is
 /// managed (by its source id: a user renamed out of the domain or removed must be let go); a
 /// removed user only when it is managed. Destination records are read by id and by name (a few
-/// at a time, taken in order): the managed record of each user concerned, and the users holding each planned user name (a collision or
-/// an adoption is decided as a full run would). A managed destination user found that way whose
+/// at a time, taken in order): the managed record of each user concerned, and the users holding
+/// each planned user name (a collision or an adoption is decided as a full run would). A managed destination user found that way whose
 /// source user did not change is read from the source as well, so that it is planned, never
 /// taken for gone.
 pub async fn plan_incremental(
@@ -365,8 +365,7 @@ pub async fn plan_incremental(
 
     // Destination records: the managed ones by id, then whoever holds each planned name. The
     // look-ups run concurrently; their results are taken in order, so the plan is the same.
-    let mut dst: Vec<User> = Vec::new();
-    let mut dst_ids: HashSet<String> = HashSet::new();
+    let mut dst = Found::default();
     let mut sorted_involved: Vec<&String> = involved.iter().collect();
     sorted_involved.sort();
     let ids: Vec<String> = sorted_involved
@@ -377,11 +376,7 @@ pub async fn plan_incremental(
         .map(|id| read_by_id(destination, id))
         .buffered(DESTINATION_LOOKUP_CONCURRENCY);
     while let Some(found) = by_id.next().await {
-        push_new(
-            &mut dst,
-            &mut dst_ids,
-            found.map_err(RunError::Destination)?,
-        );
+        dst.push(found.map_err(RunError::Destination)?);
     }
     drop(by_id);
     let mut pulled: Vec<User> = Vec::new();
@@ -389,7 +384,7 @@ pub async fn plan_incremental(
         .users
         .iter()
         .map(|m| m.desired.user_name.clone())
-        .filter(|name| !held(&dst, name))
+        .filter(|name| !dst.holds(name))
         .collect();
     let mut by_name = futures::stream::iter(names)
         .map(|name| read_by_name(destination, name))
@@ -397,7 +392,7 @@ pub async fn plan_incremental(
     while let Some(r) = by_name.next().await {
         let (name, found) = r.map_err(RunError::Destination)?;
         // Already found under an earlier name: taken once, as one by one would.
-        if held(&dst, &name) {
+        if dst.holds(&name) {
             continue;
         }
         for found in found {
@@ -420,7 +415,7 @@ pub async fn plan_incremental(
                     pulled.push(u);
                 }
             }
-            push_new(&mut dst, &mut dst_ids, Some(found));
+            dst.push(Some(found));
         }
     }
     drop(by_name);
@@ -441,6 +436,7 @@ pub async fn plan_incremental(
         .iter()
         .filter_map(|imm| managed.get(imm).map(|e| (imm.clone(), e.clone())))
         .collect();
+    let dst = dst.users;
     let destination_users_read = dst.len();
     let handed_over =
         resolve_hand_overs(source, cfg, &part, others, &mapped.users, &dst, false).await?;
@@ -513,17 +509,27 @@ async fn read_by_name(
     Ok((name, found))
 }
 
-/// Someone in `dst` holds `name` already.
-fn held(dst: &[User], name: &str) -> bool {
-    let name = fold_user_name(name);
-    dst.iter().any(|d| fold_user_name(&d.user_name) == name)
+/// The destination users an incremental run read, each once, and the user names they hold.
+#[derive(Default)]
+struct Found {
+    users: Vec<User>,
+    ids: HashSet<String>,
+    names: HashSet<String>,
 }
 
-fn push_new(dst: &mut Vec<User>, ids: &mut HashSet<String>, found: Option<User>) {
-    if let Some(u) = found
-        && ids.insert(u.id.clone())
-    {
-        dst.push(u);
+impl Found {
+    fn push(&mut self, found: Option<User>) {
+        if let Some(u) = found
+            && self.ids.insert(u.id.clone())
+        {
+            self.names.insert(fold_user_name(&u.user_name).into_owned());
+            self.users.push(u);
+        }
+    }
+
+    /// Someone read already holds `name`.
+    fn holds(&self, name: &str) -> bool {
+        self.names.contains(fold_user_name(name).as_ref())
     }
 }
 

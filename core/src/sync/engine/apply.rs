@@ -1,6 +1,7 @@
 //! Applying a planned run (docs/behaviour.md §2.7): writes in flight as the destination's
 //! latency allows, each recorded in the managed set as it lands; a 409 on a create is re-planned
-//! with the planner's matching, not failed.
+//! with the planner's matching, not failed. Consecutive Updates or Deletes go in one call to a
+//! destination that takes several per request (Graph's `$batch`, docs/behaviour.md §6).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
