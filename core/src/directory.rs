@@ -245,14 +245,7 @@ pub trait Directory: Send + Sync {
     /// [`Directory::update_user`] for several users at once: one result per update, in order.
     /// The default makes them one after the other.
     async fn update_users(&self, updates: &[UserUpdate<'_>]) -> Vec<Result<(), DirectoryError>> {
-        let mut results = Vec::with_capacity(updates.len());
-        for u in updates {
-            results.push(
-                self.update_user(u.id, u.current, u.desired, u.expected_immutable_id)
-                    .await,
-            );
-        }
-        results
+        update_one_by_one(self, updates).await
     }
 
     /// [`Directory::delete_user`] for several users at once, each `(id, expected Immutable
@@ -261,11 +254,7 @@ pub trait Directory: Send + Sync {
         &self,
         deletes: &[(&str, Option<&str>)],
     ) -> Vec<Result<(), DirectoryError>> {
-        let mut results = Vec::with_capacity(deletes.len());
-        for (id, expected) in deletes {
-            results.push(self.delete_user(id, *expected).await);
-        }
-        results
+        delete_one_by_one(self, deletes).await
     }
 
     /// Users deleted but still restorable (Entra ID's `directory/deletedItems`), with the
@@ -280,6 +269,33 @@ pub trait Directory: Send + Sync {
             "deleted user {id}: this directory keeps no deleted users"
         )))
     }
+}
+
+/// [`Directory::update_users`] as single updates, one after the other (its default).
+pub async fn update_one_by_one<D: Directory + ?Sized>(
+    dir: &D,
+    updates: &[UserUpdate<'_>],
+) -> Vec<Result<(), DirectoryError>> {
+    let mut results = Vec::with_capacity(updates.len());
+    for u in updates {
+        results.push(
+            dir.update_user(u.id, u.current, u.desired, u.expected_immutable_id)
+                .await,
+        );
+    }
+    results
+}
+
+/// [`Directory::delete_users`] as single deletes, one after the other (its default).
+pub async fn delete_one_by_one<D: Directory + ?Sized>(
+    dir: &D,
+    deletes: &[(&str, Option<&str>)],
+) -> Vec<Result<(), DirectoryError>> {
+    let mut results = Vec::with_capacity(deletes.len());
+    for (id, expected) in deletes {
+        results.push(dir.delete_user(id, *expected).await);
+    }
+    results
 }
 
 /// Ceilings on one listing of a directory, so that a server that never stops paging (or claims

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::directory::{
     DeltaError, DeltaItem, DeltaRead, DeltaSource, DesiredUser, Directory, DirectoryError,
-    ListScope, User, UserUpdate,
+    ListScope, User, UserUpdate, delete_one_by_one, update_one_by_one,
 };
 use crate::sync::config::ends_with_ignore_ascii_case;
 use crate::sync::plan::same_user_name;
@@ -334,14 +334,7 @@ impl Directory for FakeDirectory {
             "a batch over the limit"
         );
         self.lock().calls.batches += 1;
-        let mut results = Vec::with_capacity(updates.len());
-        for u in updates {
-            results.push(
-                self.update_user(u.id, u.current, u.desired, u.expected_immutable_id)
-                    .await,
-            );
-        }
-        results
+        update_one_by_one(self, updates).await
     }
 
     async fn delete_users(
@@ -353,11 +346,7 @@ impl Directory for FakeDirectory {
             "a batch over the limit"
         );
         self.lock().calls.batches += 1;
-        let mut results = Vec::with_capacity(deletes.len());
-        for (id, expected) in deletes {
-            results.push(self.delete_user(id, *expected).await);
-        }
-        results
+        delete_one_by_one(self, deletes).await
     }
 
     async fn delete_user(

@@ -2,72 +2,11 @@
 
 use super::*;
 
-/// A destination whose writes take `delay` each, all at once (a server that works in
-/// parallel), counting how many are in flight.
-struct SlowDestination {
-    inner: FakeDirectory,
-    delay: std::time::Duration,
-    now: std::sync::atomic::AtomicUsize,
-    peak: std::sync::atomic::AtomicUsize,
-}
-
-impl SlowDestination {
-    async fn write<T>(&self, f: impl Future<Output = T>) -> T {
-        use std::sync::atomic::Ordering::SeqCst;
-        let n = self.now.fetch_add(1, SeqCst) + 1;
-        self.peak.fetch_max(n, SeqCst);
-        tokio::time::sleep(self.delay).await;
-        let r = f.await;
-        self.now.fetch_sub(1, SeqCst);
-        r
-    }
-}
-
-#[async_trait::async_trait]
-impl Directory for SlowDestination {
-    async fn list_users(
-        &self,
-        scope: &crate::directory::ListScope,
-    ) -> Result<Vec<User>, DirectoryError> {
-        self.inner.list_users(scope).await
-    }
-    async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
-        self.inner.get_user(id).await
-    }
-    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
-        self.inner.find_by_user_name(user_name).await
-    }
-    async fn create_user(
-        &self,
-        user: &crate::directory::DesiredUser,
-    ) -> Result<User, DirectoryError> {
-        self.write(self.inner.create_user(user)).await
-    }
-    async fn update_user(
-        &self,
-        id: &str,
-        current: &User,
-        desired: &crate::directory::DesiredUser,
-        expected: Option<&str>,
-    ) -> Result<(), DirectoryError> {
-        self.write(self.inner.update_user(id, current, desired, expected))
-            .await
-    }
-    async fn delete_user(&self, id: &str, expected: Option<&str>) -> Result<(), DirectoryError> {
-        self.write(self.inner.delete_user(id, expected)).await
-    }
-}
-
 #[tokio::test]
 async fn engine_raises_writes_in_flight_up_to_the_bound_on_a_parallel_destination() {
     let users: Vec<(u128, String)> = (1..=40).map(|i| (i, format!("u{i}@example.com"))).collect();
     let source = FakeDirectory::with_users(users.iter().map(|(n, u)| entra_user(*n, u)));
-    let dest = SlowDestination {
-        inner: FakeDirectory::new(),
-        delay: std::time::Duration::from_millis(20),
-        now: Default::default(),
-        peak: Default::default(),
-    };
+    let dest = Slow::writes(FakeDirectory::new(), std::time::Duration::from_millis(20));
     let planned = plan_run(&source, &dest, &cfg(), &ManagedSet::new(), &others_none())
         .await
         .expect("plans");
@@ -77,7 +16,7 @@ async fn engine_raises_writes_in_flight_up_to_the_bound_on_a_parallel_destinatio
     };
     let out = apply_run(&planned, &dest, &opts, &mut NoProgress).await;
     assert_eq!(out.created, 40);
-    let peak = dest.peak.load(std::sync::atomic::Ordering::SeqCst);
+    let peak = dest.peak();
     // Starts at one write and climbs while latency stays flat; never above --concurrency.
     assert!((2..=3).contains(&peak), "peak in flight {peak}");
 }

@@ -701,59 +701,6 @@ async fn plan_of_kind_follows_the_link_and_falls_back_to_full_when_it_is_refused
     assert!(refused.new_link.is_some(), "a new link for the next run");
 }
 
-/// A destination whose look-ups take 20 ms each, counting how many are in flight.
-struct SlowReads {
-    inner: FakeDirectory,
-    now: std::sync::atomic::AtomicUsize,
-    peak: std::sync::atomic::AtomicUsize,
-}
-
-impl SlowReads {
-    async fn read<T>(&self, f: impl Future<Output = T>) -> T {
-        use std::sync::atomic::Ordering::SeqCst;
-        let n = self.now.fetch_add(1, SeqCst) + 1;
-        self.peak.fetch_max(n, SeqCst);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let r = f.await;
-        self.now.fetch_sub(1, SeqCst);
-        r
-    }
-}
-
-#[async_trait::async_trait]
-impl Directory for SlowReads {
-    async fn list_users(
-        &self,
-        scope: &crate::directory::ListScope,
-    ) -> Result<Vec<User>, DirectoryError> {
-        self.inner.list_users(scope).await
-    }
-    async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
-        self.read(self.inner.get_user(id)).await
-    }
-    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
-        self.read(self.inner.find_by_user_name(user_name)).await
-    }
-    async fn create_user(
-        &self,
-        user: &crate::directory::DesiredUser,
-    ) -> Result<User, DirectoryError> {
-        self.inner.create_user(user).await
-    }
-    async fn update_user(
-        &self,
-        id: &str,
-        current: &User,
-        desired: &crate::directory::DesiredUser,
-        expected: Option<&str>,
-    ) -> Result<(), DirectoryError> {
-        self.inner.update_user(id, current, desired, expected).await
-    }
-    async fn delete_user(&self, id: &str, expected: Option<&str>) -> Result<(), DirectoryError> {
-        self.inner.delete_user(id, expected).await
-    }
-}
-
 /// The destination records of an incremental run are read a few at a time, and the plan is
 /// the one a one-by-one read gives (the results are taken in order).
 #[tokio::test]
@@ -774,14 +721,13 @@ async fn destination_records_are_read_concurrently_into_the_same_plan() {
     }
     let items = source.read_delta(&link).await.expect("delta").items;
 
-    let one_by_one = SlowReads {
-        inner: FakeDirectory::with_users(dest.users()),
-        now: Default::default(),
-        peak: Default::default(),
-    };
+    let slow = Slow::reads(
+        FakeDirectory::with_users(dest.users()),
+        std::time::Duration::from_millis(20),
+    );
     let planned = plan_incremental(
         &source,
-        &one_by_one,
+        &slow,
         &cfg(),
         &managed,
         &others_none(),
@@ -790,7 +736,7 @@ async fn destination_records_are_read_concurrently_into_the_same_plan() {
     )
     .await
     .expect("plans");
-    let peak = one_by_one.peak.load(std::sync::atomic::Ordering::SeqCst);
+    let peak = slow.peak();
     assert!((2..=8).contains(&peak), "look-ups in flight: {peak}");
     let counts = |p: &PlannedRun| {
         let w = writes(&p.plan);

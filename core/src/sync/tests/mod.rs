@@ -158,6 +158,93 @@ fn tenant(users: &[(u128, &str)]) -> FakeDirectory {
     FakeDirectory::with_users(users.iter().map(|(n, upn)| entra_user(*n, upn)))
 }
 
+/// A destination whose reads (`get_user`, `find_by_user_name`) or writes take `delay` each, all
+/// at once (a server that works in parallel), counting how many are in flight.
+struct Slow {
+    inner: FakeDirectory,
+    delay: std::time::Duration,
+    reads: bool,
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Slow {
+    fn writes(inner: FakeDirectory, delay: std::time::Duration) -> Self {
+        Self {
+            inner,
+            delay,
+            reads: false,
+            now: Default::default(),
+            peak: Default::default(),
+        }
+    }
+
+    fn reads(inner: FakeDirectory, delay: std::time::Duration) -> Self {
+        Self {
+            reads: true,
+            ..Self::writes(inner, delay)
+        }
+    }
+
+    /// The most slow calls that were in flight at once.
+    fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn call<T>(&self, slow: bool, f: impl Future<Output = T>) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !slow {
+            return f.await;
+        }
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(n, SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let r = f.await;
+        self.now.fetch_sub(1, SeqCst);
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for Slow {
+    async fn list_users(
+        &self,
+        scope: &crate::directory::ListScope,
+    ) -> Result<Vec<User>, DirectoryError> {
+        self.inner.list_users(scope).await
+    }
+    async fn get_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
+        self.call(self.reads, self.inner.get_user(id)).await
+    }
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<User>, DirectoryError> {
+        self.call(self.reads, self.inner.find_by_user_name(user_name))
+            .await
+    }
+    async fn create_user(
+        &self,
+        user: &crate::directory::DesiredUser,
+    ) -> Result<User, DirectoryError> {
+        self.call(!self.reads, self.inner.create_user(user)).await
+    }
+    async fn update_user(
+        &self,
+        id: &str,
+        current: &User,
+        desired: &crate::directory::DesiredUser,
+        expected: Option<&str>,
+    ) -> Result<(), DirectoryError> {
+        self.call(
+            !self.reads,
+            self.inner.update_user(id, current, desired, expected),
+        )
+        .await
+    }
+    async fn delete_user(&self, id: &str, expected: Option<&str>) -> Result<(), DirectoryError> {
+        self.call(!self.reads, self.inner.delete_user(id, expected))
+            .await
+    }
+}
+
 // Keep the trait object form used by the CLI and operator compiling.
 #[allow(dead_code)]
 fn directories_are_object_safe(d: &dyn Directory) -> &dyn Directory {
