@@ -329,8 +329,8 @@ impl GraphClient {
     }
 
     /// [`crate::directory::Directory::update_user`] for many users through `$batch`: one result
-    /// per `(id, desired, expected Immutable ID)`, in order. Users that fail a guard, or have
-    /// nothing to change, are not sent.
+    /// per [`UserUpdate`], in order (its `current` is not needed: the batched read is compared
+    /// instead). Users that fail a guard, or have nothing to change, are not sent.
     pub(super) async fn update_batch(
         &self,
         users: &[UserUpdate<'_>],
