@@ -115,7 +115,8 @@ impl Snapshot {
     /// The snapshot after a write: `users` (ordered by `ord`), where `written` (if any) was
     /// created, changed or restored.
     fn next(&self, users: Vec<Arc<User>>, written: Option<&User>) -> Snapshot {
-        if self.recent.by_id.len() >= RECENT_MAX {
+        // By UPN too: renames of one user add UPNs, not ids.
+        if self.recent.by_id.len().max(self.recent.by_upn.len()) >= RECENT_MAX {
             return Snapshot::build(users);
         }
         let mut recent = self.recent.clone();
