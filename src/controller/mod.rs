@@ -250,6 +250,7 @@ pub async fn run_controller(
         };
         let store = controller.store();
         stores.push(store.clone());
+        let unsynced = store.clone();
         let mapper_ctx = ctx.clone();
         let mut stop = shutdown.clone();
         let run = controller
@@ -284,6 +285,23 @@ pub async fn run_controller(
                     Err(e) => warn!(error = %e, "controller error"),
                 }
             });
+        // kube-runtime's Runner holds its (empty) queue until the store is ready, and a
+        // graceful shutdown drops the watches that would make it ready: a SIGTERM before this
+        // namespace's first lists finished would never end. Nothing of this controller can be
+        // in flight then, so its shutdown ends at once; a ready one drains as usual.
+        let mut stop_unsynced = shutdown.clone();
+        let run = async move {
+            tokio::select! {
+                _ = run => {}
+                _ = async {
+                    let _ = stop_unsynced.wait_for(|s| *s).await;
+                    if unsynced.wait_until_ready().now_or_never().is_some() {
+                        futures::future::pending::<()>().await;
+                    }
+                    info!("shutdown before the watches synced: nothing in flight");
+                } => {}
+            }
+        };
         runs.push(run);
     }
     if let Ok(mut s) = ctx.stores.write() {
@@ -296,26 +314,11 @@ pub async fn run_controller(
         ready.store(true, Ordering::Relaxed);
         info!("watches synced; controller ready");
     };
-    // kube-runtime's Runner holds its (empty) queue until the stores are ready, and a graceful
-    // shutdown drops the watches that would make them ready: a SIGTERM before the first lists
-    // finished would never end. Nothing can be in flight then, so such a shutdown ends here.
-    let mut stop = shutdown.clone();
-    let stopped_before_ready = async {
-        let _ = stop.wait_for(|s| *s).await;
-        let all_ready = stores
-            .iter()
-            .all(|s| s.wait_until_ready().now_or_never().is_some());
-        if all_ready {
-            futures::future::pending::<()>().await;
-        }
-        info!("shutdown before the watches synced: nothing in flight");
-    };
     let controllers = futures::future::join_all(runs);
     tokio::pin!(controllers);
     tokio::select! {
         _ = &mut controllers => {}
         _ = async { readiness.await; futures::future::pending::<()>().await } => {}
-        _ = stopped_before_ready => {}
     }
     if !*shutdown.borrow() {
         error!("controller stopped unexpectedly");
@@ -328,16 +331,28 @@ mod tests {
     use http::{Request, Response};
     use kube::client::Body;
 
-    /// A SIGTERM that arrives while the first lists are still outstanding ends the controller
-    /// (kube-runtime alone would wait for stores that can no longer become ready).
-    #[tokio::test]
-    async fn a_shutdown_before_the_watches_synced_ends_the_controller() {
-        // An API server that accepts every request and never answers.
+    /// Runs the controller on `namespaces` against a mocked API server that answers the lists
+    /// of namespace `answered` (empty) and leaves every other request, watches included,
+    /// unanswered; sends shutdown after 300 ms. Whether it ended within 5 s, and whether it
+    /// ever said it was ready.
+    async fn shut_down_while(namespaces: &[&str], answered: &str) -> (bool, bool) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let silent = tokio::spawn(async move {
+        let prefix = format!("/namespaces/{answered}/");
+        let server = tokio::spawn(async move {
             let mut held = Vec::new();
-            while let Some(pending) = handle.next_request().await {
-                held.push(pending);
+            while let Some((request, respond)) = handle.next_request().await {
+                let uri = request.uri().to_string();
+                if uri.contains(&prefix) && !uri.contains("watch=true") {
+                    let body = br#"{"metadata":{"resourceVersion":"1"},"items":[]}"#;
+                    respond.send_response(
+                        Response::builder()
+                            .status(200)
+                            .body(Body::from(body.to_vec()))
+                            .unwrap_or_else(|e| panic!("{e}")),
+                    );
+                } else {
+                    held.push(respond);
+                }
             }
         });
         let client = Client::new(service, "default");
@@ -348,18 +363,36 @@ mod tests {
         ));
         let (tx, rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
-        let run = tokio::spawn(run_controller(
-            ctx,
-            Scope::Namespaces(vec!["identity".into()]),
-            rx,
-            ready.clone(),
-        ));
+        let scope = Scope::Namespaces(namespaces.iter().map(|n| (*n).to_owned()).collect());
+        let run = tokio::spawn(run_controller(ctx, scope, rx, ready.clone()));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!run.is_finished(), "the controller runs until shutdown");
         tx.send(true).unwrap_or_else(|e| panic!("{e}"));
-        let ended = tokio::time::timeout(Duration::from_secs(5), run).await;
-        assert!(ended.is_ok(), "the controller did not end after shutdown");
-        assert!(!ready.load(Ordering::Relaxed), "never synced, never ready");
-        silent.abort();
+        let ended = tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .is_ok();
+        server.abort();
+        (ended, ready.load(Ordering::Relaxed))
+    }
+
+    /// A SIGTERM that arrives while the first lists are still outstanding ends the controller
+    /// (kube-runtime alone would wait for stores that can no longer become ready).
+    #[tokio::test]
+    async fn a_shutdown_before_the_watches_synced_ends_the_controller() {
+        let (ended, ready) = shut_down_while(&["identity"], "none").await;
+        assert!(ended, "the controller did not end after shutdown");
+        assert!(!ready, "never synced, never ready");
+    }
+
+    /// One namespace synced, another not: both controllers end (the synced one drains, the
+    /// other has nothing in flight).
+    #[tokio::test]
+    async fn a_shutdown_with_one_namespace_unsynced_ends_every_controller() {
+        // The answered namespace alone syncs (ready), and drains and ends on shutdown.
+        let (ended, ready) = shut_down_while(&["synced"], "synced").await;
+        assert!(ended && ready, "ended {ended}, ready {ready}");
+        let (ended, ready) = shut_down_while(&["synced", "stuck"], "synced").await;
+        assert!(ended, "the controllers did not end after shutdown");
+        assert!(!ready, "one namespace never synced");
     }
 }
