@@ -20,9 +20,7 @@ use std::time::Instant;
 
 use common::*;
 use dirsync_testenv::Scim2Server;
-use dirsync_testenv::emulator::{
-    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Emulator,
-};
+use dirsync_testenv::emulator::Emulator;
 use serde_json::{Value, json};
 
 fn main() {
@@ -333,24 +331,7 @@ async fn graph_listing_secs(emu: &Emulator) -> f64 {
         .build()
         .unwrap();
     let t = Instant::now();
-    let token: Value = client
-        .post(format!(
-            "{}/{DEFAULT_TENANT_ID}/oauth2/v2.0/token",
-            emu.base_url()
-        ))
-        .form(&[
-            ("client_id", DEFAULT_CLIENT_ID),
-            ("client_secret", DEFAULT_CLIENT_SECRET),
-            ("grant_type", "client_credentials"),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().expect("token").to_string();
+    let token = emulator_token(&client, emu).await;
     let select = "id,userPrincipalName,displayName,givenName,surname,mail,proxyAddresses,accountEnabled,userType,onPremisesImmutableId";
     let mut url = format!(
         "{}/v1.0/users?$select={select}&$filter=endswith(userPrincipalName,'@example.com')&$count=true&$top=999",

@@ -188,7 +188,7 @@ fn main() {
                 dirsync_rates.push(rate);
                 busy_d.push(busy);
             } else {
-                let token = rt.block_on(access_token(&emu));
+                let token = rt.block_on(emulator_token(&tls_client(&emu), &emu));
                 let t = Instant::now();
                 rt.block_on(sequential(&emu, &token, &bodies));
                 let wall = t.elapsed();
@@ -439,32 +439,6 @@ fn tls_client(emu: &Emulator) -> reqwest::Client {
         .unwrap()
 }
 
-/// An app-only access token from the emulator's token endpoint (client credentials).
-async fn access_token(emu: &Emulator) -> String {
-    let v: Value = tls_client(emu)
-        .post(format!(
-            "{}/{DEFAULT_TENANT_ID}/oauth2/v2.0/token",
-            emu.base_url()
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", DEFAULT_CLIENT_ID),
-            ("client_secret", DEFAULT_CLIENT_SECRET),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no access token: {v}"))
-        .to_string()
-}
-
-/// One `POST /v1.0/users` after another on a keep-alive connection.
 async fn sequential(emu: &Emulator, token: &str, bodies: &[String]) {
     let client = tls_client(emu);
     let url = format!("{}/v1.0/users", emu.base_url());

@@ -199,3 +199,29 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// An app-only access token from the emulator's token endpoint (client credentials), fetched
+/// with `client` (which must trust the emulator's CA).
+pub async fn emulator_token(client: &reqwest::Client, emu: &Emulator) -> String {
+    let v: serde_json::Value = client
+        .post(format!(
+            "{}/{DEFAULT_TENANT_ID}/oauth2/v2.0/token",
+            emu.base_url()
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("client_secret", DEFAULT_CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {v}"))
+        .to_string()
+}
