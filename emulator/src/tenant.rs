@@ -67,8 +67,9 @@ pub struct Change {
 /// Look-ups go through an index by object id and by UPN: a base built now and then, plus the
 /// users written since (a small overlay, copied with each write). A write therefore costs the
 /// copy of the user list and of the overlay, not a rebuild of both indexes (which made writes
-/// O(n) with a large constant: 77 writes/s at 20,000 users). Entries may be stale (a deleted
-/// user, an old UPN); [`Snapshot::find`] checks the user it lands on, so they only cost a miss.
+/// O(n) with a large constant; docs/benchmarks.md, reverse apply). Entries may be stale (a
+/// deleted user, an old UPN); [`Snapshot::find`] checks the user it lands on, so they only
+/// cost a miss.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub users: Vec<Arc<User>>,
@@ -92,7 +93,7 @@ impl Index {
     }
 }
 
-/// The base is rebuilt once this many users were written since it was built (amortised: a
+/// The base is rebuilt once the overlay holds this many ids or UPNs (amortised: at most one
 /// rebuild per 512 writes).
 const RECENT_MAX: usize = 512;
 
