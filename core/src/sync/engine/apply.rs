@@ -257,22 +257,16 @@ pub async fn apply_run(
 
 /// Counts one write's result and records it in the managed set.
 fn record(r: ItemResult, outcome: &mut ApplyOutcome, managed: &mut ManagedSet) {
-    // A restored user is recorded even when the update after it failed (then reported as that
-    // failure).
-    let r = match r {
+    match r {
+        // A restored user is recorded even when the update after it failed (then reported as
+        // that failure).
         ItemResult::Restored { imm, entry, failed } => {
             managed.insert(imm, entry);
             match failed {
-                None => {
-                    outcome.restored += 1;
-                    return;
-                }
-                Some(f) => *f,
+                None => outcome.restored += 1,
+                Some(f) => record(*f, outcome, managed),
             }
         }
-        other => other,
-    };
-    match r {
         ItemResult::Created { imm, entry } => {
             outcome.created += 1;
             managed.insert(imm, entry);
@@ -316,7 +310,6 @@ fn record(r: ItemResult, outcome: &mut ApplyOutcome, managed: &mut ManagedSet) {
             outcome.failures.push(failure);
         }
         ItemResult::NotAttempted => outcome.not_attempted += 1,
-        ItemResult::Restored { .. } => {}
     }
 }
 
